@@ -1,0 +1,153 @@
+"""The coding flow: transcripts in, coded units and draft summaries out.
+
+One Prefect task per stage (never one per unit). Heavy components (spaCy, the encoder) are
+loaded once per process by cached factories and passed into the stages.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.assign import build_prototypes, score_matrix, suggest, top_codes
+from pipeline.codebook import Codebook, load_codebook
+from pipeline.embed import EmbeddingCache, SentenceTransformerEncoder, embed_texts, load_encoder
+from pipeline.errors import Problem
+from pipeline.ingest import Transcript, read_transcripts
+from pipeline.outputs import build_manifest, new_run_id, write_run
+from pipeline.report import build_summaries, render_summaries
+from pipeline.segment import load_sentencizer, segment, units_frame
+from pipeline.settings import Settings
+
+
+@lru_cache(maxsize=2)
+def get_encoder(model: str) -> SentenceTransformerEncoder:
+    return load_encoder(model)
+
+
+@lru_cache(maxsize=1)
+def get_sentencizer() -> Any:
+    return load_sentencizer()
+
+
+def default_cache_dir() -> Path:
+    return Path.cwd() / ".cache"
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_task(folder: Path, on_error: str) -> tuple[list[Transcript], list[Problem]]:
+    logger = get_run_logger()
+    transcripts, problems = read_transcripts(folder, on_error)
+    logger.info("ingest: %d transcripts read, %d skipped", len(transcripts),
+                sum(p.severity == "skipped" for p in problems))
+    for problem in problems:
+        logger.warning("ingest: %s", problem)
+    return transcripts, problems
+
+
+@task(name="segment", cache_policy=NO_CACHE)
+def segment_task(transcripts: list[Transcript], settings: Settings) -> pd.DataFrame:
+    units = units_frame(segment(transcripts, get_sentencizer(), settings), transcripts)
+    get_run_logger().info("segment: %d units (%d to code)", len(units), int(units["codable"].sum()))
+    return units
+
+
+@task(name="embed", cache_policy=NO_CACHE)
+def embed_task(texts: list[str], settings: Settings, cache_dir: Path) -> tuple[Any, int]:
+    logger = get_run_logger()
+    encoder = get_encoder(settings.model)
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
+    try:
+        vectors, encoded = embed_texts(
+            texts, encoder, cache, settings.batch_size,
+            progress=lambda done, total: logger.info("embed: %d of %d new texts", done, total),
+        )
+    finally:
+        cache.close()
+    logger.info("embed: %d units, %d newly embedded, %d from cache", len(texts), encoded,
+                len(texts) - encoded)
+    return vectors, encoded
+
+
+@task(name="assign", cache_policy=NO_CACHE)
+def assign_task(units: pd.DataFrame, vectors: Any, codebook: Codebook, settings: Settings,
+                cache_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    encoder = get_encoder(settings.model)
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
+    try:
+        prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+    finally:
+        cache.close()
+    codable = units[units["codable"]]
+    scores = score_matrix(vectors, prototypes, settings.example_weight)
+    ids = codable["unit_id"].tolist()
+    suggestions = suggest(scores, ids, prototypes.code_ids, settings)
+    best = top_codes(scores, ids, prototypes.code_ids)
+    get_run_logger().info("assign: %d suggestions on %d of %d units", len(suggestions),
+                          suggestions["unit_id"].nunique(), len(codable))
+    return suggestions, best
+
+
+@task(name="write outputs", cache_policy=NO_CACHE)
+def write_task(out_root: Path, run_id: str, transcripts: list[Transcript], units: pd.DataFrame,
+               suggestions: pd.DataFrame, manifest: dict, codebook: Codebook,
+               settings: Settings) -> Path:
+    def render(folder: Path) -> None:
+        summaries = build_summaries(codebook, units, suggestions, settings.quotes_per_code,
+                                    settings.quote_max_chars)
+        render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
+
+    run_dir = write_run(out_root, run_id, transcripts, units, suggestions, manifest, render)
+    get_run_logger().info("write: %s", run_dir)
+    return run_dir
+
+
+@flow(name="code-transcripts", log_prints=True)
+def code_transcripts(
+    transcripts_dir: Path,
+    codebook_path: Path,
+    out_dir: Path = Path("outputs"),
+    settings: Settings | None = None,
+) -> Path:
+    """Code every transcript in a folder against a codebook; returns the run folder."""
+    settings = settings or Settings()
+    started = datetime.now(UTC)
+    timings: dict[str, float] = {}
+    cache_dir = settings.cache_dir or default_cache_dir()
+
+    clock = time.perf_counter()
+    codebook = load_codebook(codebook_path)
+    transcripts, problems = ingest_task(Path(transcripts_dir), settings.on_error)
+    timings["ingest"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    units = segment_task(transcripts, settings)
+    timings["segment"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    codable_texts = units.loc[units["codable"], "text"].tolist()
+    vectors, encoded = embed_task(codable_texts, settings, cache_dir)
+    timings["embed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    suggestions, best = assign_task(units, vectors, codebook, settings, cache_dir)
+    timings["assign"] = time.perf_counter() - clock
+
+    encoder = get_encoder(settings.model)
+    units = units.merge(best, on="unit_id", how="left")
+    located = suggestions.merge(units[["unit_id", "transcript_id", "start", "end"]], on="unit_id")
+    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
+    manifest = build_manifest(run_id, started, transcripts, problems, codebook, settings,
+                              {"name": encoder.name, "fingerprint": encoder.fingerprint,
+                               "setting": settings.model},
+                              units, located, timings, encoded)
+    run_dir = write_task(Path(out_dir), run_id, transcripts, units, located, manifest, codebook,
+                         settings)
+    return run_dir

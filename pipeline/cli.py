@@ -1,0 +1,161 @@
+"""The ``qcode`` command: parses arguments and calls pipeline functions and flows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.environment import configure_environment
+
+configure_environment()
+
+from pipeline.errors import QcodeError  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+
+app = typer.Typer(
+    help="Code evaluation interviews against a codebook: a first pass for people to review.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CodebookOption = Annotated[Path, typer.Option("--codebook", "-c", help="Codebook YAML file.")]
+ThresholdOption = Annotated[
+    float | None, typer.Option(help="Minimum score for a suggestion (default 0.42).")
+]
+TopKOption = Annotated[int | None, typer.Option("--top-k", help="At most this many codes per unit.")]
+ModelOption = Annotated[
+    str | None, typer.Option(help="Local sentence-transformers model folder (default: bundled).")
+]
+
+
+def fail(error: QcodeError) -> None:
+    typer.secho(f"Error: {error.message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    transcripts: Annotated[Path, typer.Argument(help="Folder of .txt/.md/.docx/.vtt transcripts.")],
+    codebook: CodebookOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for run outputs.")] = Path(
+        "outputs"
+    ),
+    unit: Annotated[
+        str | None, typer.Option(help="Coding unit: sentence, window or turn.")
+    ] = None,
+    window_size: Annotated[int | None, typer.Option(help="Sentences per window unit.")] = None,
+    threshold: ThresholdOption = None,
+    top_k: TopKOption = None,
+    model: ModelOption = None,
+    code_interviewer: Annotated[
+        bool | None, typer.Option("--code-interviewer", help="Also code interviewer turns.")
+    ] = None,
+    template_dir: Annotated[
+        Path | None, typer.Option(help="Folder of your own Jinja templates.")
+    ] = None,
+    on_error: Annotated[
+        str | None, typer.Option(help="Bad transcript: 'skip' (default) or 'stop'.")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+) -> None:
+    """Segment, embed and code every transcript in a folder; write units, suggestions and
+    draft summaries to OUT/<run id>/."""
+    try:
+        settings = Settings.from_overrides(
+            unit=unit, window_size=window_size, threshold=threshold, top_k=top_k, model=model,
+            code_interviewer=code_interviewer, template_dir=template_dir, on_error=on_error,
+            cache_dir=cache_dir,
+        )
+        from pipeline.codebook import load_codebook
+        from pipeline.ingest import find_transcripts
+
+        load_codebook(codebook)  # fail fast, before Prefect starts
+        if not find_transcripts(transcripts):
+            raise QcodeError("no .txt, .md, .docx or .vtt transcripts in this folder",
+                             transcripts)
+        from flows.coding import code_transcripts
+
+        run_dir = code_transcripts(transcripts, codebook, out, settings)
+    except QcodeError as error:
+        fail(error)
+    import json
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    counts = manifest["counts"]
+    typer.echo(
+        f"Coded {counts['transcripts']} transcripts: {counts['codable_units']} units, "
+        f"{counts['suggestions']} suggestions on {counts['coded_units']} units."
+    )
+    for line in manifest["skipped"]:
+        typer.secho(f"Skipped {line}", fg=typer.colors.YELLOW, err=True)
+    for line in manifest["warnings"]:
+        typer.secho(f"Warning: {line}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"Outputs: {run_dir}")
+    typer.echo(f"Draft summaries: {run_dir / 'summaries' / 'index.html'}")
+
+
+@app.command("validate-codebook")
+def validate_codebook(
+    path: Annotated[Path, typer.Argument(help="Codebook YAML file to check.")],
+) -> None:
+    """Check a codebook and list its codes by group."""
+    from pipeline.codebook import load_codebook
+
+    try:
+        book = load_codebook(path)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(f"{path}: valid, {len(book.codes)} codes in {len(book.groups)} groups "
+               f"(hash {book.sha256[:12]})")
+    for group in book.groups:
+        codes = [c for c in book.codes if c.group == group.id]
+        typer.echo(f"  {group.label}: " + ", ".join(f"{c.id} ({c.kind})" for c in codes))
+
+
+@app.command("code-segments")
+def code_segments(
+    segments: Annotated[Path, typer.Argument(help="CSV with columns segment_id,text.")],
+    codebook: CodebookOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")],
+    threshold: ThresholdOption = None,
+    top_k: TopKOption = None,
+    model: ModelOption = None,
+) -> None:
+    """Code pre-segmented text (e.g. open survey answers); writes segment_id,code,score rows."""
+    from pipeline.assign import code_texts
+    from pipeline.codebook import load_codebook
+    from pipeline.embed import EmbeddingCache, load_encoder
+    from pipeline.ingest import read_segments_csv
+
+    try:
+        settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
+        book = load_codebook(codebook)
+        frame = read_segments_csv(segments)
+        encoder = load_encoder(settings.model)
+        cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
+        coded = code_texts(frame["text"].tolist(), frame["segment_id"].tolist(), book, encoder,
+                           settings, cache)
+    except QcodeError as error:
+        fail(error)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    coded[["segment_id", "code", "score"]].to_csv(tmp, index=False)
+    tmp.replace(out)
+    typer.echo(f"Coded {len(frame)} segments: {len(coded)} suggestions on "
+               f"{coded['segment_id'].nunique()} segments -> {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; outputs of unfinished runs were not written.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,497 @@
+"""Ingest: read anonymised transcripts (.txt/.md, .docx, Teams .vtt) into plain data.
+
+Every transcript becomes one plain ``text`` that all offsets point into, its participant
+attributes, and its speaker turns. Raw speaker labels are normalised to ``Interviewer`` and
+``Participant`` (or ``P1``, ``P2``... in group interviews), so a name used as a speaker label in
+a Teams export never reaches an output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pipeline.errors import Problem, QcodeError, SegmentsFileError, TranscriptError
+
+TRANSCRIPT_SUFFIXES = (".txt", ".md", ".docx", ".vtt")
+ATTRIBUTES = ("interview_id", "role", "local_authority", "workstream", "network", "date")
+EXPECTED_ATTRIBUTES = ("role", "local_authority", "workstream", "network", "date")
+
+INTERVIEWER_LABELS = {"interviewer", "int", "i", "q", "question", "researcher", "evaluator",
+                      "facilitator", "moderator", "interviewer 1", "interviewer 2"}
+PARTICIPANT_LABELS = {"participant", "interviewee", "respondent", "r", "a", "answer"}
+NUMBERED_PARTICIPANT = re.compile(r"^(?:P|R|Participant |Respondent )(\d{1,2})$", re.I)
+
+# A speaker label opens a paragraph: "Interviewer: ...", "**P2:** ...", "Head teacher: ...".
+LABEL = re.compile(
+    r"^(?:\*\*)?(?P<label>[A-Z][A-Za-z0-9 .'’()/&-]{0,40}?)(?:\*\*)?[ \t]*:(?:\*\*)?(?:[ \t]+|$)",
+    re.MULTILINE,  # so that ^ matches at the start of every paragraph, not only the file
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One speaker's contiguous speech; ``start:end`` is the speech without its label."""
+
+    transcript_id: str
+    index: int
+    speaker: str
+    speaker_kind: str  # "interviewer" or "participant"
+    start: int
+    end: int
+
+
+@dataclass
+class Transcript:
+    transcript_id: str
+    text: str
+    attributes: dict[str, str]
+    turns: list[Turn]
+    source_path: str
+    format: str
+    sha256: str
+    participants: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def attributes_for(self, speaker: str) -> dict[str, str]:
+        """The transcript's attributes, overridden by the speaker's own (group interviews)."""
+        merged = {k: v for k, v in self.attributes.items() if k != "participants"}
+        merged.update(self.participants.get(speaker, {}))
+        return merged
+
+
+@dataclass
+class _Paragraph:
+    start: int
+    end: int
+    line: int
+
+
+def _paragraphs(text: str, first_line: int) -> list[_Paragraph]:
+    """Blocks of non-blank lines with their offsets and 1-based line numbers."""
+    paragraphs: list[_Paragraph] = []
+    offset, start, start_line = 0, None, 0
+    for number, line in enumerate(text.splitlines(keepends=True), start=first_line):
+        if line.strip():
+            if start is None:
+                start, start_line = offset, number
+        elif start is not None:
+            paragraphs.append(_Paragraph(start, offset, start_line))
+            start = None
+        offset += len(line)
+    if start is not None:
+        paragraphs.append(_Paragraph(start, offset, start_line))
+    return paragraphs
+
+
+def _decode(data: bytes, path: Path) -> str:
+    if not data.strip():
+        raise TranscriptError("the file is empty", path)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16")
+    elif b"\x00" in data[:4096]:
+        raise TranscriptError("this is not a text file (it contains binary data)", path)
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise TranscriptError(
+                "the text is not UTF-8; save the file as UTF-8 (in Word: Save As, "
+                "Plain Text, Unicode UTF-8)",
+                path,
+                line,
+            ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _stringify(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _stringify(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stringify(v) for v in value]
+    return "" if value is None else str(value)
+
+
+def _parse_yaml_block(block: str, path: Path, first_line: int, what: str) -> dict[str, object]:
+    try:
+        data = yaml.safe_load(block) if block.strip() else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = first_line + mark.line if mark else first_line
+        problem = getattr(error, "problem", None) or "cannot be parsed"
+        raise TranscriptError(f"the {what} is not valid YAML ({problem})", path, line) from None
+    if not isinstance(data, dict):
+        raise TranscriptError(
+            f"the {what} must be 'key: value' lines (e.g. 'role: Head teacher')", path, first_line
+        )
+    return _stringify(data)  # type: ignore[return-value]
+
+
+def split_front_matter(text: str, path: Path) -> tuple[dict[str, object], str, int]:
+    """Return (front matter, body, line number where the body starts)."""
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        return {}, text, 1
+    for number, line in enumerate(lines[1:], start=1):
+        if line.strip() in ("---", "..."):
+            block = "\n".join(lines[1:number])
+            body = "\n".join(lines[number + 1 :])
+            return _parse_yaml_block(block, path, 2, "front matter"), body, number + 2
+    raise TranscriptError(
+        "the front matter opened with '---' on line 1 is never closed: add a line with "
+        "'---' after the attributes",
+        path,
+        1,
+    )
+
+
+def _read_sidecar(path: Path) -> dict[str, object]:
+    """Attributes in ``<name>.yaml`` beside a transcript (the only way for .vtt files)."""
+    for candidate in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
+        if candidate.is_file():
+            text = _decode(candidate.read_bytes(), candidate)
+            return _parse_yaml_block(text, candidate, 1, "attribute file")
+    return {}
+
+
+class _SpeakerNames:
+    """Maps raw labels to anonymous, normalised speakers."""
+
+    def __init__(self, raw_labels: list[str], meta: dict[str, object]):
+        declared = meta.get("speakers") or {}
+        self.declared = {str(k): str(v) for k, v in declared.items()} if isinstance(
+            declared, dict) else {}
+        interviewers = meta.get("interviewers") or []
+        self.interviewers = {str(x).lower() for x in interviewers} if isinstance(
+            interviewers, list) else set()
+        participants = meta.get("participants") or {}
+        self.participants = set(participants) if isinstance(participants, dict) else set()
+        self.mapping: dict[str, tuple[str, str]] = {}
+        others = [r for r in dict.fromkeys(raw_labels) if self._fixed(r) is None]
+        for number, raw in enumerate(others, start=1):
+            label = "Participant" if len(others) == 1 else f"P{number}"
+            self.mapping[raw] = (label, "participant")
+
+    def _fixed(self, raw: str) -> tuple[str, str] | None:
+        low = raw.strip().lower()
+        if raw in self.declared:
+            target = self.declared[raw]
+            if target.lower() in INTERVIEWER_LABELS:
+                return "Interviewer", "interviewer"
+            return target, "participant"
+        if low in INTERVIEWER_LABELS or low in self.interviewers or re.match(
+            r"^(interviewer|researcher|evaluator|facilitator)\b", low
+        ):
+            return "Interviewer", "interviewer"
+        if raw in self.participants:
+            return raw, "participant"
+        numbered = NUMBERED_PARTICIPANT.match(raw.strip())
+        if numbered:
+            return f"P{int(numbered.group(1))}", "participant"
+        return None
+
+    def __call__(self, raw: str) -> tuple[str, str]:
+        return self._fixed(raw) or self.mapping[raw]
+
+
+def _is_known_label(label: str, meta: dict[str, object]) -> bool:
+    low = label.lower()
+    declared = meta.get("speakers") or {}
+    participants = meta.get("participants") or {}
+    return (
+        low in INTERVIEWER_LABELS
+        or low in PARTICIPANT_LABELS
+        or bool(NUMBERED_PARTICIPANT.match(label))
+        or (isinstance(declared, dict) and label in declared)
+        or (isinstance(participants, dict) and label in participants)
+        or bool(re.match(r"^(interviewer|researcher|evaluator|facilitator)\b", low))
+    )
+
+
+def parse_turns(
+    transcript_id: str,
+    body: str,
+    meta: dict[str, object],
+    path: Path,
+    first_line: int,
+) -> tuple[list[Turn], list[Problem]]:
+    """Split speaker-labelled paragraphs into turns with offsets into ``body``."""
+    paragraphs = _paragraphs(body, first_line)
+    candidates: list[tuple[_Paragraph, str, int] | tuple[_Paragraph, None, int]] = []
+    counts: dict[str, int] = {}
+    for p in paragraphs:
+        match = LABEL.match(body, p.start, p.end)
+        if match and len(match.group("label").split()) <= 4:
+            label = match.group("label").strip()
+            counts[label] = counts.get(label, 0) + 1
+            candidates.append((p, label, match.end()))
+        else:
+            candidates.append((p, None, p.start))
+    # A label is real if it is a known speaker word or is used for at least two turns;
+    # this keeps "Honestly: ..." inside someone's answer from becoming a speaker.
+    real = {lab for lab, n in counts.items() if n >= 2 or _is_known_label(lab, meta)}
+    raw_turns: list[tuple[str, int, int, int]] = []  # raw label, start, end, line
+    problems: list[Problem] = []
+    for p, label, speech_start in candidates:
+        if label in real:
+            raw_turns.append((label, speech_start, p.end, p.line))
+        elif raw_turns:
+            last = raw_turns[-1]
+            raw_turns[-1] = (last[0], last[1], p.end, last[3])
+        else:
+            problems.append(Problem(str(path), p.line,
+                                    "text before the first speaker label is not coded"))
+    if not raw_turns:
+        raise TranscriptError(
+            "no speaker labels found: start each turn with the speaker and a colon, e.g. "
+            "'Interviewer: ...' and 'Participant: ...'",
+            path,
+            first_line,
+        )
+    names = _SpeakerNames([t[0] for t in raw_turns], meta)
+    turns = []
+    for raw, start, end, _line in raw_turns:
+        segment = body[start:end]
+        lead = len(segment) - len(segment.lstrip())
+        trail = len(segment.rstrip())
+        speaker, kind = names(raw)
+        if trail <= lead:
+            continue
+        turns.append(Turn(transcript_id, len(turns), speaker, kind, start + lead, start + trail))
+    if not any(t.speaker_kind == "participant" for t in turns):
+        raise TranscriptError(
+            "only interviewer turns were found, so there is nothing to code", path, first_line
+        )
+    return turns, problems
+
+
+def _docx_text(path: Path) -> str:
+    """Paragraphs of a Word file as front matter + blank-line-separated paragraphs."""
+    import docx  # python-docx
+    from docx.opc.exceptions import PackageNotFoundError
+
+    try:
+        document = docx.Document(str(path))
+    except (PackageNotFoundError, KeyError, ValueError, OSError) as error:
+        raise TranscriptError(
+            f"this .docx cannot be opened as a Word document ({type(error).__name__}); "
+            "re-save it from Word as .docx",
+            path,
+        ) from None
+    except Exception as error:  # zipfile.BadZipFile, lxml errors from a corrupt package
+        raise TranscriptError(
+            f"this .docx is damaged and cannot be read ({type(error).__name__})", path
+        ) from None
+    paragraphs = [p.text.replace("\r", "") for p in document.paragraphs]
+    while paragraphs and not paragraphs[0].strip():
+        paragraphs.pop(0)
+    if paragraphs and paragraphs[0].strip() == "---":
+        for number, para in enumerate(paragraphs[1:], start=1):
+            if para.strip() == "---":
+                head = "\n".join(p for p in paragraphs[: number + 1])
+                body = "\n\n".join(p.strip() for p in paragraphs[number + 1 :] if p.strip())
+                return f"{head}\n{body}\n"
+    return "\n\n".join(p.strip() for p in paragraphs if p.strip()) + "\n"
+
+
+def _vtt_cues(text: str, path: Path) -> list[tuple[str | None, str, int]]:
+    """(voice, text, line) per cue of a WebVTT file."""
+    import webvtt
+    from webvtt.errors import MalformedFileError
+
+    try:
+        captions = webvtt.from_buffer(io.StringIO(text))
+    except MalformedFileError as error:
+        raise TranscriptError(f"not a valid WebVTT file ({error})", path) from None
+    except Exception as error:  # webvtt raises bare errors on broken cue timings
+        raise TranscriptError(f"not a valid WebVTT file ({error})", path) from None
+    lines = text.split("\n")
+    cursor = 0
+    cues: list[tuple[str | None, str, int]] = []
+    for caption in captions:
+        # Line of the timing line, found by walking forward through the file.
+        timing = f"{caption.start} -->"
+        while cursor < len(lines) and not lines[cursor].startswith(timing):
+            cursor += 1
+        cue_text = " ".join(caption.text.split())
+        if cue_text:
+            cues.append((caption.voice, cue_text, cursor + 1))
+    if not cues:
+        raise TranscriptError("the WebVTT file has no captions", path)
+    return cues
+
+
+def _vtt_transcript(text: str, path: Path, meta: dict[str, object], transcript_id: str
+                    ) -> tuple[str, list[Turn], list[Problem]]:
+    """Merge consecutive cues by voice into turns and build 'Speaker: text' plain text."""
+    merged: list[tuple[str, str, int]] = []
+    problems: list[Problem] = []
+    for voice, cue_text, line in _vtt_cues(text, path):
+        raw = voice
+        if raw is None:
+            match = LABEL.match(cue_text)
+            if match and _is_known_label(match.group("label"), meta):
+                raw, cue_text = match.group("label"), cue_text[match.end():]
+        if raw is None:
+            if not merged:
+                problems.append(Problem(str(path), line, "caption without a speaker is not coded"))
+                continue
+            raw = merged[-1][0]
+        if merged and merged[-1][0] == raw:
+            merged[-1] = (raw, f"{merged[-1][1]} {cue_text}", merged[-1][2])
+        else:
+            merged.append((raw, cue_text, line))
+    if not merged:
+        raise TranscriptError("no captions carry a speaker (<v Name> voice tag)", path)
+    names = _SpeakerNames([m[0] for m in merged], meta)
+    parts: list[str] = []
+    turns: list[Turn] = []
+    offset = 0
+    for raw, speech, _line in merged:
+        speaker, kind = names(raw)
+        prefix = f"{speaker}: "
+        start = offset + len(prefix)
+        turns.append(Turn(transcript_id, len(turns), speaker, kind, start, start + len(speech)))
+        block = prefix + speech
+        parts.append(block)
+        offset += len(block) + 2
+    if not any(t.speaker_kind == "participant" for t in turns):
+        raise TranscriptError("only interviewer captions were found, nothing to code", path)
+    return "\n\n".join(parts) + "\n", turns, problems
+
+
+def read_transcript(path: str | Path) -> Transcript:
+    """Read one transcript; raise ``TranscriptError`` naming the file and line if unusable."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TRANSCRIPT_SUFFIXES:
+        raise TranscriptError(
+            f"'{suffix}' files are not read; use {', '.join(TRANSCRIPT_SUFFIXES)}", path
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise TranscriptError(f"cannot be read ({error.strerror})", path) from None
+    sha = hashlib.sha256(data).hexdigest()
+    sidecar = _read_sidecar(path)
+    if suffix == ".vtt":
+        raw_text = _decode(data, path)
+        if not raw_text.lstrip().startswith("WEBVTT"):
+            raise TranscriptError("a .vtt file must start with 'WEBVTT'", path, 1)
+        meta = dict(sidecar)
+        transcript_id = str(meta.get("interview_id") or path.stem)
+        text, turns, problems = _vtt_transcript(raw_text, path, meta, transcript_id)
+    else:
+        raw_text = _docx_text(path) if suffix == ".docx" else _decode(data, path)
+        front, body, first_line = split_front_matter(raw_text, path)
+        meta = {**front, **sidecar}
+        transcript_id = str(meta.get("interview_id") or path.stem)
+        if not body.strip():
+            raise TranscriptError("the transcript has attributes but no text", path, first_line)
+        turns, problems = parse_turns(transcript_id, body, meta, path, first_line)
+        text = body
+    participants_raw = meta.get("participants") or {}
+    participants: dict[str, dict[str, str]] = {}
+    if isinstance(participants_raw, dict):
+        for speaker, attrs in participants_raw.items():
+            if isinstance(attrs, dict):
+                participants[str(speaker)] = {str(k): str(v) for k, v in attrs.items()}
+    attributes = {
+        k: str(v) for k, v in meta.items()
+        if k not in ("participants", "speakers", "interviewers") and not isinstance(v, dict | list)
+    }
+    attributes["interview_id"] = transcript_id
+    spoken = {t.speaker for t in turns if t.speaker_kind == "participant"}
+    for key in EXPECTED_ATTRIBUTES:
+        missing = [s for s in sorted(spoken) if not (attributes.get(key)
+                                                     or participants.get(s, {}).get(key))]
+        if missing:
+            who = "" if missing == sorted(spoken) else f" for {', '.join(missing)}"
+            problems.append(Problem(str(path), None, f"attribute '{key}' is missing{who}"))
+    return Transcript(
+        transcript_id=transcript_id,
+        text=text,
+        attributes=attributes,
+        turns=turns,
+        source_path=str(path),
+        format=suffix.lstrip("."),
+        sha256=sha,
+        participants=participants,
+        problems=problems,
+    )
+
+
+def find_transcripts(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TranscriptError("folder not found", folder)
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES
+        and not p.name.startswith((".", "~$")) and not p.stem.upper().startswith("README")
+    )
+
+
+def read_transcripts(folder: str | Path, on_error: str = "skip"
+                     ) -> tuple[list[Transcript], list[Problem]]:
+    """Read every transcript in a folder; bad ones are skipped and reported (or stop the run)."""
+    transcripts: list[Transcript] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for path in find_transcripts(folder):
+        try:
+            transcript = read_transcript(path)
+            if transcript.transcript_id in seen:
+                raise TranscriptError(
+                    f"interview_id '{transcript.transcript_id}' is also used by "
+                    f"{seen[transcript.transcript_id]}; give each interview its own id",
+                    path,
+                )
+        except QcodeError as error:
+            if on_error == "stop":
+                raise
+            problems.append(Problem.from_error(error))
+            continue
+        seen[transcript.transcript_id] = path.name
+        transcripts.append(transcript)
+        problems.extend(transcript.problems)
+    return transcripts, problems
+
+
+def read_segments_csv(path: str | Path) -> pd.DataFrame:
+    """Pre-segmented text (survey answers, gold coding): ``segment_id,text`` at least."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegmentsFileError("file not found", path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise SegmentsFileError("not UTF-8 text; save the CSV as UTF-8", path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        message = str(error).strip().splitlines()[0]
+        line_match = re.search(r"line (\d+)", message)
+        line = int(line_match.group(1)) if line_match else None
+        raise SegmentsFileError(f"not a readable CSV ({message})", path, line) from None
+    missing = [c for c in ("segment_id", "text") if c not in frame.columns]
+    if missing:
+        raise SegmentsFileError(
+            f"missing column(s) {', '.join(missing)}; the first row must name the columns "
+            f"(found: {', '.join(frame.columns) or 'none'})", path, 1)
+    blank = frame.index[frame["segment_id"].str.strip() == ""]
+    if len(blank):
+        raise SegmentsFileError("segment_id is empty", path, int(blank[0]) + 2)
+    duplicated = frame.index[frame["segment_id"].duplicated()]
+    if len(duplicated):
+        row = int(duplicated[0])
+        first = int(frame.index[frame["segment_id"] == frame.at[row, "segment_id"]][0])
+        raise SegmentsFileError(
+            f"segment_id '{frame.at[row, 'segment_id']}' repeats the one on line {first + 2}",
+            path, row + 2)
+    return frame

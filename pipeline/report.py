@@ -1,0 +1,238 @@
+"""Report: a draft summary per code, with prevalence, quotes and attributions.
+
+Summaries are computed from a table of codings (today the machine's suggestions; once reviewers
+have decided, the current state) and rendered with Jinja. Users can point ``template_dir`` at a
+folder of their own templates; any template they do not provide falls back to ours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from pipeline.codebook import Code, Codebook
+
+DRAFT_BANNER = "DRAFT - FOR HUMAN REVIEW"
+
+# (name, rule) pairs, stated in the templates too. Applied to a share of interviews/participants.
+QUANTIFIERS: list[tuple[str, str]] = [
+    ("all", "every one"),
+    ("most", "75% or more"),
+    ("many", "50% to 74%"),
+    ("some", "25% to 49%"),
+    ("a few", "more than one, under 25%"),
+    ("one", "exactly one"),
+    ("none", "none"),
+]
+SENTENCE_END = re.compile(r"[.!?…][\"'”’)]*(?=\s)")
+
+
+def quantifier(count: int, total: int) -> str:
+    """The report word for ``count`` of ``total`` (the evaluation's all / most / many...)."""
+    if count <= 0 or total <= 0:
+        return "none"
+    if count >= total:
+        return "all"
+    if count == 1:
+        return "one"
+    share = count / total
+    if share >= 0.75:
+        return "most"
+    if share >= 0.5:
+        return "many"
+    if share >= 0.25:
+        return "some"
+    return "a few"
+
+
+def attribution(attributes: dict[str, str]) -> str:
+    """'Head teacher, LA-C, LEI workstream', built from attributes only, never names."""
+    parts = [attributes.get("role", ""), attributes.get("local_authority", "")]
+    if attributes.get("workstream"):
+        parts.append(f"{attributes['workstream']} workstream")
+    text = ", ".join(p for p in parts if p)
+    return text or "Participant"
+
+
+def trim_quote(text: str, max_chars: int) -> str:
+    """Cut a long quote at a sentence end (or a word) and mark the cut with [...]."""
+    if len(text) <= max_chars:
+        return text
+    ends = [m.end() for m in SENTENCE_END.finditer(text) if m.end() <= max_chars]
+    if ends and ends[-1] >= max_chars // 3:
+        return text[: ends[-1]] + " [...]"
+    cut = text.rfind(" ", 0, max_chars)
+    return text[: cut if cut > 0 else max_chars].rstrip(" ,;:") + " [...]"
+
+
+@dataclass
+class Quote:
+    unit_id: str
+    transcript_id: str
+    start: int
+    end: int
+    text: str  # exactly the source slice, possibly trimmed with a trailing " [...]"
+    attribution: str
+    score: float
+
+
+@dataclass
+class Prevalence:
+    units: int
+    codable_units: int
+    interviews: int
+    total_interviews: int
+    participants: int
+    total_participants: int
+    roles: list[tuple[str, int, int]]  # (role, participants coded, participants with role)
+    authorities: list[tuple[str, int, int]]
+
+    @property
+    def interviews_word(self) -> str:
+        return quantifier(self.interviews, self.total_interviews)
+
+    @property
+    def participants_word(self) -> str:
+        return quantifier(self.participants, self.total_participants)
+
+
+@dataclass
+class CodeSummary:
+    code: Code
+    group_label: str
+    prevalence: Prevalence
+    quotes: list[Quote]
+    counterparts: list[tuple[Code, int]]  # opposite-kind codes in the group, units coded
+    source: str = "machine suggestions (unreviewed)"
+    cooccurring: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _breakdown(coded: set[tuple[str, str]], people: pd.DataFrame, column: str
+               ) -> list[tuple[str, int, int]]:
+    rows = []
+    for value, group in people.groupby(column, sort=True):
+        if not value:
+            continue
+        keys = set(zip(group["transcript_id"], group["speaker"], strict=True))
+        rows.append((str(value), len(keys & coded), len(keys)))
+    return rows
+
+
+def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]:
+    """Strongest quotes, at most one per participant until every participant has had a turn."""
+    ordered = hits.sort_values(["score", "unit_id"], ascending=[False, True])
+    chosen: list[pd.Series] = []
+    used_people: set[tuple[str, str]] = set()
+    leftovers: list[pd.Series] = []
+    for _, row in ordered.iterrows():
+        person = (row["transcript_id"], row["speaker"])
+        if person in used_people:
+            leftovers.append(row)
+            continue
+        used_people.add(person)
+        chosen.append(row)
+        if len(chosen) >= limit:
+            break
+    chosen.extend(leftovers[: max(0, limit - len(chosen))])
+    return [
+        Quote(r["unit_id"], r["transcript_id"], int(r["start"]), int(r["end"]),
+              trim_quote(r["text"], max_chars), r["attribution"], float(r["score"]))
+        for r in chosen
+    ]
+
+
+def build_summaries(codebook: Codebook, units: pd.DataFrame, codings: pd.DataFrame,
+                    quotes_per_code: int = 5, quote_max_chars: int = 400,
+                    source: str = "machine suggestions (unreviewed)") -> list[CodeSummary]:
+    """One summary per code. ``units`` carries attributes; ``codings`` is unit_id, code_id, score."""
+    codable = units[units["codable"]]
+    people = codable.drop_duplicates(["transcript_id", "speaker"])[
+        ["transcript_id", "speaker", "role", "local_authority"]
+    ]
+    total_interviews = units["transcript_id"].nunique()
+    attributed = units.assign(attribution=[
+        attribution({"role": r, "local_authority": la, "workstream": w})
+        for r, la, w in zip(units["role"], units["local_authority"], units["workstream"],
+                            strict=True)
+    ])
+    joined = codings[["unit_id", "code_id", "score"]].merge(attributed, on="unit_id", how="inner")
+    per_code_units = joined.groupby("code_id")["unit_id"].nunique().to_dict()
+    codes_by_unit = joined.groupby("unit_id")["code_id"].apply(list)
+    summaries = []
+    for code in codebook.codes:
+        hits = joined[joined["code_id"] == code.id]
+        coded_people = set(zip(hits["transcript_id"], hits["speaker"], strict=True))
+        prevalence = Prevalence(
+            units=hits["unit_id"].nunique(),
+            codable_units=len(codable),
+            interviews=hits["transcript_id"].nunique(),
+            total_interviews=total_interviews,
+            participants=len(coded_people),
+            total_participants=len(people),
+            roles=_breakdown(coded_people, people, "role"),
+            authorities=_breakdown(coded_people, people, "local_authority"),
+        )
+        together = Counter(
+            other for unit in hits["unit_id"].unique() for other in codes_by_unit.get(unit, [])
+            if other != code.id
+        )
+        summaries.append(CodeSummary(
+            code=code,
+            group_label=codebook.group(code.group).label,
+            prevalence=prevalence,
+            quotes=choose_quotes(hits, quotes_per_code, quote_max_chars),
+            counterparts=[(c, int(per_code_units.get(c.id, 0)))
+                          for c in codebook.counterparts(code.id)],
+            source=source,
+            cooccurring=together.most_common(5),
+        ))
+    return summaries
+
+
+def template_environment(template_dir: Path | None = None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.PackageLoader("pipeline", "templates"))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pct"] = lambda n, d: f"{(100 * n / d):.0f}%" if d else "0%"
+    env.filters["md_quote"] = lambda text: "\n".join(f"> {line}" for line in text.splitlines())
+    env.globals.update(banner=DRAFT_BANNER, quantifiers=QUANTIFIERS)
+    return env
+
+
+def slug(code_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", code_id)
+
+
+def render_summaries(summaries: list[CodeSummary], codebook: Codebook, manifest: dict,
+                     out_dir: Path, template_dir: Path | None = None) -> list[Path]:
+    """Write ``<code>.md`` and ``<code>.html`` per code and an index of both."""
+    env = template_environment(template_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    context = {"codebook": codebook, "manifest": manifest, "slug": slug}
+    for summary in summaries:
+        for ext in ("md", "html"):
+            path = out_dir / f"{slug(summary.code.id)}.{ext}"
+            text = env.get_template(f"code_summary.{ext}.j2").render(s=summary, **context)
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    for ext in ("md", "html"):
+        path = out_dir / f"index.{ext}"
+        text = env.get_template(f"index.{ext}.j2").render(summaries=summaries, **context)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

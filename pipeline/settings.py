@@ -1,0 +1,86 @@
+"""One validated settings object: the flow's parameters and the CLI's overrides.
+
+Defaults live here and nowhere else; the README's settings table is checked against this
+class by a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import SettingsError
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class Settings(BaseModel):
+    """Everything that changes what a run produces. Recorded in every run manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit: Literal["sentence", "window", "turn"] = Field(
+        "sentence", description="What gets coded: one sentence, a window of sentences, a turn."
+    )
+    window_size: int = Field(3, ge=1, le=20, description="Sentences per unit when unit=window.")
+    code_interviewer: bool = Field(
+        False, description="Also suggest codes for interviewer turns (kept as context anyway)."
+    )
+    min_unit_words: int = Field(
+        4, ge=0, description="Units shorter than this ('Yes.', 'Mm-hmm.') get no suggestions."
+    )
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="Sentence-transformers model: the bundled one, or a local model folder.",
+    )
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per encoder batch.")
+    threshold: float = Field(
+        0.42, ge=-1.0, le=1.0, description="Minimum score for a code to be suggested."
+    )
+    top_k: int = Field(3, ge=1, le=50, description="At most this many codes per unit.")
+    relative_cutoff: float = Field(
+        0.06,
+        ge=0.0,
+        le=2.0,
+        description="Drop codes scoring more than this below the unit's best code.",
+    )
+    example_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Score mix: weight of the best-matching example vs the code's centroid.",
+    )
+    quotes_per_code: int = Field(5, ge=0, le=50, description="Quotes shown in each summary.")
+    quote_max_chars: int = Field(400, ge=40, description="Longer quotes are trimmed with [...].")
+    template_dir: Path | None = Field(
+        None, description="Folder of your own Jinja templates; missing ones fall back to ours."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Embedding cache folder (default: .cache/ in the project)."
+    )
+    on_error: Literal["skip", "stop"] = Field(
+        "skip", description="Bad transcript: skip it and report it, or stop the run."
+    )
+
+    @classmethod
+    def from_overrides(cls, base: Settings | None = None, **overrides: object) -> Settings:
+        """Apply CLI overrides, turning pydantic's errors into one readable message."""
+        data = (base or cls()).model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise SettingsError(f"invalid setting: {problems}") from None
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(name, default, help) rows for the README and `qcode run --help`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        rows.append((name, repr(field.default), field.description or ""))
+    return rows
