@@ -45,8 +45,11 @@ def default_cache_dir() -> Path:
 def ingest_task(folder: Path, on_error: str) -> tuple[list[Transcript], list[Problem]]:
     logger = get_run_logger()
     transcripts, problems = read_transcripts(folder, on_error)
-    logger.info("ingest: %d transcripts read, %d skipped", len(transcripts),
-                sum(p.severity == "skipped" for p in problems))
+    logger.info(
+        "ingest: %d transcripts read, %d skipped",
+        len(transcripts),
+        sum(p.severity == "skipped" for p in problems),
+    )
     for problem in problems:
         logger.warning("ingest: %s", problem)
     return transcripts, problems
@@ -66,19 +69,27 @@ def embed_task(texts: list[str], settings: Settings, cache_dir: Path) -> tuple[A
     cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
     try:
         vectors, encoded = embed_texts(
-            texts, encoder, cache, settings.batch_size,
+            texts,
+            encoder,
+            cache,
+            settings.batch_size,
             progress=lambda done, total: logger.info("embed: %d of %d new texts", done, total),
         )
     finally:
         cache.close()
-    logger.info("embed: %d units, %d newly embedded, %d from cache", len(texts), encoded,
-                len(texts) - encoded)
+    logger.info(
+        "embed: %d units, %d newly embedded, %d from cache",
+        len(texts),
+        encoded,
+        len(texts) - encoded,
+    )
     return vectors, encoded
 
 
 @task(name="assign", cache_policy=NO_CACHE)
-def assign_task(units: pd.DataFrame, vectors: Any, codebook: Codebook, settings: Settings,
-                cache_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def assign_task(
+    units: pd.DataFrame, vectors: Any, codebook: Codebook, settings: Settings, cache_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     encoder = get_encoder(settings.model)
     cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
     try:
@@ -90,18 +101,30 @@ def assign_task(units: pd.DataFrame, vectors: Any, codebook: Codebook, settings:
     ids = codable["unit_id"].tolist()
     suggestions = suggest(scores, ids, prototypes.code_ids, settings)
     best = top_codes(scores, ids, prototypes.code_ids)
-    get_run_logger().info("assign: %d suggestions on %d of %d units", len(suggestions),
-                          suggestions["unit_id"].nunique(), len(codable))
+    get_run_logger().info(
+        "assign: %d suggestions on %d of %d units",
+        len(suggestions),
+        suggestions["unit_id"].nunique(),
+        len(codable),
+    )
     return suggestions, best
 
 
 @task(name="write outputs", cache_policy=NO_CACHE)
-def write_task(out_root: Path, run_id: str, transcripts: list[Transcript], units: pd.DataFrame,
-               suggestions: pd.DataFrame, manifest: dict, codebook: Codebook,
-               settings: Settings) -> Path:
+def write_task(
+    out_root: Path,
+    run_id: str,
+    transcripts: list[Transcript],
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+    manifest: dict,
+    codebook: Codebook,
+    settings: Settings,
+) -> Path:
     def render(folder: Path) -> None:
-        summaries = build_summaries(codebook, units, suggestions, settings.quotes_per_code,
-                                    settings.quote_max_chars)
+        summaries = build_summaries(
+            codebook, units, suggestions, settings.quotes_per_code, settings.quote_max_chars
+        )
         render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
 
     run_dir = write_run(out_root, run_id, transcripts, units, suggestions, manifest, render)
@@ -144,10 +167,20 @@ def code_transcripts(
     units = units.merge(best, on="unit_id", how="left")
     located = suggestions.merge(units[["unit_id", "transcript_id", "start", "end"]], on="unit_id")
     run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
-    manifest = build_manifest(run_id, started, transcripts, problems, codebook, settings,
-                              {"name": encoder.name, "fingerprint": encoder.fingerprint,
-                               "setting": settings.model},
-                              units, located, timings, encoded)
-    run_dir = write_task(Path(out_dir), run_id, transcripts, units, located, manifest, codebook,
-                         settings)
+    manifest = build_manifest(
+        run_id,
+        started,
+        transcripts,
+        problems,
+        codebook,
+        settings,
+        {"name": encoder.name, "fingerprint": encoder.fingerprint, "setting": settings.model},
+        units,
+        located,
+        timings,
+        encoded,
+    )
+    run_dir = write_task(
+        Path(out_dir), run_id, transcripts, units, located, manifest, codebook, settings
+    )
     return run_dir

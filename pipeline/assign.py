@@ -29,25 +29,27 @@ class Prototypes:
     example_starts: np.ndarray  # index of each code's first row in ``examples``
 
 
-def build_prototypes(codebook: Codebook, encoder: Encoder, cache: EmbeddingCache | None = None,
-                     batch_size: int = 64) -> Prototypes:
+def build_prototypes(
+    codebook: Codebook, encoder: Encoder, cache: EmbeddingCache | None = None, batch_size: int = 64
+) -> Prototypes:
     texts: list[str] = []
     starts: list[int] = []
     for code in codebook.codes:
         starts.append(len(texts))
         texts.extend(code.prototype_texts())
     vectors, _ = embed_texts(texts, encoder, cache, batch_size)
-    centroids = np.vstack([
-        vectors[s:e].mean(axis=0)
-        for s, e in zip(starts, [*starts[1:], len(texts)], strict=True)
-    ])
+    centroids = np.vstack(
+        [vectors[s:e].mean(axis=0) for s, e in zip(starts, [*starts[1:], len(texts)], strict=True)]
+    )
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    return Prototypes(codebook.ids, centroids.astype(np.float32), vectors,
-                      np.asarray(starts, dtype=np.int64))
+    return Prototypes(
+        codebook.ids, centroids.astype(np.float32), vectors, np.asarray(starts, dtype=np.int64)
+    )
 
 
-def score_matrix(unit_vectors: np.ndarray, prototypes: Prototypes, example_weight: float
-                 ) -> np.ndarray:
+def score_matrix(
+    unit_vectors: np.ndarray, prototypes: Prototypes, example_weight: float
+) -> np.ndarray:
     """(units, codes) scores in [-1, 1]."""
     if len(unit_vectors) == 0:
         return np.zeros((0, len(prototypes.code_ids)), dtype=np.float32)
@@ -57,8 +59,9 @@ def score_matrix(unit_vectors: np.ndarray, prototypes: Prototypes, example_weigh
     return ((1.0 - example_weight) * centroid + example_weight * best_example).astype(np.float32)
 
 
-def suggest(scores: np.ndarray, unit_ids: list[str], code_ids: list[str], settings: Settings
-            ) -> pd.DataFrame:
+def suggest(
+    scores: np.ndarray, unit_ids: list[str], code_ids: list[str], settings: Settings
+) -> pd.DataFrame:
     """Suggestions (one row per unit and suggested code) from a score matrix."""
     if scores.size == 0:
         return pd.DataFrame(columns=SUGGESTION_COLUMNS)
@@ -73,13 +76,15 @@ def suggest(scores: np.ndarray, unit_ids: list[str], code_ids: list[str], settin
     keep[:, settings.top_k :] = False
     rows, cols = np.nonzero(keep)
     code_array = np.asarray(code_ids, dtype=object)
-    frame = pd.DataFrame({
-        "unit_id": np.asarray(unit_ids, dtype=object)[rows],
-        "code_id": code_array[order[rows, cols]],
-        "score": ranked[rows, cols],
-        "rank": cols + 1,
-        "margin": np.round(np.nan_to_num(margins[rows, cols], nan=ranked[rows, cols]), 6),
-    })
+    frame = pd.DataFrame(
+        {
+            "unit_id": np.asarray(unit_ids, dtype=object)[rows],
+            "code_id": code_array[order[rows, cols]],
+            "score": ranked[rows, cols],
+            "rank": cols + 1,
+            "margin": np.round(np.nan_to_num(margins[rows, cols], nan=ranked[rows, cols]), 6),
+        }
+    )
     return frame.reset_index(drop=True)
 
 
@@ -88,15 +93,23 @@ def top_codes(scores: np.ndarray, unit_ids: list[str], code_ids: list[str]) -> p
     if scores.size == 0:
         return pd.DataFrame(columns=["unit_id", "top_code", "top_score"])
     best = scores.argmax(axis=1)
-    return pd.DataFrame({
-        "unit_id": unit_ids,
-        "top_code": np.asarray(code_ids, dtype=object)[best],
-        "top_score": np.round(scores[np.arange(len(best)), best].astype(np.float64), 6),
-    })
+    return pd.DataFrame(
+        {
+            "unit_id": unit_ids,
+            "top_code": np.asarray(code_ids, dtype=object)[best],
+            "top_score": np.round(scores[np.arange(len(best)), best].astype(np.float64), 6),
+        }
+    )
 
 
-def code_texts(texts: list[str], ids: list[str], codebook: Codebook, encoder: Encoder,
-               settings: Settings, cache: EmbeddingCache | None = None) -> pd.DataFrame:
+def code_texts(
+    texts: list[str],
+    ids: list[str],
+    codebook: Codebook,
+    encoder: Encoder,
+    settings: Settings,
+    cache: EmbeddingCache | None = None,
+) -> pd.DataFrame:
     """Suggestions for free-standing texts (survey answers): ``segment_id, code, score, ...``."""
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     keep = [i for i, t in enumerate(texts) if t.strip()]

@@ -26,7 +26,9 @@ CodebookOption = Annotated[Path, typer.Option("--codebook", "-c", help="Codebook
 ThresholdOption = Annotated[
     float | None, typer.Option(help="Minimum score for a suggestion (default 0.42).")
 ]
-TopKOption = Annotated[int | None, typer.Option("--top-k", help="At most this many codes per unit.")]
+TopKOption = Annotated[
+    int | None, typer.Option("--top-k", help="At most this many codes per unit.")
+]
 ModelOption = Annotated[
     str | None, typer.Option(help="Local sentence-transformers model folder (default: bundled).")
 ]
@@ -44,9 +46,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for run outputs.")] = Path(
         "outputs"
     ),
-    unit: Annotated[
-        str | None, typer.Option(help="Coding unit: sentence, window or turn.")
-    ] = None,
+    unit: Annotated[str | None, typer.Option(help="Coding unit: sentence, window or turn.")] = None,
     window_size: Annotated[int | None, typer.Option(help="Sentences per window unit.")] = None,
     threshold: ThresholdOption = None,
     top_k: TopKOption = None,
@@ -66,8 +66,14 @@ def run(
     draft summaries to OUT/<run id>/."""
     try:
         settings = Settings.from_overrides(
-            unit=unit, window_size=window_size, threshold=threshold, top_k=top_k, model=model,
-            code_interviewer=code_interviewer, template_dir=template_dir, on_error=on_error,
+            unit=unit,
+            window_size=window_size,
+            threshold=threshold,
+            top_k=top_k,
+            model=model,
+            code_interviewer=code_interviewer,
+            template_dir=template_dir,
+            on_error=on_error,
             cache_dir=cache_dir,
         )
         from pipeline.codebook import load_codebook
@@ -75,8 +81,7 @@ def run(
 
         load_codebook(codebook)  # fail fast, before Prefect starts
         if not find_transcripts(transcripts):
-            raise QcodeError("no .txt, .md, .docx or .vtt transcripts in this folder",
-                             transcripts)
+            raise QcodeError("no .txt, .md, .docx or .vtt transcripts in this folder", transcripts)
         from flows.coding import code_transcripts
 
         run_dir = code_transcripts(transcripts, codebook, out, settings)
@@ -109,8 +114,10 @@ def validate_codebook(
         book = load_codebook(path)
     except QcodeError as error:
         fail(error)
-    typer.echo(f"{path}: valid, {len(book.codes)} codes in {len(book.groups)} groups "
-               f"(hash {book.sha256[:12]})")
+    typer.echo(
+        f"{path}: valid, {len(book.codes)} codes in {len(book.groups)} groups "
+        f"(hash {book.sha256[:12]})"
+    )
     for group in book.groups:
         codes = [c for c in book.codes if c.group == group.id]
         typer.echo(f"  {group.label}: " + ", ".join(f"{c.id} ({c.kind})" for c in codes))
@@ -137,16 +144,19 @@ def code_segments(
         frame = read_segments_csv(segments)
         encoder = load_encoder(settings.model)
         cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
-        coded = code_texts(frame["text"].tolist(), frame["segment_id"].tolist(), book, encoder,
-                           settings, cache)
+        coded = code_texts(
+            frame["text"].tolist(), frame["segment_id"].tolist(), book, encoder, settings, cache
+        )
     except QcodeError as error:
         fail(error)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     coded[["segment_id", "code", "score"]].to_csv(tmp, index=False)
     tmp.replace(out)
-    typer.echo(f"Coded {len(frame)} segments: {len(coded)} suggestions on "
-               f"{coded['segment_id'].nunique()} segments -> {out}")
+    typer.echo(
+        f"Coded {len(frame)} segments: {len(coded)} suggestions on "
+        f"{coded['segment_id'].nunique()} segments -> {out}"
+    )
 
 
 def main() -> None:

@@ -65,8 +65,13 @@ class SentenceTransformerEncoder:
     fingerprint: str
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -86,7 +91,8 @@ def load_encoder(model: str = BUNDLED_MODEL, device: str = "cpu") -> SentenceTra
     except Exception as error:
         raise ModelError(
             f"the embedding model '{model}' cannot be loaded offline ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}); give a local model folder", str(path)
+            f"{str(error).splitlines()[0][:200]}); give a local model folder",
+            str(path),
         ) from None
     name = "all-MiniLM-L6-v2 (bundled)" if model == BUNDLED_MODEL else str(model)
     return SentenceTransformerEncoder(st, name, model_fingerprint(path))
@@ -154,8 +160,9 @@ def embed_texts(
         part = missing[i : i + chunk]
         encoded = encoder.encode(part, batch_size=batch_size)
         if cache is not None:
-            cache.put_many([(cache.key(encoder.fingerprint, t), v)
-                            for t, v in zip(part, encoded, strict=True)])
+            cache.put_many(
+                [(cache.key(encoder.fingerprint, t), v) for t, v in zip(part, encoded, strict=True)]
+            )
         vectors.update(zip(part, encoded, strict=True))
         if progress:
             progress(min(i + chunk, len(missing)), len(missing))

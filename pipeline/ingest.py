@@ -23,8 +23,19 @@ TRANSCRIPT_SUFFIXES = (".txt", ".md", ".docx", ".vtt")
 ATTRIBUTES = ("interview_id", "role", "local_authority", "workstream", "network", "date")
 EXPECTED_ATTRIBUTES = ("role", "local_authority", "workstream", "network", "date")
 
-INTERVIEWER_LABELS = {"interviewer", "int", "i", "q", "question", "researcher", "evaluator",
-                      "facilitator", "moderator", "interviewer 1", "interviewer 2"}
+INTERVIEWER_LABELS = {
+    "interviewer",
+    "int",
+    "i",
+    "q",
+    "question",
+    "researcher",
+    "evaluator",
+    "facilitator",
+    "moderator",
+    "interviewer 1",
+    "interviewer 2",
+}
 PARTICIPANT_LABELS = {"participant", "interviewee", "respondent", "r", "a", "answer"}
 NUMBERED_PARTICIPANT = re.compile(r"^(?:P|R|Participant |Respondent )(\d{1,2})$", re.I)
 
@@ -166,11 +177,13 @@ class _SpeakerNames:
 
     def __init__(self, raw_labels: list[str], meta: dict[str, object]):
         declared = meta.get("speakers") or {}
-        self.declared = {str(k): str(v) for k, v in declared.items()} if isinstance(
-            declared, dict) else {}
+        self.declared = (
+            {str(k): str(v) for k, v in declared.items()} if isinstance(declared, dict) else {}
+        )
         interviewers = meta.get("interviewers") or []
-        self.interviewers = {str(x).lower() for x in interviewers} if isinstance(
-            interviewers, list) else set()
+        self.interviewers = (
+            {str(x).lower() for x in interviewers} if isinstance(interviewers, list) else set()
+        )
         participants = meta.get("participants") or {}
         self.participants = set(participants) if isinstance(participants, dict) else set()
         self.mapping: dict[str, tuple[str, str]] = {}
@@ -186,8 +199,10 @@ class _SpeakerNames:
             if target.lower() in INTERVIEWER_LABELS:
                 return "Interviewer", "interviewer"
             return target, "participant"
-        if low in INTERVIEWER_LABELS or low in self.interviewers or re.match(
-            r"^(interviewer|researcher|evaluator|facilitator)\b", low
+        if (
+            low in INTERVIEWER_LABELS
+            or low in self.interviewers
+            or re.match(r"^(interviewer|researcher|evaluator|facilitator)\b", low)
         ):
             return "Interviewer", "interviewer"
         if raw in self.participants:
@@ -246,8 +261,9 @@ def parse_turns(
             last = raw_turns[-1]
             raw_turns[-1] = (last[0], last[1], p.end, last[3])
         else:
-            problems.append(Problem(str(path), p.line,
-                                    "text before the first speaker label is not coded"))
+            problems.append(
+                Problem(str(path), p.line, "text before the first speaker label is not coded")
+            )
     if not raw_turns:
         raise TranscriptError(
             "no speaker labels found: start each turn with the speaker and a colon, e.g. "
@@ -328,8 +344,9 @@ def _vtt_cues(text: str, path: Path) -> list[tuple[str | None, str, int]]:
     return cues
 
 
-def _vtt_transcript(text: str, path: Path, meta: dict[str, object], transcript_id: str
-                    ) -> tuple[str, list[Turn], list[Problem]]:
+def _vtt_transcript(
+    text: str, path: Path, meta: dict[str, object], transcript_id: str
+) -> tuple[str, list[Turn], list[Problem]]:
     """Merge consecutive cues by voice into turns and build 'Speaker: text' plain text."""
     merged: list[tuple[str, str, int]] = []
     problems: list[Problem] = []
@@ -338,7 +355,7 @@ def _vtt_transcript(text: str, path: Path, meta: dict[str, object], transcript_i
         if raw is None:
             match = LABEL.match(cue_text)
             if match and _is_known_label(match.group("label"), meta):
-                raw, cue_text = match.group("label"), cue_text[match.end():]
+                raw, cue_text = match.group("label"), cue_text[match.end() :]
         if raw is None:
             if not merged:
                 problems.append(Problem(str(path), line, "caption without a speaker is not coded"))
@@ -404,14 +421,18 @@ def read_transcript(path: str | Path) -> Transcript:
             if isinstance(attrs, dict):
                 participants[str(speaker)] = {str(k): str(v) for k, v in attrs.items()}
     attributes = {
-        k: str(v) for k, v in meta.items()
+        k: str(v)
+        for k, v in meta.items()
         if k not in ("participants", "speakers", "interviewers") and not isinstance(v, dict | list)
     }
     attributes["interview_id"] = transcript_id
     spoken = {t.speaker for t in turns if t.speaker_kind == "participant"}
     for key in EXPECTED_ATTRIBUTES:
-        missing = [s for s in sorted(spoken) if not (attributes.get(key)
-                                                     or participants.get(s, {}).get(key))]
+        missing = [
+            s
+            for s in sorted(spoken)
+            if not (attributes.get(key) or participants.get(s, {}).get(key))
+        ]
         if missing:
             who = "" if missing == sorted(spoken) else f" for {', '.join(missing)}"
             problems.append(Problem(str(path), None, f"attribute '{key}' is missing{who}"))
@@ -433,14 +454,18 @@ def find_transcripts(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise TranscriptError("folder not found", folder)
     return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES
-        and not p.name.startswith((".", "~$")) and not p.stem.upper().startswith("README")
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in TRANSCRIPT_SUFFIXES
+        and not p.name.startswith((".", "~$"))
+        and not p.stem.upper().startswith("README")
     )
 
 
-def read_transcripts(folder: str | Path, on_error: str = "skip"
-                     ) -> tuple[list[Transcript], list[Problem]]:
+def read_transcripts(
+    folder: str | Path, on_error: str = "skip"
+) -> tuple[list[Transcript], list[Problem]]:
     """Read every transcript in a folder; bad ones are skipped and reported (or stop the run)."""
     transcripts: list[Transcript] = []
     problems: list[Problem] = []
@@ -483,7 +508,10 @@ def read_segments_csv(path: str | Path) -> pd.DataFrame:
     if missing:
         raise SegmentsFileError(
             f"missing column(s) {', '.join(missing)}; the first row must name the columns "
-            f"(found: {', '.join(frame.columns) or 'none'})", path, 1)
+            f"(found: {', '.join(frame.columns) or 'none'})",
+            path,
+            1,
+        )
     blank = frame.index[frame["segment_id"].str.strip() == ""]
     if len(blank):
         raise SegmentsFileError("segment_id is empty", path, int(blank[0]) + 2)
@@ -493,5 +521,7 @@ def read_segments_csv(path: str | Path) -> pd.DataFrame:
         first = int(frame.index[frame["segment_id"] == frame.at[row, "segment_id"]][0])
         raise SegmentsFileError(
             f"segment_id '{frame.at[row, 'segment_id']}' repeats the one on line {first + 2}",
-            path, row + 2)
+            path,
+            row + 2,
+        )
     return frame

@@ -24,8 +24,9 @@ from pipeline.ingest import Transcript
 from pipeline.settings import Settings
 
 
-def new_run_id(transcripts: list[Transcript], codebook: Codebook, settings: Settings,
-               model_fingerprint: str) -> str:
+def new_run_id(
+    transcripts: list[Transcript], codebook: Codebook, settings: Settings, model_fingerprint: str
+) -> str:
     """Time-ordered and content-tagged: ``20261123T151500Z-3fa2c1``."""
     digest = hashlib.sha256()
     for t in transcripts:
@@ -57,16 +58,26 @@ def build_manifest(
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": [
-            {"transcript_id": t.transcript_id, "path": t.source_path, "format": t.format,
-             "sha256": t.sha256, "turns": len(t.turns),
-             "units": int(per_transcript.get(t.transcript_id, 0)),
-             "words": len(t.text.split())}
+            {
+                "transcript_id": t.transcript_id,
+                "path": t.source_path,
+                "format": t.format,
+                "sha256": t.sha256,
+                "turns": len(t.turns),
+                "units": int(per_transcript.get(t.transcript_id, 0)),
+                "words": len(t.text.split()),
+            }
             for t in transcripts
         ],
         "skipped": [str(p) for p in problems if p.severity == "skipped"],
         "warnings": [str(p) for p in problems if p.severity != "skipped"],
-        "codebook": {"path": codebook.path, "name": codebook.name, "version": codebook.version,
-                     "sha256": codebook.sha256, "codes": len(codebook.codes)},
+        "codebook": {
+            "path": codebook.path,
+            "name": codebook.name,
+            "version": codebook.version,
+            "sha256": codebook.sha256,
+            "codes": len(codebook.codes),
+        },
         "model": model,
         "settings": json.loads(settings.model_dump_json()),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -103,8 +114,9 @@ def write_run(
         text_dir.mkdir()
         for t in transcripts:
             # The plain text all offsets point into (for .docx and .vtt: the extracted text).
-            with open(text_dir / f"{t.transcript_id}.txt", "w", encoding="utf-8",
-                      newline="") as handle:
+            with open(
+                text_dir / f"{t.transcript_id}.txt", "w", encoding="utf-8", newline=""
+            ) as handle:
                 handle.write(t.text)
         for name, frame in (("units", units), ("suggestions", suggestions)):
             frame.to_csv(staging / f"{name}.csv", index=False)

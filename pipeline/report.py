@@ -112,8 +112,9 @@ class CodeSummary:
     cooccurring: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _breakdown(coded: set[tuple[str, str]], people: pd.DataFrame, column: str
-               ) -> list[tuple[str, int, int]]:
+def _breakdown(
+    coded: set[tuple[str, str]], people: pd.DataFrame, column: str
+) -> list[tuple[str, int, int]]:
     rows = []
     for value, group in people.groupby(column, sort=True):
         if not value:
@@ -140,26 +141,41 @@ def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]
             break
     chosen.extend(leftovers[: max(0, limit - len(chosen))])
     return [
-        Quote(r["unit_id"], r["transcript_id"], int(r["start"]), int(r["end"]),
-              trim_quote(r["text"], max_chars), r["attribution"], float(r["score"]))
+        Quote(
+            r["unit_id"],
+            r["transcript_id"],
+            int(r["start"]),
+            int(r["end"]),
+            trim_quote(r["text"], max_chars),
+            r["attribution"],
+            float(r["score"]),
+        )
         for r in chosen
     ]
 
 
-def build_summaries(codebook: Codebook, units: pd.DataFrame, codings: pd.DataFrame,
-                    quotes_per_code: int = 5, quote_max_chars: int = 400,
-                    source: str = "machine suggestions (unreviewed)") -> list[CodeSummary]:
-    """One summary per code. ``units`` carries attributes; ``codings`` is unit_id, code_id, score."""
+def build_summaries(
+    codebook: Codebook,
+    units: pd.DataFrame,
+    codings: pd.DataFrame,
+    quotes_per_code: int = 5,
+    quote_max_chars: int = 400,
+    source: str = "machine suggestions (unreviewed)",
+) -> list[CodeSummary]:
+    """One summary per code; ``units`` carries attributes, ``codings`` unit_id, code_id, score."""
     codable = units[units["codable"]]
     people = codable.drop_duplicates(["transcript_id", "speaker"])[
         ["transcript_id", "speaker", "role", "local_authority"]
     ]
     total_interviews = units["transcript_id"].nunique()
-    attributed = units.assign(attribution=[
-        attribution({"role": r, "local_authority": la, "workstream": w})
-        for r, la, w in zip(units["role"], units["local_authority"], units["workstream"],
-                            strict=True)
-    ])
+    attributed = units.assign(
+        attribution=[
+            attribution({"role": r, "local_authority": la, "workstream": w})
+            for r, la, w in zip(
+                units["role"], units["local_authority"], units["workstream"], strict=True
+            )
+        ]
+    )
     joined = codings[["unit_id", "code_id", "score"]].merge(attributed, on="unit_id", how="inner")
     per_code_units = joined.groupby("code_id")["unit_id"].nunique().to_dict()
     codes_by_unit = joined.groupby("unit_id")["code_id"].apply(list)
@@ -178,19 +194,24 @@ def build_summaries(codebook: Codebook, units: pd.DataFrame, codings: pd.DataFra
             authorities=_breakdown(coded_people, people, "local_authority"),
         )
         together = Counter(
-            other for unit in hits["unit_id"].unique() for other in codes_by_unit.get(unit, [])
+            other
+            for unit in hits["unit_id"].unique()
+            for other in codes_by_unit.get(unit, [])
             if other != code.id
         )
-        summaries.append(CodeSummary(
-            code=code,
-            group_label=codebook.group(code.group).label,
-            prevalence=prevalence,
-            quotes=choose_quotes(hits, quotes_per_code, quote_max_chars),
-            counterparts=[(c, int(per_code_units.get(c.id, 0)))
-                          for c in codebook.counterparts(code.id)],
-            source=source,
-            cooccurring=together.most_common(5),
-        ))
+        summaries.append(
+            CodeSummary(
+                code=code,
+                group_label=codebook.group(code.group).label,
+                prevalence=prevalence,
+                quotes=choose_quotes(hits, quotes_per_code, quote_max_chars),
+                counterparts=[
+                    (c, int(per_code_units.get(c.id, 0))) for c in codebook.counterparts(code.id)
+                ],
+                source=source,
+                cooccurring=together.most_common(5),
+            )
+        )
     return summaries
 
 
@@ -217,8 +238,13 @@ def slug(code_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", code_id)
 
 
-def render_summaries(summaries: list[CodeSummary], codebook: Codebook, manifest: dict,
-                     out_dir: Path, template_dir: Path | None = None) -> list[Path]:
+def render_summaries(
+    summaries: list[CodeSummary],
+    codebook: Codebook,
+    manifest: dict,
+    out_dir: Path,
+    template_dir: Path | None = None,
+) -> list[Path]:
     """Write ``<code>.md`` and ``<code>.html`` per code and an index of both."""
     env = template_environment(template_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,9 @@ def load_sentencizer() -> Language:
     """spaCy with only the sentence recogniser: load once per process and pass it in."""
     import spacy
 
-    nlp = spacy.load(SPACY_MODEL, exclude=["tok2vec", "tagger", "parser", "attribute_ruler",
-                                           "lemmatizer", "ner"])
+    nlp = spacy.load(
+        SPACY_MODEL, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner"]
+    )
     if "senter" in nlp.disabled:
         nlp.enable_pipe("senter")
     return nlp
@@ -64,8 +65,9 @@ def _turn_paragraphs(text: str, turn: Turn) -> list[tuple[int, str]]:
     return [(s, t) for s, t in pieces if t.strip()]
 
 
-def sentence_spans(transcripts: list[Transcript], nlp: Language, batch_size: int = 256
-                   ) -> dict[tuple[str, int], list[tuple[int, int]]]:
+def sentence_spans(
+    transcripts: list[Transcript], nlp: Language, batch_size: int = 256
+) -> dict[tuple[str, int], list[tuple[int, int]]]:
     """Sentence (start, end) offsets per (transcript_id, turn_index), whitespace trimmed."""
     jobs: list[tuple[str, int, int]] = []
     texts: list[str] = []
@@ -75,8 +77,9 @@ def sentence_spans(transcripts: list[Transcript], nlp: Language, batch_size: int
                 jobs.append((t.transcript_id, turn.index, start))
                 texts.append(para)
     spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    for (tid, turn_index, base), doc in zip(jobs, nlp.pipe(texts, batch_size=batch_size),
-                                            strict=True):
+    for (tid, turn_index, base), doc in zip(
+        jobs, nlp.pipe(texts, batch_size=batch_size), strict=True
+    ):
         out = spans.setdefault((tid, turn_index), [])
         for sent in doc.sents:
             raw = sent.text
@@ -88,8 +91,9 @@ def sentence_spans(transcripts: list[Transcript], nlp: Language, batch_size: int
     return spans
 
 
-def _group(spans: list[tuple[int, int]], unit: str, window: int, turn: Turn
-           ) -> Iterable[tuple[int, int]]:
+def _group(
+    spans: list[tuple[int, int]], unit: str, window: int, turn: Turn
+) -> Iterable[tuple[int, int]]:
     if unit == "sentence":
         yield from spans
     elif unit == "window":
@@ -112,9 +116,19 @@ def segment(transcripts: list[Transcript], nlp: Language, settings: Settings) ->
                 codable = (turn.speaker_kind == "participant" or settings.code_interviewer) and (
                     len(WORD.findall(text)) >= settings.min_unit_words
                 )
-                units.append(Unit(unit_id(t.transcript_id, start, end, text), t.transcript_id,
-                                  turn.index, turn.speaker, turn.speaker_kind, start, end, text,
-                                  codable))
+                units.append(
+                    Unit(
+                        unit_id(t.transcript_id, start, end, text),
+                        t.transcript_id,
+                        turn.index,
+                        turn.speaker,
+                        turn.speaker_kind,
+                        start,
+                        end,
+                        text,
+                        codable,
+                    )
+                )
     return units
 
 
@@ -124,9 +138,14 @@ def units_frame(units: list[Unit], transcripts: list[Transcript]) -> pd.DataFram
     rows = []
     for u in units:
         attrs = by_id[u.transcript_id].attributes_for(u.speaker)
-        rows.append({**asdict(u), "role": attrs.get("role", ""),
-                     "local_authority": attrs.get("local_authority", ""),
-                     "workstream": attrs.get("workstream", ""),
-                     "network": attrs.get("network", "")})
+        rows.append(
+            {
+                **asdict(u),
+                "role": attrs.get("role", ""),
+                "local_authority": attrs.get("local_authority", ""),
+                "workstream": attrs.get("workstream", ""),
+                "network": attrs.get("network", ""),
+            }
+        )
     columns = [*Unit.__dataclass_fields__, "role", "local_authority", "workstream", "network"]
     return pd.DataFrame(rows, columns=columns)

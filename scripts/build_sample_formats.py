@@ -26,7 +26,7 @@ def split_source(path: Path) -> tuple[str, dict, list[tuple[str, str]]]:
     for para in re.split(r"\n\s*\n", body.strip()):
         match = LABEL.match(para)
         if match:
-            turns.append((match.group(1), para[match.end():].strip()))
+            turns.append((match.group(1), para[match.end() :].strip()))
         else:
             turns[-1] = (turns[-1][0], turns[-1][1] + "\n\n" + para.strip())
     return head, yaml.safe_load(head), turns
@@ -67,18 +67,26 @@ def build_vtt(source: Path, target: Path, voices: dict[str, str]) -> None:
             chunk = " ".join(sentences[i : i + 2])
             duration = max(1.5, len(chunk.split()) / 2.6)  # about 155 words a minute
             cue += 1
-            lines += [f"{session}/{cue}-0", f"{stamp(clock)} --> {stamp(clock + duration)}",
-                      f"<v {voices[speaker]}>{chunk}</v>", ""]
+            lines += [
+                f"{session}/{cue}-0",
+                f"{stamp(clock)} --> {stamp(clock + duration)}",
+                f"<v {voices[speaker]}>{chunk}</v>",
+                "",
+            ]
             clock += duration + 0.4
         clock += 0.8
     target.write_text("\n".join(lines), encoding="utf-8")
     sidecar = {k: v for k, v in meta.items()}
-    target.with_suffix(".yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False),
-                                           encoding="utf-8")
+    target.with_suffix(".yaml").write_text(
+        yaml.safe_dump(sidecar, sort_keys=False), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
     build_docx(SOURCES / "wp04_depute.md", SAMPLE / "wp04_depute.docx")
-    build_vtt(SOURCES / "wp05_lead_officer.md", SAMPLE / "wp05_lead_officer.vtt",
-              {"Interviewer": "Evaluator (University)", "Participant": "WP-05 participant"})
+    build_vtt(
+        SOURCES / "wp05_lead_officer.md",
+        SAMPLE / "wp05_lead_officer.vtt",
+        {"Interviewer": "Evaluator (University)", "Participant": "WP-05 participant"},
+    )
     print("wrote wp04_depute.docx, wp05_lead_officer.vtt and .yaml")

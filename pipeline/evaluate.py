@@ -1,0 +1,141 @@
+"""Evaluate: agreement between the machine's codes and a person's gold coding.
+
+Gold is a CSV (or a folder of CSVs) with ``segment_id,text,codes``; codes are ``;``-separated
+and an empty cell means the segment is uncoded. Predictions are ``segment_id,code[,score]``
+rows, as ``qcode code-segments`` writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score
+
+from pipeline.codebook import Codebook
+from pipeline.errors import SegmentsFileError
+from pipeline.ingest import read_segments_csv
+
+
+def split_codes(cell: str) -> list[str]:
+    return [c.strip() for c in str(cell).split(";") if c.strip()]
+
+
+def load_gold(path: str | Path, codebook: Codebook) -> pd.DataFrame:
+    """Gold rows with a ``gold`` column of code lists; unknown codes are an error."""
+    path = Path(path)
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise SegmentsFileError("no gold .csv files in this folder", path)
+    frames = []
+    for file in files:
+        frame = read_segments_csv(file)
+        if "codes" not in frame.columns:
+            raise SegmentsFileError("missing column 'codes'", file, 1)
+        for number, cell in enumerate(frame["codes"], start=2):
+            for code in split_codes(cell):
+                if code not in codebook.ids and code not in codebook.renamed:
+                    raise SegmentsFileError(f"unknown code '{code}'", file, number)
+        frame["gold"] = [
+            [codebook.renamed.get(c, c) for c in split_codes(x)] for x in frame["codes"]
+        ]
+        frames.append(frame)
+    gold = pd.concat(frames, ignore_index=True)
+    duplicated = gold["segment_id"].duplicated()
+    if duplicated.any():
+        raise SegmentsFileError(
+            f"segment_id '{gold.loc[duplicated.idxmax(), 'segment_id']}' appears in two files", path
+        )
+    return gold
+
+
+def predictions_by_segment(predictions: pd.DataFrame) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for segment, code in zip(predictions["segment_id"], predictions["code"], strict=True):
+        grouped.setdefault(str(segment), []).append(str(code))
+    return grouped
+
+
+@dataclass
+class Agreement:
+    per_code: pd.DataFrame  # code, support, predicted, precision, recall, f1, kappa
+    micro_f1: float
+    macro_f1: float
+    mean_kappa: float
+    exact_set_accuracy: float
+    segments: int
+    confused_pairs: list[tuple[str, str, int]]  # (gold code, predicted code, count)
+
+    def as_dict(self) -> dict:
+        return {
+            "segments": self.segments,
+            "micro_f1": round(self.micro_f1, 4),
+            "macro_f1": round(self.macro_f1, 4),
+            "mean_kappa": round(self.mean_kappa, 4),
+            "exact_set_accuracy": round(self.exact_set_accuracy, 4),
+            "per_code": self.per_code.round(4).to_dict(orient="records"),
+            "confused_pairs": [
+                {"gold": g, "predicted": p, "count": n} for g, p, n in self.confused_pairs
+            ],
+        }
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
+
+def agreement(gold: list[list[str]], predicted: list[list[str]], code_ids: list[str]) -> Agreement:
+    """Per-code and overall agreement of two codings of the same segments."""
+    index = {c: i for i, c in enumerate(code_ids)}
+    g = np.zeros((len(gold), len(code_ids)), dtype=bool)
+    p = np.zeros_like(g)
+    for row, (gs, ps) in enumerate(zip(gold, predicted, strict=True)):
+        g[row, [index[c] for c in gs if c in index]] = True
+        p[row, [index[c] for c in ps if c in index]] = True
+    tp = (g & p).sum(axis=0)
+    fp = (~g & p).sum(axis=0)
+    fn = (g & ~p).sum(axis=0)
+    rows = []
+    for i, code in enumerate(code_ids):
+        if g[:, i].any() or p[:, i].any():
+            kappa = (
+                float(cohen_kappa_score(g[:, i], p[:, i]))
+                if g[:, i].any() != g[:, i].all() or p[:, i].any() != p[:, i].all()
+                else 1.0
+            )
+        else:
+            kappa = float("nan")
+        rows.append(
+            {
+                "code": code,
+                "support": int(g[:, i].sum()),
+                "predicted": int(p[:, i].sum()),
+                "precision": tp[i] / (tp[i] + fp[i]) if tp[i] + fp[i] else 0.0,
+                "recall": tp[i] / (tp[i] + fn[i]) if tp[i] + fn[i] else 0.0,
+                "f1": _f1(tp[i], fp[i], fn[i]),
+                "kappa": kappa,
+            }
+        )
+    per_code = pd.DataFrame(rows)
+    present = per_code[per_code["support"] > 0]
+    confused: dict[tuple[str, str], int] = {}
+    for gs, ps in zip(gold, predicted, strict=True):
+        for a in set(gs) - set(ps):
+            for b in set(ps) - set(gs):
+                confused[(a, b)] = confused.get((a, b), 0) + 1
+    pairs = sorted(((a, b, n) for (a, b), n in confused.items()), key=lambda x: (-x[2], x[0]))
+    return Agreement(
+        per_code=per_code,
+        micro_f1=_f1(tp.sum(), fp.sum(), fn.sum()),
+        macro_f1=float(present["f1"].mean()) if len(present) else 0.0,
+        mean_kappa=float(present["kappa"].mean()) if len(present) else 0.0,
+        exact_set_accuracy=float(
+            np.mean([set(a) == set(b) for a, b in zip(gold, predicted, strict=True)])
+        )
+        if gold
+        else 0.0,
+        segments=len(gold),
+        confused_pairs=pairs[:10],
+    )

@@ -1,0 +1,72 @@
+"""Shared, expensive fixtures: the real spaCy pipeline, the real bundled model, the sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.environment import configure_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "transcripts_sample"
+CODEBOOK = ROOT / "codebooks" / "west_partnership.yaml"
+
+configure_environment(ROOT)
+
+
+@pytest.fixture(scope="session")
+def nlp():
+    from pipeline.segment import load_sentencizer
+
+    return load_sentencizer()
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from pipeline.embed import load_encoder
+
+    return load_encoder()
+
+
+@pytest.fixture(scope="session")
+def codebook():
+    from pipeline.codebook import load_codebook
+
+    return load_codebook(CODEBOOK)
+
+
+@pytest.fixture(scope="session")
+def sample_transcripts():
+    from pipeline.ingest import read_transcripts
+
+    transcripts, problems = read_transcripts(SAMPLE)
+    return transcripts, problems
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """A temporary Prefect server for the whole session (cold start ~13 s here)."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def sample_run(prefect_harness, tmp_path_factory):
+    """One real flow run over the bundled sample, shared by the end-to-end tests."""
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    out = tmp_path_factory.mktemp("outputs")
+    settings = Settings(cache_dir=tmp_path_factory.mktemp("cache"))
+    run_dir = code_transcripts(SAMPLE, CODEBOOK, out, settings)
+    return Path(run_dir)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
