@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.assign import build_prototypes, score_matrix, suggest, top_codes
+from pipeline.assign import assign_units, build_prototypes, embedded_mask
 from pipeline.codebook import Codebook, load_codebook
 from pipeline.embed import EmbeddingCache, SentenceTransformerEncoder, embed_texts, load_encoder
 from pipeline.errors import Problem
@@ -96,16 +96,12 @@ def assign_task(
         prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     finally:
         cache.close()
-    codable = units[units["codable"]]
-    scores = score_matrix(vectors, prototypes, settings.example_weight)
-    ids = codable["unit_id"].tolist()
-    suggestions = suggest(scores, ids, prototypes.code_ids, settings)
-    best = top_codes(scores, ids, prototypes.code_ids)
+    suggestions, best = assign_units(units, vectors, prototypes, settings)
     get_run_logger().info(
         "assign: %d suggestions on %d of %d units",
         len(suggestions),
         suggestions["unit_id"].nunique(),
-        len(codable),
+        int(units["codable"].sum()),
     )
     return suggestions, best
 
@@ -155,8 +151,8 @@ def code_transcripts(
     timings["segment"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    codable_texts = units.loc[units["codable"], "text"].tolist()
-    vectors, encoded = embed_task(codable_texts, settings, cache_dir)
+    texts = units.loc[embedded_mask(units, settings), "text"].tolist()
+    vectors, encoded = embed_task(texts, settings, cache_dir)
     timings["embed"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

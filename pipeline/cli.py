@@ -159,6 +159,89 @@ def code_segments(
     )
 
 
+@app.command("eval")
+def evaluate(
+    gold: Annotated[Path, typer.Option("--gold", help="Gold CSV, or a folder of them.")],
+    codebook: CodebookOption,
+    pred: Annotated[
+        Path | None,
+        typer.Option(
+            "--pred", help="Predictions CSV (segment_id,code); default: code the gold texts now."
+        ),
+    ] = None,
+    transcripts: Annotated[
+        Path | None,
+        typer.Option(help="Transcript folder: code gold segments in context, as a run does."),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
+    threshold: ThresholdOption = None,
+    top_k: TopKOption = None,
+    model: ModelOption = None,
+) -> None:
+    """Agreement of machine codes with gold coding: per-code precision, recall, F1, kappa."""
+    import json
+
+    import pandas as pd
+
+    from pipeline.assign import code_texts
+    from pipeline.codebook import load_codebook
+    from pipeline.embed import EmbeddingCache, load_encoder
+    from pipeline.evaluate import agreement, load_gold, predictions_by_segment, read_predictions
+
+    try:
+        settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
+        book = load_codebook(codebook)
+        frame = load_gold(gold, book)
+        if pred is not None:
+            predicted_frame = read_predictions(pred)
+        elif transcripts is not None:
+            from pipeline.evaluate import code_gold_in_context
+            from pipeline.segment import load_sentencizer
+
+            predicted_frame = code_gold_in_context(
+                frame,
+                transcripts,
+                book,
+                load_encoder(settings.model),
+                load_sentencizer(),
+                settings,
+                EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"),
+            )
+        else:
+            encoder = load_encoder(settings.model)
+            cache = EmbeddingCache(
+                (settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"
+            )
+            predicted_frame = code_texts(
+                frame["text"].tolist(), frame["segment_id"].tolist(), book, encoder, settings, cache
+            )
+    except QcodeError as error:
+        fail(error)
+    by_segment = predictions_by_segment(predicted_frame)
+    result = agreement(
+        frame["gold"].tolist(), [by_segment.get(str(s), []) for s in frame["segment_id"]], book.ids
+    )
+    table = result.per_code[result.per_code["support"] + result.per_code["predicted"] > 0]
+    with pd.option_context("display.width", 120, "display.max_rows", 200):
+        typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    typer.echo(
+        f"\n{result.segments} segments · micro-F1 {result.micro_f1:.3f} · macro-F1 "
+        f"{result.macro_f1:.3f} · mean kappa {result.mean_kappa:.3f} · exact-set accuracy "
+        f"{result.exact_set_accuracy:.3f}"
+    )
+    if result.confused_pairs:
+        typer.echo(
+            "Most confused (gold -> predicted): "
+            + "; ".join(f"{g} -> {p} ({n})" for g, p, n in result.confused_pairs[:5])
+        )
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps(
+                {"settings": json.loads(settings.model_dump_json()), **result.as_dict()}, indent=2
+            )
+        )
+
+
 def main() -> None:
     try:
         app()

@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score
+from spacy.language import Language
 
+from pipeline.assign import assign_units, build_prototypes, embedded_mask
 from pipeline.codebook import Codebook
+from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.errors import SegmentsFileError
-from pipeline.ingest import read_segments_csv
+from pipeline.ingest import read_segments_csv, read_transcripts
+from pipeline.segment import segment, units_frame
+from pipeline.settings import Settings
 
 
 def split_codes(cell: str) -> list[str]:
@@ -51,10 +56,25 @@ def load_gold(path: str | Path, codebook: Codebook) -> pd.DataFrame:
     return gold
 
 
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Machine codes as ``segment_id,code[,score]`` rows (one row per suggested code)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SegmentsFileError("file not found", path) from None
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise SegmentsFileError(f"not a readable CSV ({type(error).__name__})", path) from None
+    for column in ("segment_id", "code"):
+        if column not in frame.columns:
+            raise SegmentsFileError(f"missing column '{column}'", path, 1)
+    return frame
+
+
 def predictions_by_segment(predictions: pd.DataFrame) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
-    for segment, code in zip(predictions["segment_id"], predictions["code"], strict=True):
-        grouped.setdefault(str(segment), []).append(str(code))
+    for segment_id, code in zip(predictions["segment_id"], predictions["code"], strict=True):
+        grouped.setdefault(str(segment_id), []).append(str(code))
     return grouped
 
 
@@ -138,4 +158,51 @@ def agreement(gold: list[list[str]], predicted: list[list[str]], code_ids: list[
         else 0.0,
         segments=len(gold),
         confused_pairs=pairs[:10],
+    )
+
+
+def code_gold_in_context(
+    gold: pd.DataFrame,
+    transcripts_dir: Path,
+    codebook: Codebook,
+    encoder: Encoder,
+    nlp: Language,
+    settings: Settings,
+    cache: EmbeddingCache | None = None,
+) -> pd.DataFrame:
+    """Code gold segments the way a run codes them: as units of their transcripts, with
+    neighbouring sentences as context. Gold rows must carry transcript_id, start and end."""
+    missing = [c for c in ("transcript_id", "start", "end") if c not in gold.columns]
+    if missing:
+        raise SegmentsFileError(
+            f"gold needs column(s) {', '.join(missing)} to be coded in context; "
+            "leave out --transcripts to code the texts alone",
+            transcripts_dir,
+        )
+    transcripts, _ = read_transcripts(transcripts_dir)
+    units = units_frame(segment(transcripts, nlp, settings), transcripts)
+    texts = units.loc[embedded_mask(units, settings), "text"].tolist()
+    vectors, _ = embed_texts(texts, encoder, cache, settings.batch_size)
+    prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+    suggestions, _ = assign_units(units, vectors, prototypes, settings)
+    located = units.set_index(["transcript_id", "start", "end"])["unit_id"]
+    keys = list(
+        zip(gold["transcript_id"], gold["start"].astype(int), gold["end"].astype(int), strict=True)
+    )
+    unmatched = [k for k in keys if k not in located.index]
+    if unmatched:
+        raise SegmentsFileError(
+            f"{len(unmatched)} gold segments are not units of the transcripts (first: "
+            f"{unmatched[0][0]} characters {unmatched[0][1]}-{unmatched[0][2]}); gold was "
+            f"segmented differently (unit setting '{settings.unit}')",
+            transcripts_dir,
+        )
+    unit_to_segment = {located[k]: s for k, s in zip(keys, gold["segment_id"], strict=True)}
+    found = suggestions[suggestions["unit_id"].isin(unit_to_segment)]
+    return pd.DataFrame(
+        {
+            "segment_id": found["unit_id"].map(unit_to_segment),
+            "code": found["code_id"],
+            "score": found["score"],
+        }
     )

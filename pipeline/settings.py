@@ -52,6 +52,12 @@ class Settings(BaseModel):
         le=1.0,
         description="Score mix: weight of the best-matching example vs the code's centroid.",
     )
+    context_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=2.0,
+        description="Weight of the neighbouring sentences (same turn) in a unit's vector.",
+    )
     quotes_per_code: int = Field(5, ge=0, le=50, description="Quotes shown in each summary.")
     quote_max_chars: int = Field(400, ge=40, description="Longer quotes are trimmed with [...].")
     template_dir: Path | None = Field(
