@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from pipeline.errors import SegmentsFileError
+from pipeline.evaluate import agreement, load_gold
+from tests.conftest import SAMPLE, write
+
+GOLD = SAMPLE / "gold"
+
+
+def test_gold_files_have_the_agreed_columns_and_exact_text(sample_transcripts, codebook):
+    texts = {t.transcript_id: t.text for t in sample_transcripts[0]}
+    files = sorted(GOLD.glob("*.csv"))
+    assert len(files) >= 3
+    for path in files:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert list(frame.columns) == ["segment_id", "transcript_id", "start", "end", "text",
+                                       "codes"]
+        for row in frame.itertuples():
+            assert texts[row.transcript_id][int(row.start) : int(row.end)] == row.text
+    gold = load_gold(GOLD, codebook)
+    coded = sum(bool(g) for g in gold["gold"])
+    assert 0.3 < coded / len(gold) < 0.8  # people left plenty uncoded
+
+
+def test_agreement_metrics_by_hand():
+    gold = [["a"], ["a", "b"], [], ["b"]]
+    pred = [["a"], ["a"], ["b"], []]
+    result = agreement(gold, pred, ["a", "b", "c"])
+    a = result.per_code.set_index("code").loc["a"]
+    assert (a["precision"], a["recall"], a["f1"]) == (1.0, 1.0, 1.0)
+    b = result.per_code.set_index("code").loc["b"]
+    assert b["precision"] == 0.0 and b["recall"] == 0.0
+    # micro: tp=2, fp=1, fn=2 -> 4 / 7
+    assert result.micro_f1 == pytest.approx(4 / 7)
+    assert result.macro_f1 == pytest.approx(0.5)
+    assert result.exact_set_accuracy == pytest.approx(0.25)
+    assert math.isnan(result.per_code.set_index("code").loc["c", "kappa"])
+    assert ("b", "a", 1) not in result.confused_pairs  # row 2: b missed, nothing wrong added
+    assert result.confused_pairs == []
+
+
+def test_gold_with_unknown_code_names_the_line(tmp_path, codebook):
+    path = write(tmp_path / "g.csv", "segment_id,text,codes\n1,x,ts.trust\n2,y,ts.nope\n")
+    with pytest.raises(SegmentsFileError, match="unknown code 'ts.nope'") as error:
+        load_gold(path, codebook)
+    assert error.value.line == 3

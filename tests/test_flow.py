@@ -1,0 +1,114 @@
+"""End to end: the real Prefect flow, the real model and spaCy, on the bundled sample."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+
+import pandas as pd
+import pytest
+
+from tests.conftest import CODEBOOK, SAMPLE, write
+
+pytestmark = pytest.mark.slow
+
+
+def saved_texts(run_dir):
+    return {p.stem: p.read_text(encoding="utf-8") for p in (run_dir / "transcripts").glob("*.txt")}
+
+
+def test_run_writes_every_output(sample_run):
+    names = {p.name for p in sample_run.iterdir()}
+    assert {"units.csv", "units.parquet", "suggestions.csv", "suggestions.parquet",
+            "manifest.json", "summaries", "transcripts"} <= names
+    manifest = json.loads((sample_run / "manifest.json").read_text())
+    assert manifest["counts"]["transcripts"] == 8 and manifest["counts"]["skipped"] == 0
+    assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    assert len(manifest["codebook"]["sha256"]) == 64
+    assert manifest["model"]["fingerprint"] and manifest["settings"]["threshold"] == 0.42
+    assert set(manifest["timings_s"]) == {"ingest", "segment", "embed", "assign"}
+    assert any("local_authority" in w for w in manifest["warnings"])
+
+
+def test_unit_offsets_point_at_the_exact_text(sample_run):
+    units = pd.read_parquet(sample_run / "units.parquet")
+    texts = saved_texts(sample_run)
+    assert len(units) > 1500
+    for row in units.itertuples():
+        assert texts[row.transcript_id][row.start : row.end] == row.text
+    csv_units = pd.read_csv(sample_run / "units.csv", keep_default_na=False)
+    assert csv_units["text"].tolist() == units["text"].tolist()
+
+
+def test_suggestions_are_well_formed(sample_run, codebook):
+    units = pd.read_parquet(sample_run / "units.parquet").set_index("unit_id")
+    suggestions = pd.read_parquet(sample_run / "suggestions.parquet")
+    assert len(suggestions) > 300
+    assert set(suggestions["code_id"]) <= set(codebook.ids)
+    assert units.loc[suggestions["unit_id"], "codable"].all()
+    assert (units.loc[suggestions["unit_id"], "speaker_kind"] == "participant").all()
+    assert (suggestions["score"] >= 0.42).all() and (suggestions["rank"] <= 3).all()
+    assert (suggestions["margin"] >= 0).all()
+    assert not suggestions.duplicated(["unit_id", "code_id"]).any()
+    # Uncoded units exist: not every sentence is about the frame.
+    assert suggestions["unit_id"].nunique() < units["codable"].sum()
+
+
+def test_summaries_quote_the_source_exactly(sample_run, codebook):
+    summaries = sample_run / "summaries"
+    texts = saved_texts(sample_run)
+    quotes = 0
+    for code in codebook.ids:
+        page = (summaries / f"{code}.html").read_text()
+        md = (summaries / f"{code}.md").read_text()
+        assert "DRAFT - FOR HUMAN REVIEW" in page and "DRAFT - FOR HUMAN REVIEW" in md
+        for tid, start, end, body in re.findall(
+            r'data-transcript="([^"]+)" data-start="(\d+)" data-end="(\d+)">\s*<p>(.*?)</p>',
+            page, re.S,
+        ):
+            quote = html.unescape(body).removesuffix(" [...]")
+            assert texts[tid][int(start) : int(end)].startswith(quote)
+            quotes += 1
+    assert quotes > 50
+    index = (summaries / "index.md").read_text()
+    assert all(code in index for code in codebook.ids)
+
+
+def test_outputs_carry_no_raw_speaker_labels(sample_run):
+    # The .vtt's voice tags are 'Evaluator (University)' and 'WP-05 participant'.
+    for path in sample_run.rglob("*"):
+        if path.suffix in {".csv", ".md", ".html", ".txt", ".json"}:
+            text = path.read_text(encoding="utf-8")
+            assert "Evaluator (University)" not in text, path
+            assert "WP-05 participant" not in text, path
+
+
+def test_rerun_is_deterministic_and_uses_the_cache(sample_run, tmp_path):
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    manifest = json.loads((sample_run / "manifest.json").read_text())
+    settings = Settings(cache_dir=manifest["settings"]["cache_dir"])
+    again = code_transcripts(SAMPLE, CODEBOOK, tmp_path, settings)
+    assert json.loads((again / "manifest.json").read_text())["counts"]["newly_embedded"] == 0
+    first = pd.read_parquet(sample_run / "suggestions.parquet")
+    second = pd.read_parquet(again / "suggestions.parquet")
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_bad_transcript_is_skipped_and_reported(prefect_harness, tmp_path):
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "wp01_head_teacher.md", folder)
+    write(folder / "broken.md", "---\nrole: [oops\n---\nInterviewer: hi\n")
+    run_dir = code_transcripts(folder, CODEBOOK, tmp_path / "out",
+                               Settings(cache_dir=tmp_path / "cache", unit="window"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["counts"]["transcripts"] == 1
+    assert any("broken.md, line 2" in s and "not valid YAML" in s for s in manifest["skipped"])
+    assert "broken.md" in (run_dir / "summaries" / "index.md").read_text()
