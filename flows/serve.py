@@ -28,9 +28,11 @@ def main() -> None:
     code_transcripts.serve(
         name=args.name,
         cron=args.cron,
-        parameters={"transcripts_dir": str(args.transcripts.resolve()),
-                    "codebook_path": str(args.codebook.resolve()),
-                    "out_dir": str(args.out.resolve())},
+        parameters={
+            "transcripts_dir": str(args.transcripts.resolve()),
+            "codebook_path": str(args.codebook.resolve()),
+            "out_dir": str(args.out.resolve()),
+        },
     )
 
 

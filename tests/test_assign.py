@@ -22,12 +22,18 @@ def test_prototypes_cover_every_code(prototypes, codebook):
     ("sentence", "code"),
     [
         ("Honestly we trust each other now, it's a safe space to say what went wrong.", "ts.trust"),
-        ("Lockdown meant everything moved online overnight when the schools closed.",
-         "context.pandemic"),
-        ("Most teachers in my own school have never even heard of the network.",
-         "process.reaching_teachers"),
-        ("There's just no time, with cover and report writing on top of everything else.",
-         "ts.time_pressure"),
+        (
+            "Lockdown meant everything moved online overnight when the schools closed.",
+            "context.pandemic",
+        ),
+        (
+            "Most teachers in my own school have never even heard of the network.",
+            "process.reaching_teachers",
+        ),
+        (
+            "There's just no time, with cover and report writing on top of everything else.",
+            "ts.time_pressure",
+        ),
     ],
 )
 def test_clear_sentences_get_their_code_first(sentence, code, encoder, prototypes):
@@ -42,10 +48,20 @@ def test_suggest_threshold_top_k_and_margin():
     settings = Settings(threshold=0.4, top_k=2, relative_cutoff=1.0)
     frame = suggest(scores, ["u1", "u2"], ["a", "b", "c", "d"], settings)
     assert frame.to_dict(orient="records") == [
-        {"unit_id": "u1", "code_id": "a", "score": pytest.approx(0.9), "rank": 1,
-         "margin": pytest.approx(0.2)},
-        {"unit_id": "u1", "code_id": "c", "score": pytest.approx(0.7), "rank": 2,
-         "margin": pytest.approx(0.2)},
+        {
+            "unit_id": "u1",
+            "code_id": "a",
+            "score": pytest.approx(0.9),
+            "rank": 1,
+            "margin": pytest.approx(0.2),
+        },
+        {
+            "unit_id": "u1",
+            "code_id": "c",
+            "score": pytest.approx(0.7),
+            "rank": 2,
+            "margin": pytest.approx(0.2),
+        },
     ]  # u2 stays uncoded: nothing reaches the threshold
 
 

@@ -15,8 +15,13 @@ runner = CliRunner()
 
 
 def qcode(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_every_command_has_help():
@@ -32,8 +37,10 @@ def test_validate_codebook_ok():
 
 
 def test_validate_codebook_error_is_a_message_not_a_traceback(tmp_path):
-    bad = write(tmp_path / "bad.yaml", CODEBOOK.read_text().replace(
-        "id: ts.time_pressure", "id: ts.time", 1))
+    bad = write(
+        tmp_path / "bad.yaml",
+        CODEBOOK.read_text().replace("id: ts.time_pressure", "id: ts.time", 1),
+    )
     result = qcode("validate-codebook", str(bad))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -42,12 +49,15 @@ def test_validate_codebook_error_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_code_segments_writes_one_row_per_code(tmp_path):
-    answers = write(tmp_path / "survey.csv", (
-        "segment_id,text\n"
-        "s1,\"Honestly, the trust in the group let us admit what went wrong.\"\n"
-        "s2,\"Lockdown moved everything online overnight when schools closed.\"\n"
-        "s3,\n"
-    ))
+    answers = write(
+        tmp_path / "survey.csv",
+        (
+            "segment_id,text\n"
+            's1,"Honestly, the trust in the group let us admit what went wrong."\n'
+            's2,"Lockdown moved everything online overnight when schools closed."\n'
+            "s3,\n"
+        ),
+    )
     out = tmp_path / "coded.csv"
     result = qcode("code-segments", str(answers), "--codebook", str(CODEBOOK), "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -60,8 +70,9 @@ def test_code_segments_writes_one_row_per_code(tmp_path):
 
 def test_code_segments_bad_csv_names_the_line(tmp_path):
     bad = write(tmp_path / "dup.csv", "segment_id,text\na,x\na,y\n")
-    result = qcode("code-segments", str(bad), "--codebook", str(CODEBOOK), "--out",
-                   str(tmp_path / "o.csv"))
+    result = qcode(
+        "code-segments", str(bad), "--codebook", str(CODEBOOK), "--out", str(tmp_path / "o.csv")
+    )
     assert result.returncode == 2 and "line 3" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o.csv").exists()
 
@@ -69,16 +80,25 @@ def test_code_segments_bad_csv_names_the_line(tmp_path):
 def test_run_refuses_empty_folder_and_bad_settings(tmp_path):
     result = runner.invoke(app, ["run", str(tmp_path), "--codebook", str(CODEBOOK)])
     assert result.exit_code == 2 and "no .txt" in result.output
-    result = runner.invoke(app, ["run", str(tmp_path), "--codebook", str(CODEBOOK),
-                                 "--unit", "paragraph"])
+    result = runner.invoke(
+        app, ["run", str(tmp_path), "--codebook", str(CODEBOOK), "--unit", "paragraph"]
+    )
     assert result.exit_code == 2 and "unit" in result.output
 
 
 def test_eval_reports_agreement_on_gold(tmp_path):
     out = tmp_path / "metrics.json"
-    result = qcode("eval", "--gold", str(ROOT / "transcripts_sample" / "gold"), "--codebook",
-                   str(CODEBOOK), "--transcripts", str(ROOT / "transcripts_sample"), "--json",
-                   str(out))
+    result = qcode(
+        "eval",
+        "--gold",
+        str(ROOT / "transcripts_sample" / "gold"),
+        "--codebook",
+        str(CODEBOOK),
+        "--transcripts",
+        str(ROOT / "transcripts_sample"),
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "micro-F1" in result.stdout
     import json

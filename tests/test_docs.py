@@ -17,8 +17,7 @@ def test_readme_opens_with_the_two_commands():
 
 def test_every_setting_is_documented_with_its_default():
     for name, default, _ in describe_settings():
-        row = next((line for line in README.splitlines() if line.startswith(f"| `{name}` ")),
-                   None)
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{name}` ")), None)
         assert row is not None, f"setting {name} missing from README"
         shown = default.strip("'")
         assert f"`{shown}`" in row, f"README default for {name} is not {shown}"

@@ -28,11 +28,13 @@ def test_real_model_gives_unit_vectors(encoder):
 
 
 def test_similar_sentences_are_closer(encoder):
-    a, b, c = encoder.encode([
-        "We trust each other and can talk openly.",
-        "There is real trust in the group now.",
-        "The budget for supply cover was cut.",
-    ])
+    a, b, c = encoder.encode(
+        [
+            "We trust each other and can talk openly.",
+            "There is real trust in the group now.",
+            "The budget for supply cover was cut.",
+        ]
+    )
     assert a @ b > a @ c
 
 
@@ -44,7 +46,7 @@ def test_cache_avoids_re_embedding(tmp_path, encoder):
     assert encoded == 2 and counting.seen == ["one sentence here", "another sentence"]
     cache.close()
     reopened = EmbeddingCache(tmp_path / "e.sqlite")
-    second, encoded_again = embed_texts(texts + ["a new one"], counting, reopened)
+    second, encoded_again = embed_texts([*texts, "a new one"], counting, reopened)
     assert encoded_again == 1 and counting.seen[-1] == "a new one"
     assert np.allclose(first, second[:3])
     assert len(reopened) == 3

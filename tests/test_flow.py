@@ -21,8 +21,15 @@ def saved_texts(run_dir):
 
 def test_run_writes_every_output(sample_run):
     names = {p.name for p in sample_run.iterdir()}
-    assert {"units.csv", "units.parquet", "suggestions.csv", "suggestions.parquet",
-            "manifest.json", "summaries", "transcripts"} <= names
+    assert {
+        "units.csv",
+        "units.parquet",
+        "suggestions.csv",
+        "suggestions.parquet",
+        "manifest.json",
+        "summaries",
+        "transcripts",
+    } <= names
     manifest = json.loads((sample_run / "manifest.json").read_text())
     assert manifest["counts"]["transcripts"] == 8 and manifest["counts"]["skipped"] == 0
     assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
@@ -66,7 +73,8 @@ def test_summaries_quote_the_source_exactly(sample_run, codebook):
         assert "DRAFT - FOR HUMAN REVIEW" in page and "DRAFT - FOR HUMAN REVIEW" in md
         for tid, start, end, body in re.findall(
             r'data-transcript="([^"]+)" data-start="(\d+)" data-end="(\d+)">\s*<p>(.*?)</p>',
-            page, re.S,
+            page,
+            re.S,
         ):
             quote = html.unescape(body).removesuffix(" [...]")
             assert texts[tid][int(start) : int(end)].startswith(quote)
@@ -106,8 +114,9 @@ def test_bad_transcript_is_skipped_and_reported(prefect_harness, tmp_path):
     folder.mkdir()
     shutil.copy(SAMPLE / "wp01_head_teacher.md", folder)
     write(folder / "broken.md", "---\nrole: [oops\n---\nInterviewer: hi\n")
-    run_dir = code_transcripts(folder, CODEBOOK, tmp_path / "out",
-                               Settings(cache_dir=tmp_path / "cache", unit="window"))
+    run_dir = code_transcripts(
+        folder, CODEBOOK, tmp_path / "out", Settings(cache_dir=tmp_path / "cache", unit="window")
+    )
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["counts"]["transcripts"] == 1
     assert any("broken.md, line 2" in s and "not valid YAML" in s for s in manifest["skipped"])

@@ -23,8 +23,14 @@ def test_write_run_is_complete(tmp_path, sample_transcripts):
     frame = pd.DataFrame({"unit_id": ["a"], "x": [1]})
     run = write_run(tmp_path, "run-2", transcripts, frame, frame, {"run_id": "run-2"})
     names = {p.name for p in run.iterdir()}
-    assert {"units.csv", "units.parquet", "suggestions.csv", "suggestions.parquet",
-            "manifest.json", "transcripts"} <= names
+    assert {
+        "units.csv",
+        "units.parquet",
+        "suggestions.csv",
+        "suggestions.parquet",
+        "manifest.json",
+        "transcripts",
+    } <= names
     assert (tmp_path / "LATEST").read_text().strip() == "run-2"
     saved = (run / "transcripts" / f"{transcripts[0].transcript_id}.txt").read_text()
     assert saved == transcripts[0].text

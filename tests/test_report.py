@@ -15,16 +15,29 @@ from pipeline.report import (
 
 @pytest.mark.parametrize(
     ("count", "total", "word"),
-    [(0, 8, "none"), (1, 8, "one"), (8, 8, "all"), (6, 8, "most"), (4, 8, "many"),
-     (2, 8, "some"), (2, 10, "a few"), (3, 4, "most"), (1, 1, "all")],
+    [
+        (0, 8, "none"),
+        (1, 8, "one"),
+        (8, 8, "all"),
+        (6, 8, "most"),
+        (4, 8, "many"),
+        (2, 8, "some"),
+        (2, 10, "a few"),
+        (3, 4, "most"),
+        (1, 1, "all"),
+    ],
 )
 def test_quantifiers(count, total, word):
     assert quantifier(count, total) == word
 
 
 def test_attribution_uses_attributes_only():
-    assert attribution({"role": "Head teacher", "local_authority": "LA-C", "workstream": "LEI",
-                        "name": "Jane"}) == "Head teacher, LA-C, LEI workstream"
+    assert (
+        attribution(
+            {"role": "Head teacher", "local_authority": "LA-C", "workstream": "LEI", "name": "Jane"}
+        )
+        == "Head teacher, LA-C, LEI workstream"
+    )
     assert attribution({"role": "Education Scotland officer"}) == "Education Scotland officer"
     assert attribution({}) == "Participant"
 
@@ -38,32 +51,69 @@ def test_trim_quote_cuts_at_sentence_end():
 
 
 def hits_frame(rows):
-    return pd.DataFrame(rows, columns=["unit_id", "transcript_id", "speaker", "start", "end",
-                                       "text", "attribution", "score"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "unit_id",
+            "transcript_id",
+            "speaker",
+            "start",
+            "end",
+            "text",
+            "attribution",
+            "score",
+        ],
+    )
 
 
 def test_quotes_are_diverse_across_people():
-    hits = hits_frame([
-        ("u1", "T1", "Participant", 0, 5, "one", "HT", 0.9),
-        ("u2", "T1", "Participant", 6, 9, "two", "HT", 0.8),
-        ("u3", "T2", "Participant", 0, 5, "three", "CT", 0.7),
-    ])
+    hits = hits_frame(
+        [
+            ("u1", "T1", "Participant", 0, 5, "one", "HT", 0.9),
+            ("u2", "T1", "Participant", 6, 9, "two", "HT", 0.8),
+            ("u3", "T2", "Participant", 0, 5, "three", "CT", 0.7),
+        ]
+    )
     quotes = choose_quotes(hits, limit=2, max_chars=400)
     assert [q.unit_id for q in quotes] == ["u1", "u3"]
     assert [q.unit_id for q in choose_quotes(hits, 3, 400)] == ["u1", "u3", "u2"]
 
 
 def test_summaries_and_rendering(tmp_path, codebook):
-    units = pd.DataFrame([
-        {"unit_id": "u1", "transcript_id": "T1", "turn_index": 1, "speaker": "Participant",
-         "speaker_kind": "participant", "start": 0, "end": 20, "text": "We <script>trust</script>",
-         "codable": True, "role": "Head teacher", "local_authority": "LA-C", "workstream": "LEI",
-         "network": "n"},
-        {"unit_id": "u2", "transcript_id": "T2", "turn_index": 1, "speaker": "Participant",
-         "speaker_kind": "participant", "start": 0, "end": 9, "text": "No time.",
-         "codable": True, "role": "Class teacher", "local_authority": "LA-A", "workstream": "CLN",
-         "network": "n"},
-    ])
+    units = pd.DataFrame(
+        [
+            {
+                "unit_id": "u1",
+                "transcript_id": "T1",
+                "turn_index": 1,
+                "speaker": "Participant",
+                "speaker_kind": "participant",
+                "start": 0,
+                "end": 20,
+                "text": "We <script>trust</script>",
+                "codable": True,
+                "role": "Head teacher",
+                "local_authority": "LA-C",
+                "workstream": "LEI",
+                "network": "n",
+            },
+            {
+                "unit_id": "u2",
+                "transcript_id": "T2",
+                "turn_index": 1,
+                "speaker": "Participant",
+                "speaker_kind": "participant",
+                "start": 0,
+                "end": 9,
+                "text": "No time.",
+                "codable": True,
+                "role": "Class teacher",
+                "local_authority": "LA-A",
+                "workstream": "CLN",
+                "network": "n",
+            },
+        ]
+    )
     codings = pd.DataFrame([{"unit_id": "u1", "code_id": "ts.trust", "score": 0.6}])
     summaries = build_summaries(codebook, units, codings)
     trust = next(s for s in summaries if s.code.id == "ts.trust")
@@ -71,10 +121,14 @@ def test_summaries_and_rendering(tmp_path, codebook):
     assert trust.prevalence.interviews_word == "one"
     assert trust.quotes[0].attribution == "Head teacher, LA-C, LEI workstream"
     assert {c.id for c, _ in trust.counterparts} >= {"ts.trust_lacking"}
-    manifest = {"run_id": "r1", "model": {"name": "m"}, "settings": {"threshold": 0.4},
-                "codebook": {"name": "c", "sha256": "abc" * 10},
-                "counts": {"transcripts": 2, "codable_units": 2, "suggestions": 1},
-                "skipped": []}
+    manifest = {
+        "run_id": "r1",
+        "model": {"name": "m"},
+        "settings": {"threshold": 0.4},
+        "codebook": {"name": "c", "sha256": "abc" * 10},
+        "counts": {"transcripts": 2, "codable_units": 2, "suggestions": 1},
+        "skipped": [],
+    }
     render_summaries(summaries, codebook, manifest, tmp_path)
     html = (tmp_path / "ts.trust.html").read_text()
     assert "DRAFT - FOR HUMAN REVIEW" in html
@@ -89,16 +143,35 @@ def test_user_templates_override_ours(tmp_path, codebook):
     own = tmp_path / "templates"
     own.mkdir()
     (own / "code_summary.md.j2").write_text("MINE {{ s.code.id }} {{ banner }}\n")
-    units = pd.DataFrame(columns=["unit_id", "transcript_id", "turn_index", "speaker",
-                                  "speaker_kind", "start", "end", "text", "codable", "role",
-                                  "local_authority", "workstream", "network"])
+    units = pd.DataFrame(
+        columns=[
+            "unit_id",
+            "transcript_id",
+            "turn_index",
+            "speaker",
+            "speaker_kind",
+            "start",
+            "end",
+            "text",
+            "codable",
+            "role",
+            "local_authority",
+            "workstream",
+            "network",
+        ]
+    )
     units["codable"] = units["codable"].astype(bool)
-    summaries = build_summaries(codebook, units, pd.DataFrame(columns=["unit_id", "code_id",
-                                                                       "score"]))
-    manifest = {"run_id": "r", "model": {"name": "m"}, "settings": {"threshold": 0.4},
-                "codebook": {"name": "c", "sha256": "0" * 64},
-                "counts": {"transcripts": 0, "codable_units": 0, "suggestions": 0},
-                "skipped": []}
+    summaries = build_summaries(
+        codebook, units, pd.DataFrame(columns=["unit_id", "code_id", "score"])
+    )
+    manifest = {
+        "run_id": "r",
+        "model": {"name": "m"},
+        "settings": {"threshold": 0.4},
+        "codebook": {"name": "c", "sha256": "0" * 64},
+        "counts": {"transcripts": 0, "codable_units": 0, "suggestions": 0},
+        "skipped": [],
+    }
     render_summaries(summaries, codebook, manifest, tmp_path / "out", own)
     assert (tmp_path / "out" / "ts.trust.md").read_text().startswith("MINE ts.trust DRAFT")
     assert "DRAFT" in (tmp_path / "out" / "ts.trust.html").read_text()  # ours, as fallback
