@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.assign import assign_units, build_prototypes, embedded_mask
 from pipeline.codebook import Codebook, load_codebook
+from pipeline.decisions import current_codings, resolve_anchors, review_counts
 from pipeline.embed import EmbeddingCache, SentenceTransformerEncoder, embed_texts, load_encoder
 from pipeline.errors import Problem
 from pipeline.ingest import Transcript, read_transcripts
@@ -25,6 +26,7 @@ from pipeline.outputs import build_manifest, new_run_id, write_run
 from pipeline.report import build_summaries, render_summaries
 from pipeline.segment import load_sentencizer, segment, units_frame
 from pipeline.settings import Settings
+from pipeline.store import Store
 
 
 @lru_cache(maxsize=2)
@@ -116,15 +118,47 @@ def write_task(
     manifest: dict,
     codebook: Codebook,
     settings: Settings,
+    store_path: Path,
 ) -> Path:
-    def render(folder: Path) -> None:
-        summaries = build_summaries(
-            codebook, units, suggestions, settings.quotes_per_code, settings.quote_max_chars
+    """Reconcile reviewers' decisions with this run, write the run folder, record the run."""
+    logger = get_run_logger()
+    store = Store(store_path)
+    try:
+        resolved = resolve_anchors(
+            store.decisions(), units, {t.transcript_id: t.text for t in transcripts}, codebook
         )
-        render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
+        codings = current_codings(suggestions, resolved)
+        orphaned = resolved[resolved["anchor"] == "orphaned"]
+        manifest["review"] = review_counts(units, codings, resolved)
 
-    run_dir = write_run(out_root, run_id, transcripts, units, suggestions, manifest, render)
-    get_run_logger().info("write: %s", run_dir)
+        def render(folder: Path) -> None:
+            summaries = build_summaries(
+                codebook, units, codings, settings.quotes_per_code, settings.quote_max_chars
+            )
+            render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
+
+        run_dir = write_run(
+            out_root,
+            run_id,
+            transcripts,
+            units,
+            suggestions,
+            manifest,
+            render,
+            tables={"codings": codings, "orphaned_decisions": orphaned},
+            before_commit=lambda: store.record_run(
+                manifest, transcripts, units, suggestions, codebook
+            ),
+        )
+    finally:
+        store.close()
+    if len(orphaned):
+        logger.warning(
+            "review: %d decisions are orphaned (their text or code is gone); see %s",
+            len(orphaned),
+            run_dir / "orphaned_decisions.csv",
+        )
+    logger.info("write: %s", run_dir)
     return run_dir
 
 
@@ -176,7 +210,8 @@ def code_transcripts(
         timings,
         encoded,
     )
+    store_path = settings.store or Path(out_dir) / "project.sqlite"
     run_dir = write_task(
-        Path(out_dir), run_id, transcripts, units, located, manifest, codebook, settings
+        Path(out_dir), run_id, transcripts, units, located, manifest, codebook, settings, store_path
     )
     return run_dir

@@ -61,6 +61,9 @@ def run(
         str | None, typer.Option(help="Bad transcript: 'skip' (default) or 'stop'.")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Project database (default: OUT/project.sqlite).")
+    ] = None,
 ) -> None:
     """Segment, embed and code every transcript in a folder; write units, suggestions and
     draft summaries to OUT/<run id>/."""
@@ -75,6 +78,7 @@ def run(
             template_dir=template_dir,
             on_error=on_error,
             cache_dir=cache_dir,
+            store=store,
         )
         from pipeline.codebook import load_codebook
         from pipeline.ingest import find_transcripts

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,8 +100,16 @@ def write_run(
     suggestions: pd.DataFrame,
     manifest: dict,
     render: Callable[[Path], object] | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> Path:
-    """Write the run folder atomically; ``render(summaries_dir)`` writes the summaries."""
+    """Write the run folder atomically.
+
+    ``render(summaries_dir)`` writes the summaries; ``tables`` are more tables to write as CSV
+    and Parquet; ``before_commit()`` runs once everything is written, just before the folder
+    is moved into place (the flow records the run in the project store there), so a failure in
+    either leaves neither.
+    """
     out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / run_id
     staging = out_root / f".{run_id}.partial"
@@ -118,19 +125,17 @@ def write_run(
                 text_dir / f"{t.transcript_id}.txt", "w", encoding="utf-8", newline=""
             ) as handle:
                 handle.write(t.text)
-        for name, frame in (("units", units), ("suggestions", suggestions)):
+        for name, frame in {"units": units, "suggestions": suggestions, **(tables or {})}.items():
             frame.to_csv(staging / f"{name}.csv", index=False)
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         if render is not None:
             render(staging / "summaries")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if before_commit is not None:
+            before_commit()
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     (out_root / "LATEST").write_text(run_id + "\n", encoding="utf-8")
     return final
-
-
-def problems_as_dicts(problems: list[Problem]) -> list[dict]:
-    return [asdict(p) for p in problems]

@@ -79,6 +79,7 @@ class Quote:
     text: str  # exactly the source slice, possibly trimmed with a trailing " [...]"
     attribution: str
     score: float
+    accepted: bool = False  # accepted by a reviewer (else an unreviewed machine suggestion)
 
 
 @dataclass
@@ -91,6 +92,11 @@ class Prevalence:
     total_participants: int
     roles: list[tuple[str, int, int]]  # (role, participants coded, participants with role)
     authorities: list[tuple[str, int, int]]
+    accepted_units: int = 0  # of ``units``, those a reviewer accepted; the rest are unreviewed
+
+    @property
+    def suggested_units(self) -> int:
+        return self.units - self.accepted_units
 
     @property
     def interviews_word(self) -> str:
@@ -108,7 +114,6 @@ class CodeSummary:
     prevalence: Prevalence
     quotes: list[Quote]
     counterparts: list[tuple[Code, int]]  # opposite-kind codes in the group, units coded
-    source: str = "machine suggestions (unreviewed)"
     cooccurring: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -125,8 +130,11 @@ def _breakdown(
 
 
 def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]:
-    """Strongest quotes, at most one per participant until every participant has had a turn."""
-    ordered = hits.sort_values(["score", "unit_id"], ascending=[False, True])
+    """Reviewer-accepted quotes first, then the strongest by score; at most one per participant
+    until every participant has had a turn."""
+    if "accepted" not in hits.columns:
+        hits = hits.assign(accepted=False)
+    ordered = hits.sort_values(["accepted", "score", "unit_id"], ascending=[False, False, True])
     chosen: list[pd.Series] = []
     used_people: set[tuple[str, str]] = set()
     leftovers: list[pd.Series] = []
@@ -149,6 +157,7 @@ def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]
             trim_quote(r["text"], max_chars),
             r["attribution"],
             float(r["score"]),
+            bool(r["accepted"]),
         )
         for r in chosen
     ]
@@ -160,9 +169,15 @@ def build_summaries(
     codings: pd.DataFrame,
     quotes_per_code: int = 5,
     quote_max_chars: int = 400,
-    source: str = "machine suggestions (unreviewed)",
 ) -> list[CodeSummary]:
-    """One summary per code; ``units`` carries attributes, ``codings`` unit_id, code_id, score."""
+    """One summary per code from the current codings.
+
+    ``codings`` has unit_id, code_id, score and (optionally) status: ``accepted`` by a
+    reviewer, ``suggested`` by the machine and unreviewed, or ``rejected`` (left out).
+    """
+    if "status" not in codings.columns:
+        codings = codings.assign(status="suggested")
+    codings = codings[codings["status"] != "rejected"]
     codable = units[units["codable"]]
     people = codable.drop_duplicates(["transcript_id", "speaker"])[
         ["transcript_id", "speaker", "role", "local_authority"]
@@ -176,7 +191,12 @@ def build_summaries(
             )
         ]
     )
-    joined = codings[["unit_id", "code_id", "score"]].merge(attributed, on="unit_id", how="inner")
+    joined = codings[["unit_id", "code_id", "score", "status"]].merge(
+        attributed, on="unit_id", how="inner"
+    )
+    # A person's acceptance outranks any machine score when choosing quotes.
+    joined["score"] = joined["score"].fillna(0.0)
+    joined["accepted"] = joined["status"] == "accepted"
     per_code_units = joined.groupby("code_id")["unit_id"].nunique().to_dict()
     codes_by_unit = joined.groupby("unit_id")["code_id"].apply(list)
     summaries = []
@@ -192,6 +212,7 @@ def build_summaries(
             total_participants=len(people),
             roles=_breakdown(coded_people, people, "role"),
             authorities=_breakdown(coded_people, people, "local_authority"),
+            accepted_units=int(hits.loc[hits["accepted"], "unit_id"].nunique()),
         )
         together = Counter(
             other
@@ -208,7 +229,6 @@ def build_summaries(
                 counterparts=[
                     (c, int(per_code_units.get(c.id, 0))) for c in codebook.counterparts(code.id)
                 ],
-                source=source,
                 cooccurring=together.most_common(5),
             )
         )

@@ -63,6 +63,9 @@ class Settings(BaseModel):
     template_dir: Path | None = Field(
         None, description="Folder of your own Jinja templates; missing ones fall back to ours."
     )
+    store: Path | None = Field(
+        None, description="Project database (default: project.sqlite in the output folder)."
+    )
     cache_dir: Path | None = Field(
         None, description="Embedding cache folder (default: .cache/ in the project)."
     )

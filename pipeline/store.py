@@ -1,0 +1,455 @@
+"""Store: one SQLite file per project holding transcripts, units, runs and decisions.
+
+* The schema is versioned (``PRAGMA user_version``) and upgraded by numbered migrations.
+* Every write goes through one path, ``BEGIN IMMEDIATE`` ... ``COMMIT``: a crash mid-write
+  leaves the last committed state, never half of a batch (WAL journal, synchronous=FULL).
+* Decisions are append-only events; nothing ever updates or deletes one. Re-runs replace
+  machine suggestions only (each run keeps its own).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.codebook import Codebook
+from pipeline.decisions import ACTIONS, resolve_anchors, text_sha
+from pipeline.errors import QcodeError
+from pipeline.ingest import Transcript
+
+
+class StoreError(QcodeError):
+    """The project store cannot be opened or refuses a write."""
+
+    code = "E600"
+
+
+class StaleUnitError(StoreError):
+    """Someone else decided on this unit after the page or sheet was loaded."""
+
+    code = "E601"
+
+
+MIGRATIONS: list[str] = [
+    # 1: the core tables.
+    """
+    CREATE TABLE transcripts (
+        transcript_id TEXT PRIMARY KEY,
+        source_path TEXT NOT NULL,
+        format TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        text TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        participants TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE codebooks (
+        sha256 TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        content TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        finished_at TEXT NOT NULL,
+        codebook_sha256 TEXT NOT NULL REFERENCES codebooks(sha256),
+        model TEXT NOT NULL,
+        manifest TEXT NOT NULL
+    );
+    CREATE TABLE units (
+        unit_id TEXT PRIMARY KEY,
+        transcript_id TEXT NOT NULL,
+        turn_index INTEGER NOT NULL,
+        speaker TEXT NOT NULL,
+        speaker_kind TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        "end" INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        codable INTEGER NOT NULL,
+        role TEXT NOT NULL DEFAULT '',
+        local_authority TEXT NOT NULL DEFAULT '',
+        workstream TEXT NOT NULL DEFAULT '',
+        network TEXT NOT NULL DEFAULT '',
+        top_code TEXT,
+        top_score REAL,
+        last_run_id TEXT NOT NULL REFERENCES runs(run_id)
+    );
+    CREATE INDEX units_by_run ON units(last_run_id, transcript_id, start);
+    CREATE TABLE suggestions (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        unit_id TEXT NOT NULL,
+        code_id TEXT NOT NULL,
+        score REAL NOT NULL,
+        rank INTEGER NOT NULL,
+        margin REAL NOT NULL,
+        PRIMARY KEY (run_id, unit_id, code_id)
+    );
+    CREATE TABLE decisions (
+        decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
+        at TEXT NOT NULL,
+        unit_id TEXT NOT NULL,
+        transcript_id TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        "end" INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        text_sha256 TEXT NOT NULL,
+        code_id TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('accept', 'reject', 'add', 'remove', 'note')),
+        memo TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX decisions_by_unit ON decisions(unit_id, decision_id);
+    CREATE TRIGGER decisions_are_append_only_u BEFORE UPDATE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    CREATE TRIGGER decisions_are_append_only_d BEFORE DELETE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    """,
+    # 2: where a decision came from (web page, spreadsheet, QDA import) and reviewer lookups.
+    """
+    ALTER TABLE decisions ADD COLUMN source TEXT NOT NULL DEFAULT 'web';
+    CREATE INDEX decisions_by_reviewer ON decisions(reviewer, decision_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class NewDecision:
+    """A reviewer's judgement on one code of one unit, before it is stored."""
+
+    unit_id: str
+    code_id: str
+    action: str  # accept | reject | add | remove | note
+    memo: str = ""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Store:
+    """The project database. Open once per process; safe for several processes at once."""
+
+    def __init__(self, path: str | Path, migrate: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            version = self.schema_version
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"not a qcode project database ({error})", self.path) from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"this project was written by a newer qcode (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade qcode",
+                self.path,
+            )
+        if migrate:
+            self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, to: int = SCHEMA_VERSION) -> None:
+        """Apply the missing migrations, each in its own transaction."""
+        while self.schema_version < to:
+            step = self.schema_version
+            with self.write() as db:
+                for statement in _statements(MIGRATIONS[step]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {step + 1}")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """The one write path: all of the block is committed, or none of it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def record_run(
+        self,
+        manifest: dict,
+        transcripts: list[Transcript],
+        units: pd.DataFrame,
+        suggestions: pd.DataFrame,
+        codebook: Codebook,
+    ) -> None:
+        """Store one run: its transcripts' current text, its units and its suggestions."""
+        stamp = now()
+        content = codebook.model_dump_json(exclude={"path"})
+        with self.write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO codebooks VALUES (?, ?, ?, ?)",
+                (codebook.sha256, codebook.name, content, stamp),
+            )
+            db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+                (
+                    manifest["run_id"],
+                    stamp,
+                    codebook.sha256,
+                    json.dumps(manifest.get("model", {})),
+                    json.dumps(manifest),
+                ),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        t.transcript_id,
+                        t.source_path,
+                        t.format,
+                        t.sha256,
+                        t.text,
+                        json.dumps(t.attributes),
+                        json.dumps(t.participants),
+                        stamp,
+                    )
+                    for t in transcripts
+                ],
+            )
+            columns = [
+                "unit_id",
+                "transcript_id",
+                "turn_index",
+                "speaker",
+                "speaker_kind",
+                "start",
+                "end",
+                "text",
+                "codable",
+                "role",
+                "local_authority",
+                "workstream",
+                "network",
+                "top_code",
+                "top_score",
+            ]
+            rows = units.reindex(columns=columns)
+            db.executemany(
+                f"INSERT OR REPLACE INTO units ({', '.join(_q(c) for c in columns)}, last_run_id)"
+                f" VALUES ({', '.join('?' * len(columns))}, ?)",
+                [(*_plain(r), manifest["run_id"]) for r in rows.itertuples(index=False)],
+            )
+            db.executemany(
+                "INSERT INTO suggestions VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        manifest["run_id"],
+                        r.unit_id,
+                        r.code_id,
+                        float(r.score),
+                        int(r.rank),
+                        float(r.margin),
+                    )
+                    for r in suggestions.itertuples(index=False)
+                ],
+            )
+
+    def latest_run_id(self) -> str | None:
+        row = self.db.execute(
+            "SELECT run_id FROM runs ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
+
+    def codebook(self, run_id: str | None = None) -> Codebook:
+        run_id = run_id or self.latest_run_id()
+        row = self.db.execute(
+            "SELECT c.content FROM runs r JOIN codebooks c ON c.sha256 = r.codebook_sha256 "
+            "WHERE r.run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError("the project has no runs yet: run 'qcode run' first", self.path)
+        return Codebook.model_validate_json(row[0])
+
+    def manifest(self, run_id: str | None = None) -> dict:
+        row = self.db.execute(
+            "SELECT manifest FROM runs WHERE run_id = ?", (run_id or self.latest_run_id(),)
+        ).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def units(self, run_id: str | None = None) -> pd.DataFrame:
+        """Units of a run (default: the latest), in reading order."""
+        frame = pd.read_sql_query(
+            "SELECT * FROM units WHERE last_run_id = ? ORDER BY transcript_id, start",
+            self.db,
+            params=(run_id or self.latest_run_id(),),
+        )
+        frame["codable"] = frame["codable"].astype(bool)
+        return frame.drop(columns=["last_run_id"])
+
+    def suggestions(self, run_id: str | None = None) -> pd.DataFrame:
+        return pd.read_sql_query(
+            "SELECT unit_id, code_id, score, rank, margin FROM suggestions WHERE run_id = ?",
+            self.db,
+            params=(run_id or self.latest_run_id(),),
+        )
+
+    def transcript_texts(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT transcript_id, text FROM transcripts"))
+
+    def transcript_attributes(self) -> dict[str, tuple[dict, dict]]:
+        return {
+            tid: (json.loads(a), json.loads(p))
+            for tid, a, p in self.db.execute(
+                "SELECT transcript_id, attributes, participants FROM transcripts"
+            )
+        }
+
+    def decisions(self, reviewer: str | None = None) -> pd.DataFrame:
+        query = "SELECT * FROM decisions"
+        params: tuple = ()
+        if reviewer is not None:
+            query += " WHERE reviewer = ?"
+            params = (reviewer,)
+        return pd.read_sql_query(query + " ORDER BY decision_id", self.db, params=params)
+
+    def resolved_decisions(self, codebook: Codebook | None = None) -> pd.DataFrame:
+        """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""
+        return resolve_anchors(
+            self.decisions(), self.units(), self.transcript_texts(), codebook or self.codebook()
+        )
+
+    def reviewers(self) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute("SELECT DISTINCT reviewer FROM decisions ORDER BY reviewer")
+        ]
+
+    def unit_version(self, unit_id: str, reviewer: str | None = None) -> int:
+        """Id of the newest decision on a unit (0 if none): pages and sheets carry it back."""
+        if reviewer is None:
+            row = self.db.execute(
+                "SELECT MAX(decision_id) FROM decisions WHERE unit_id = ?", (unit_id,)
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT MAX(decision_id) FROM decisions WHERE unit_id = ? AND reviewer = ?",
+                (unit_id, reviewer),
+            ).fetchone()
+        return int(row[0] or 0)
+
+    # -- writing decisions --------------------------------------------------------------------
+
+    def decide(
+        self,
+        reviewer: str,
+        decisions: list[NewDecision],
+        source: str = "web",
+        expected_versions: dict[str, int] | None = None,
+        version_reviewer: str | None = None,
+    ) -> list[int]:
+        """Append decisions in one transaction; refuse all if a unit changed meanwhile.
+
+        ``expected_versions`` maps unit ids to the ``unit_version`` the reviewer saw;
+        ``version_reviewer`` limits that check to one reviewer's decisions (blind coding).
+        """
+        reviewer = reviewer.strip()
+        if not reviewer:
+            raise StoreError("a decision needs a reviewer name")
+        for d in decisions:
+            if d.action not in ACTIONS:
+                raise StoreError(f"'{d.action}' is not a decision (use one of {ACTIONS})")
+        stamp = now()
+        ids: list[int] = []
+        with self.write() as db:
+            for unit_id, seen in (expected_versions or {}).items():
+                current = self.unit_version(unit_id, version_reviewer)
+                if current != seen:
+                    raise StaleUnitError(
+                        f"unit {unit_id} was changed by someone else after you opened it; "
+                        "reload to see their decision before adding yours"
+                    )
+            for d in decisions:
+                unit = db.execute(
+                    'SELECT transcript_id, start, "end", text FROM units WHERE unit_id = ?',
+                    (d.unit_id,),
+                ).fetchone()
+                if unit is None:
+                    raise StoreError(f"unit {d.unit_id} is not in this project")
+                cursor = db.execute(
+                    'INSERT INTO decisions (reviewer, at, unit_id, transcript_id, start, "end",'
+                    " text, text_sha256, code_id, action, memo, source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        reviewer,
+                        stamp,
+                        d.unit_id,
+                        unit[0],
+                        unit[1],
+                        unit[2],
+                        unit[3],
+                        text_sha(unit[3]),
+                        d.code_id,
+                        d.action,
+                        d.memo,
+                        source,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+
+def _q(column: str) -> str:
+    return f'"{column}"'
+
+
+def _plain(row: tuple) -> tuple:
+    """numpy/pandas scalars and NaN -> plain Python values SQLite understands."""
+    out = []
+    for value in row:
+        if value is None or (isinstance(value, float) and value != value):
+            out.append(None)
+        elif hasattr(value, "item"):
+            out.append(value.item())
+        else:
+            out.append(value)
+    return tuple(out)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; triggers keep their inner semicolons."""
+    statements, buffer = [], ""
+    for line in script.splitlines():
+        buffer += line + "\n"
+        stripped = buffer.strip()
+        inside_trigger = stripped.upper().startswith(
+            "CREATE TRIGGER"
+        ) and not stripped.upper().endswith("END;")
+        if stripped.endswith(";") and not inside_trigger:
+            statements.append(stripped)
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
