@@ -70,3 +70,54 @@ def sample_run(prefect_harness, tmp_path_factory):
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def _sample_project_template(tmp_path_factory, nlp, encoder, codebook, sample_transcripts):
+    """A project store holding one real run over the sample, built once per test session
+    with the real stages (no Prefect: the flow's own tests cover that path)."""
+    from datetime import UTC, datetime
+
+    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from pipeline.embed import embed_texts
+    from pipeline.outputs import build_manifest, new_run_id
+    from pipeline.segment import segment, units_frame
+    from pipeline.settings import Settings
+    from pipeline.store import Store
+
+    settings = Settings()
+    transcripts, problems = sample_transcripts
+    units = units_frame(segment(transcripts, nlp, settings), transcripts)
+    vectors, encoded = embed_texts(
+        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder
+    )
+    suggestions, best = assign_units(units, vectors, build_prototypes(codebook, encoder), settings)
+    units = units.merge(best, on="unit_id", how="left")
+    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
+    manifest = build_manifest(
+        run_id,
+        datetime.now(UTC),
+        transcripts,
+        problems,
+        codebook,
+        settings,
+        {"name": encoder.name, "fingerprint": encoder.fingerprint},
+        units,
+        suggestions,
+        {},
+        encoded,
+    )
+    path = tmp_path_factory.mktemp("project") / "project.sqlite"
+    with Store(path) as store:
+        store.record_run(manifest, transcripts, units, suggestions, codebook)
+    return path
+
+
+@pytest.fixture
+def project_store(_sample_project_template, tmp_path):
+    """A fresh copy of the sample project store for one test (path to the .sqlite file)."""
+    import shutil
+
+    path = tmp_path / "project.sqlite"
+    shutil.copy(_sample_project_template, path)
+    return path
