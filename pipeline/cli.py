@@ -246,6 +246,31 @@ def evaluate(
         )
 
 
+@app.command()
+def orphans(
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path(
+        "outputs/project.sqlite"
+    ),
+) -> None:
+    """List reviewers' decisions whose text or code is gone (kept, never dropped)."""
+    from pipeline.store import Store
+
+    if not store.exists():
+        fail(QcodeError("no project database here; run 'qcode run' first", store))
+    try:
+        with Store(store) as project:
+            resolved = project.resolved_decisions()
+    except QcodeError as error:
+        fail(error)
+    orphaned = resolved[resolved["anchor"] == "orphaned"]
+    typer.echo(f"{len(orphaned)} of {len(resolved)} decisions are orphaned.")
+    for row in orphaned.itertuples():
+        typer.echo(
+            f"- #{row.decision_id} {row.reviewer} {row.action} {row.code_id} on "
+            f"{row.transcript_id} [{row.start}-{row.end}] \"{row.text[:80]}\": {row.reason}"
+        )
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,232 @@
+"""Decisions survive re-runs, codebook edits, model changes and transcript edits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from pipeline.codebook import parse_codebook
+from pipeline.decisions import current_codings, resolve_anchors, text_sha, unit_statuses
+from pipeline.store import NewDecision, Store
+from tests.conftest import CODEBOOK, SAMPLE
+
+BOOK = parse_codebook("""
+name: t
+groups: {g: {label: G}}
+codes:
+  - {id: a, label: A, group: g, kind: enabler, definition: A thing.}
+  - {id: b, label: B, group: g, kind: inhibitor, definition: B thing.}
+renamed: {old_a: a}
+""")
+
+TEXT = "One sentence here. Two sentence there. Three at the end."
+
+
+def units_of(text: str, spans: list[tuple[int, int]], tid: str = "T") -> pd.DataFrame:
+    rows = [
+        {"unit_id": f"{tid}:{s}-{e}", "transcript_id": tid, "start": s, "end": e, "text": text[s:e]}
+        for s, e in spans
+    ]
+    return pd.DataFrame(rows, columns=["unit_id", "transcript_id", "start", "end", "text"])
+
+
+def decision(
+    i: int, unit: pd.Series, code: str, action: str = "accept", reviewer: str = "ann"
+) -> dict:
+    return {
+        "decision_id": i,
+        "reviewer": reviewer,
+        "at": f"t{i}",
+        "unit_id": unit["unit_id"],
+        "transcript_id": unit["transcript_id"],
+        "start": unit["start"],
+        "end": unit["end"],
+        "text": unit["text"],
+        "text_sha256": text_sha(unit["text"]),
+        "code_id": code,
+        "action": action,
+        "memo": "",
+    }
+
+
+SENTENCES = [(0, 18), (19, 38), (39, 56)]
+
+
+def test_unchanged_units_keep_their_decisions():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame([decision(1, units.iloc[1], "a")])
+    resolved = resolve_anchors(decisions, units, {"T": TEXT}, BOOK)
+    assert resolved.loc[0, "anchor"] == "kept"
+    assert resolved.loc[0, "current_unit_id"] == units.iloc[1]["unit_id"]
+
+
+def test_decisions_follow_text_that_moved():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame([decision(1, units.iloc[2], "a")])
+    edited = "A new opening line. " + TEXT
+    new_units = units_of(edited, [(s + 20, e + 20) for s, e in SENTENCES])
+    resolved = resolve_anchors(decisions, new_units, {"T": edited}, BOOK)
+    assert resolved.loc[0, "anchor"] == "moved"
+    assert resolved.loc[0, "current_unit_id"] == new_units.iloc[2]["unit_id"]
+
+
+def test_decisions_follow_into_larger_units():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame([decision(1, units.iloc[1], "a")])
+    windows = units_of(TEXT, [(0, 38), (39, 56)])
+    resolved = resolve_anchors(decisions, windows, {"T": TEXT}, BOOK)
+    assert resolved.loc[0, "current_unit_id"] == windows.iloc[0]["unit_id"]
+
+
+def test_decisions_on_deleted_text_are_orphaned_not_dropped():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame([decision(1, units.iloc[1], "a"), decision(2, units.iloc[0], "b")])
+    edited = "One sentence here. Three at the end."
+    resolved = resolve_anchors(
+        decisions, units_of(edited, [(0, 18), (19, 36)]), {"T": edited}, BOOK
+    )
+    assert resolved["anchor"].tolist() == ["orphaned", "kept"]
+    assert "no longer in the transcript" in resolved.loc[0, "reason"]
+    gone = resolve_anchors(decisions, units_of("", []), {}, BOOK)
+    assert (gone["anchor"] == "orphaned").all()
+    assert "no longer in the project" in gone.loc[0, "reason"]
+
+
+def test_renamed_codes_carry_decisions_and_removed_codes_orphan_them():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame(
+        [decision(1, units.iloc[0], "old_a"), decision(2, units.iloc[1], "gone_code")]
+    )
+    resolved = resolve_anchors(decisions, units, {"T": TEXT}, BOOK)
+    assert resolved.loc[0, "current_code_id"] == "a"
+    assert pd.isna(resolved.loc[1, "current_code_id"])
+    assert resolved["anchor"].tolist() == ["kept", "orphaned"]
+    assert "renamed" in resolved.loc[1, "reason"]
+
+
+def test_current_state_latest_decision_wins():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame(
+        [
+            decision(1, units.iloc[0], "a", "accept"),
+            decision(2, units.iloc[0], "a", "reject", reviewer="bob"),
+            decision(3, units.iloc[1], "b", "add"),
+        ]
+    )
+    suggestions = pd.DataFrame(
+        [
+            {
+                "unit_id": units.iloc[0]["unit_id"],
+                "code_id": "a",
+                "score": 0.5,
+                "rank": 1,
+                "margin": 0.1,
+            },
+            {
+                "unit_id": units.iloc[2]["unit_id"],
+                "code_id": "a",
+                "score": 0.6,
+                "rank": 1,
+                "margin": 0.2,
+            },
+        ]
+    )
+    resolved = resolve_anchors(decisions, units, {"T": TEXT}, BOOK)
+    state = current_codings(suggestions, resolved).set_index(["unit_id", "code_id"])["status"]
+    assert state[(units.iloc[0]["unit_id"], "a")] == "rejected"
+    assert state[(units.iloc[1]["unit_id"], "b")] == "accepted"
+    assert state[(units.iloc[2]["unit_id"], "a")] == "suggested"
+    ann = current_codings(suggestions, resolved, reviewer="ann").set_index(["unit_id", "code_id"])[
+        "status"
+    ]
+    assert ann[(units.iloc[0]["unit_id"], "a")] == "accepted"  # blind: bob's view is hidden
+    statuses = unit_statuses(resolved)
+    assert statuses[units.iloc[0]["unit_id"]] == "rejected"
+    assert statuses[units.iloc[1]["unit_id"]] == "changed"
+
+
+@pytest.mark.slow
+def test_hundred_decisions_survive_rerun_with_new_threshold_and_codebook(prefect_harness, tmp_path):
+    """Make 100 decisions, re-run with another threshold and an edited codebook (one code
+    renamed, definitions changed): all 100 are still there."""
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = code_transcripts(SAMPLE, CODEBOOK, out, Settings(cache_dir=cache))
+    store = Store(out / "project.sqlite")
+    suggestions = store.suggestions()
+    picked = suggestions.drop_duplicates("unit_id").head(100)
+    decisions = [
+        NewDecision(r.unit_id, r.code_id, "accept" if i % 3 else "reject", memo=f"m{i}")
+        for i, r in enumerate(picked.itertuples())
+    ]
+    store.decide("ann", decisions)
+    store.close()
+
+    text = CODEBOOK.read_text(encoding="utf-8")
+    edited = (
+        text.replace("id: ts.trust\n", "id: ts.trust_and_safety\n").replace(
+            "The evaluation", "The West Partnership evaluation"
+        )
+        + "renamed:\n"
+        "  ts.trust: ts.trust_and_safety\n"
+    )
+    book = tmp_path / "edited.yaml"
+    book.write_text(edited, encoding="utf-8")
+    second = code_transcripts(SAMPLE, book, out, Settings(cache_dir=cache, threshold=0.5))
+    assert second != first
+    codings = pd.read_csv(second / "codings.csv", keep_default_na=False)
+    decided = codings[codings["status"].isin(["accepted", "rejected"])]
+    expected = {
+        (d.unit_id, "ts.trust_and_safety" if d.code_id == "ts.trust" else d.code_id)
+        for d in decisions
+    }
+    assert set(zip(decided["unit_id"], decided["code_id"], strict=True)) == expected
+    assert len(decided) == 100
+    assert pd.read_csv(second / "orphaned_decisions.csv").empty
+    manifest = json.loads((second / "manifest.json").read_text())
+    assert manifest["review"]["units_reviewed"] == 100
+    summary = (second / "summaries" / "index.md").read_text()
+    assert "ts.trust_and_safety" in summary
+
+
+@pytest.mark.slow
+def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(prefect_harness, tmp_path):
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = SAMPLE / "wp01_head_teacher.md"
+    shutil.copy(source, folder)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code_transcripts(folder, CODEBOOK, out, Settings(cache_dir=cache))
+    with Store(out / "project.sqlite") as store:
+        units = store.units()
+        codable = units[units["codable"]].reset_index(drop=True)
+        keep, lose = codable.iloc[10], codable.iloc[20]
+        store.decide(
+            "ann",
+            [
+                NewDecision(keep.unit_id, "ts.trust", "accept"),
+                NewDecision(lose.unit_id, "ts.time", "add"),
+            ],
+        )
+    text = (folder / source.name).read_text(encoding="utf-8")
+    head, body = text.split("\n---\n", 1)
+    body = body.replace(lose.text, "")
+    body = "\nInterviewer: A new first question, added in the edit?\n\n" + body
+    (folder / source.name).write_text(head + "\n---\n" + body, encoding="utf-8")
+    run = code_transcripts(folder, CODEBOOK, out, Settings(cache_dir=cache))
+    codings = pd.read_csv(run / "codings.csv", keep_default_na=False)
+    accepted = codings[codings["status"] == "accepted"]
+    assert accepted["code_id"].tolist() == ["ts.trust"]
+    new_units = pd.read_csv(run / "units.csv", keep_default_na=False).set_index("unit_id")
+    assert new_units.loc[accepted["unit_id"].iloc[0], "text"] == keep.text
+    orphaned = pd.read_csv(run / "orphaned_decisions.csv", keep_default_na=False)
+    assert orphaned["text"].tolist() == [lose.text]
+    assert "no longer in the transcript" in orphaned["reason"].iloc[0]
