@@ -271,6 +271,33 @@ def orphans(
         )
 
 
+@app.command()
+def agreement(
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path(
+        "outputs/project.sqlite"
+    ),
+) -> None:
+    """Human-human agreement from double-coded units in the store (blind review)."""
+    from pipeline.evaluate import human_agreement
+    from pipeline.store import Store
+
+    if not store.exists():
+        fail(QcodeError("no project database here; run 'qcode run' first", store))
+    try:
+        with Store(store) as project:
+            book = project.codebook()
+            pairs = human_agreement(project.resolved_decisions(book), book.ids)
+    except QcodeError as error:
+        fail(error)
+    if not pairs:
+        typer.echo("No unit has been decided by two reviewers yet.")
+    for a, b, result in pairs:
+        typer.echo(
+            f"{a} vs {b}: {result.segments} units both decided · micro-F1 {result.micro_f1:.3f}"
+            f" · mean kappa {result.mean_kappa:.3f} · exact-set {result.exact_set_accuracy:.3f}"
+        )
+
+
 def main() -> None:
     try:
         app()

@@ -206,3 +206,43 @@ def code_gold_in_context(
             "score": found["score"],
         }
     )
+
+
+def reviewer_codes(resolved: pd.DataFrame) -> dict[str, dict[str, set[str]]]:
+    """reviewer -> unit -> the codes that reviewer holds for the unit (accepted or added)."""
+    live = resolved[(resolved["anchor"] != "orphaned") & (resolved["action"] != "note")]
+    live = live.sort_values("decision_id").drop_duplicates(
+        ["reviewer", "current_unit_id", "current_code_id"], keep="last"
+    )
+    out: dict[str, dict[str, set[str]]] = {}
+    for row in live.itertuples():
+        units = out.setdefault(row.reviewer, {})
+        codes = units.setdefault(row.current_unit_id, set())
+        if row.action in ("accept", "add"):
+            codes.add(row.current_code_id)
+    return out
+
+
+def human_agreement(
+    resolved: pd.DataFrame, code_ids: list[str]
+) -> list[tuple[str, str, Agreement]]:
+    """Agreement for every pair of reviewers on the units both of them decided."""
+    by_reviewer = reviewer_codes(resolved)
+    names = sorted(by_reviewer)
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = sorted(set(by_reviewer[a]) & set(by_reviewer[b]))
+            if shared:
+                pairs.append(
+                    (
+                        a,
+                        b,
+                        agreement(
+                            [sorted(by_reviewer[a][u]) for u in shared],
+                            [sorted(by_reviewer[b][u]) for u in shared],
+                            code_ids,
+                        ),
+                    )
+                )
+    return pairs

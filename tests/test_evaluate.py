@@ -55,3 +55,27 @@ def test_gold_with_unknown_code_names_the_line(tmp_path, codebook):
     with pytest.raises(SegmentsFileError, match=r"unknown code 'ts\.nope'") as error:
         load_gold(path, codebook)
     assert error.value.line == 3
+
+
+def test_human_agreement_from_double_coded_store(project_store):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.evaluate import human_agreement
+    from pipeline.store import NewDecision, Store
+
+    with Store(project_store) as store:
+        units = store.units()
+        ids = units.loc[units["codable"], "unit_id"].head(4).tolist()
+        store.decide("ann", [NewDecision(u, "ts.trust", "add") for u in ids])
+        store.decide(
+            "bob",
+            [NewDecision(u, "ts.trust", "add") for u in ids[:3]]
+            + [NewDecision(ids[3], "ts.time", "add")],
+        )
+        pairs = human_agreement(store.resolved_decisions(), store.codebook().ids)
+    ((a, b, result),) = pairs
+    assert (a, b, result.segments) == ("ann", "bob", 4)
+    assert result.exact_set_accuracy == 0.75
+    output = CliRunner().invoke(app, ["agreement", "--store", str(project_store)]).output
+    assert "ann vs bob: 4 units" in output
