@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.assign import assign_units, build_prototypes, embedded_mask
+from pipeline.classify import TrainedCoder
 from pipeline.codebook import Codebook, load_codebook
 from pipeline.decisions import current_codings, resolve_anchors, review_counts
 from pipeline.embed import EmbeddingCache, SentenceTransformerEncoder, embed_texts, load_encoder
@@ -98,7 +99,11 @@ def assign_task(
         prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     finally:
         cache.close()
-    suggestions, best = assign_units(units, vectors, prototypes, settings)
+    coder = None
+    if settings.classifier is not None:
+        coder = TrainedCoder.load(settings.classifier)
+        coder.check_fits(codebook.ids, encoder.fingerprint, settings.classifier)
+    suggestions, best = assign_units(units, vectors, prototypes, settings, coder)
     get_run_logger().info(
         "assign: %d suggestions on %d of %d units",
         len(suggestions),
@@ -210,6 +215,11 @@ def code_transcripts(
         timings,
         encoded,
     )
+    if settings.classifier is not None:
+        manifest["classifier"] = {
+            "path": str(settings.classifier),
+            **TrainedCoder.load(settings.classifier).info,
+        }
     store_path = settings.store or Path(out_dir) / "project.sqlite"
     run_dir = write_task(
         Path(out_dir), run_id, transcripts, units, located, manifest, codebook, settings, store_path

@@ -10,6 +10,7 @@ to the unit's best code), and a unit may stay uncoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ import pandas as pd
 from pipeline.codebook import Codebook
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.classify import TrainedCoder
 
 SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin"]
 
@@ -131,11 +135,16 @@ def embedded_mask(units: pd.DataFrame, settings: Settings) -> np.ndarray:
 
 
 def assign_units(
-    units: pd.DataFrame, vectors: np.ndarray, prototypes: Prototypes, settings: Settings
+    units: pd.DataFrame,
+    vectors: np.ndarray,
+    prototypes: Prototypes,
+    settings: Settings,
+    coder: TrainedCoder | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Suggestions and each unit's best code, for units in reading order.
 
-    ``vectors`` holds one row per unit selected by ``embedded_mask``.
+    ``vectors`` holds one row per unit selected by ``embedded_mask``. With a trained ``coder``
+    (learned from reviewers' corrections), its codes decide by probability; see classify.py.
     """
     embedded = units[embedded_mask(units, settings)]
     blended = add_context(
@@ -147,9 +156,25 @@ def assign_units(
     codable = embedded["codable"].to_numpy()
     scores = score_matrix(blended[codable], prototypes, settings.example_weight)
     ids = embedded.loc[codable, "unit_id"].tolist()
-    return suggest(scores, ids, prototypes.code_ids, settings), top_codes(
-        scores, ids, prototypes.code_ids
+    return suggest_scores(scores, blended[codable], ids, prototypes.code_ids, settings, coder), (
+        top_codes(scores, ids, prototypes.code_ids)
     )
+
+
+def suggest_scores(
+    scores: np.ndarray,
+    vectors: np.ndarray,
+    ids: list[str],
+    code_ids: list[str],
+    settings: Settings,
+    coder: TrainedCoder | None = None,
+) -> pd.DataFrame:
+    """Zero-shot suggestions, or a trained coder's where one is given."""
+    if coder is None:
+        return suggest(scores, ids, code_ids, settings)
+    from pipeline.classify import suggest_with_coder
+
+    return suggest_with_coder(coder.probabilities(vectors, scores), scores, ids, coder, settings)
 
 
 def code_texts(
@@ -159,11 +184,14 @@ def code_texts(
     encoder: Encoder,
     settings: Settings,
     cache: EmbeddingCache | None = None,
+    coder: TrainedCoder | None = None,
 ) -> pd.DataFrame:
     """Suggestions for free-standing texts (survey answers): ``segment_id, code, score, ...``."""
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     keep = [i for i, t in enumerate(texts) if t.strip()]
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
     scores = score_matrix(vectors, prototypes, settings.example_weight)
-    frame = suggest(scores, [ids[i] for i in keep], prototypes.code_ids, settings)
+    frame = suggest_scores(
+        scores, vectors, [ids[i] for i in keep], prototypes.code_ids, settings, coder
+    )
     return frame.rename(columns={"unit_id": "segment_id", "code_id": "code"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,9 @@ configure_environment()
 
 from pipeline.errors import QcodeError  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+
+if TYPE_CHECKING:
+    from pipeline.classify import TrainedCoder
 
 app = typer.Typer(
     help="Code evaluation interviews against a codebook: a first pass for people to review.",
@@ -28,6 +31,10 @@ ThresholdOption = Annotated[
 ]
 TopKOption = Annotated[
     int | None, typer.Option("--top-k", help="At most this many codes per unit.")
+]
+ClassifierOption = Annotated[
+    Path | None,
+    typer.Option(help="Trained coder folder (from qcode train or retrain); default zero-shot."),
 ]
 ModelOption = Annotated[
     str | None, typer.Option(help="Local sentence-transformers model folder (default: bundled).")
@@ -64,6 +71,7 @@ def run(
     store: Annotated[
         Path | None, typer.Option(help="Project database (default: OUT/project.sqlite).")
     ] = None,
+    classifier: ClassifierOption = None,
 ) -> None:
     """Segment, embed and code every transcript in a folder; write units, suggestions and
     draft summaries to OUT/<run id>/."""
@@ -79,6 +87,7 @@ def run(
             on_error=on_error,
             cache_dir=cache_dir,
             store=store,
+            classifier=classifier,
         )
         from pipeline.codebook import load_codebook
         from pipeline.ingest import find_transcripts
@@ -135,6 +144,7 @@ def code_segments(
     threshold: ThresholdOption = None,
     top_k: TopKOption = None,
     model: ModelOption = None,
+    classifier: ClassifierOption = None,
 ) -> None:
     """Code pre-segmented text (e.g. open survey answers); writes segment_id,code,score rows."""
     from pipeline.assign import code_texts
@@ -147,9 +157,16 @@ def code_segments(
         book = load_codebook(codebook)
         frame = read_segments_csv(segments)
         encoder = load_encoder(settings.model)
+        coder = load_coder(classifier, book.ids, encoder.fingerprint)
         cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
         coded = code_texts(
-            frame["text"].tolist(), frame["segment_id"].tolist(), book, encoder, settings, cache
+            frame["text"].tolist(),
+            frame["segment_id"].tolist(),
+            book,
+            encoder,
+            settings,
+            cache,
+            coder,
         )
     except QcodeError as error:
         fail(error)
@@ -178,79 +195,107 @@ def evaluate(
         typer.Option(help="Transcript folder: code gold segments in context, as a run does."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write an HTML report with charts and errors here.")
+    ] = None,
     threshold: ThresholdOption = None,
     top_k: TopKOption = None,
     model: ModelOption = None,
+    classifier: ClassifierOption = None,
 ) -> None:
-    """Agreement of machine codes with gold coding: per-code precision, recall, F1, kappa."""
+    """Agreement of machine codes with gold coding: per-code precision, recall, F1, kappa;
+    micro and macro F1, Krippendorff's alpha, exact-set accuracy, confused pairs."""
     import json
 
     import pandas as pd
 
-    from pipeline.assign import code_texts
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, load_encoder
-    from pipeline.evaluate import agreement, load_gold, predictions_by_segment, read_predictions
+    from pipeline.evaluate import (
+        agreement,
+        code_gold,
+        error_examples,
+        load_gold,
+        predictions_by_segment,
+        read_predictions,
+        threshold_curve,
+    )
 
+    scores = None
     try:
         settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
         book = load_codebook(codebook)
         frame = load_gold(gold, book)
         if pred is not None:
             predicted_frame = read_predictions(pred)
-        elif transcripts is not None:
-            from pipeline.evaluate import code_gold_in_context
-            from pipeline.segment import load_sentencizer
-
-            predicted_frame = code_gold_in_context(
-                frame,
-                transcripts,
-                book,
-                load_encoder(settings.model),
-                load_sentencizer(),
-                settings,
-                EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"),
-            )
         else:
             encoder = load_encoder(settings.model)
-            cache = EmbeddingCache(
-                (settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"
-            )
-            predicted_frame = code_texts(
-                frame["text"].tolist(), frame["segment_id"].tolist(), book, encoder, settings, cache
+            nlp = None
+            if transcripts is not None:
+                from pipeline.segment import load_sentencizer
+
+                nlp = load_sentencizer()
+            predicted_frame, scores = code_gold(
+                frame,
+                book,
+                encoder,
+                settings,
+                EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"),
+                transcripts,
+                nlp,
+                load_coder(classifier, book.ids, encoder.fingerprint),
             )
     except QcodeError as error:
         fail(error)
     by_segment = predictions_by_segment(predicted_frame)
-    result = agreement(
-        frame["gold"].tolist(), [by_segment.get(str(s), []) for s in frame["segment_id"]], book.ids
-    )
+    ids = [str(s) for s in frame["segment_id"]]
+    predicted = [by_segment.get(s, []) for s in ids]
+    result = agreement(frame["gold"].tolist(), predicted, book.ids)
     table = result.per_code[result.per_code["support"] + result.per_code["predicted"] > 0]
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     typer.echo(
         f"\n{result.segments} segments · micro-F1 {result.micro_f1:.3f} · macro-F1 "
-        f"{result.macro_f1:.3f} · mean kappa {result.mean_kappa:.3f} · exact-set accuracy "
-        f"{result.exact_set_accuracy:.3f}"
+        f"{result.macro_f1:.3f} · mean kappa {result.mean_kappa:.3f} · Krippendorff's alpha "
+        f"{result.alpha:.3f} · exact-set accuracy {result.exact_set_accuracy:.3f}"
     )
     if result.confused_pairs:
         typer.echo(
             "Most confused (gold -> predicted): "
             + "; ".join(f"{g} -> {p} ({n})" for g, p, n in result.confused_pairs[:5])
         )
+    errors = error_examples(
+        ids, frame["text"].tolist(), frame["gold"].tolist(), predicted, book.ids
+    )
+    curve = (
+        threshold_curve(scores, ids, frame["gold"].tolist(), book.ids, settings)
+        if scores is not None and classifier is None
+        else None
+    )
+    used = {
+        "threshold": settings.threshold,
+        "top_k": settings.top_k,
+        "model": settings.model,
+        "classifier": str(classifier) if classifier else "none (zero-shot)",
+        "in context": transcripts is not None,
+    }
     if json_out is not None:
         json_out.write_text(
             json.dumps(
-                {"settings": json.loads(settings.model_dump_json()), **result.as_dict()}, indent=2
+                {"settings": used, **result.as_dict(), "threshold_curve": curve, "errors": errors},
+                indent=2,
             )
         )
+    if html is not None:
+        from pipeline.eval_report import render_eval_html
+
+        render_eval_html(html, result, errors, curve, used, f"Agreement with {gold.name}")
+        typer.echo(f"Report: {html}")
 
 
 @app.command()
 def orphans(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path(
-        "outputs/project.sqlite"
-    ),
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
 ) -> None:
     """List reviewers' decisions whose text or code is gone (kept, never dropped)."""
     from pipeline.store import Store
@@ -267,15 +312,13 @@ def orphans(
     for row in orphaned.itertuples():
         typer.echo(
             f"- #{row.decision_id} {row.reviewer} {row.action} {row.code_id} on "
-            f"{row.transcript_id} [{row.start}-{row.end}] \"{row.text[:80]}\": {row.reason}"
+            f'{row.transcript_id} [{row.start}-{row.end}] "{row.text[:80]}": {row.reason}'
         )
 
 
 @app.command()
 def agreement(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path(
-        "outputs/project.sqlite"
-    ),
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
 ) -> None:
     """Human-human agreement from double-coded units in the store (blind review)."""
     from pipeline.evaluate import human_agreement
@@ -296,6 +339,167 @@ def agreement(
             f"{a} vs {b}: {result.segments} units both decided · micro-F1 {result.micro_f1:.3f}"
             f" · mean kappa {result.mean_kappa:.3f} · exact-set {result.exact_set_accuracy:.3f}"
         )
+
+
+@app.command("export-sheet")
+def export_sheet_command(
+    out: Annotated[
+        Path, typer.Argument(help="Sheet to write: .xlsx (recommended) or .csv (UTF-8).")
+    ],
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    transcript: Annotated[
+        list[str] | None,
+        typer.Option("--transcript", "-t", help="Only this interview id (repeat for more)."),
+    ] = None,
+    unreviewed: Annotated[
+        bool, typer.Option("--unreviewed", help="Only units nobody has decided on yet.")
+    ] = False,
+) -> None:
+    """Write a review sheet of the latest run's units with the machine's codes, for people to
+    fill in (decision, final_codes, memo, reviewer) and bring back with import-sheet."""
+    from pipeline.interop.sheets import export_sheet, open_store
+
+    try:
+        with open_store(store) as project:
+            result = export_sheet(project, out, transcript, unreviewed)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(result.summary())
+
+
+@app.command("import-sheet")
+def import_sheet_command(
+    sheet: Annotated[Path, typer.Argument(help="Filled-in review sheet (.xlsx or .csv).")],
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    reviewer: Annotated[
+        str | None, typer.Option(help="Reviewer name for rows whose reviewer cell is blank.")
+    ] = None,
+) -> None:
+    """Record the decisions of a filled-in review sheet. Every row is checked first: any
+    problem and nothing is imported. Units decided in the project since the export are
+    conflicts: they are listed and not overwritten, the other rows are imported, and the exit
+    code is still 0."""
+    from pipeline.interop.sheets import import_sheet, open_store
+
+    try:
+        with open_store(store) as project:
+            report = import_sheet(project, sheet, reviewer)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(report.summary())
+
+
+def load_coder(folder: Path | None, code_ids: list[str], fingerprint: str) -> TrainedCoder | None:
+    """The trained coder in ``folder`` (None: zero-shot), checked against codebook and model."""
+    if folder is None:
+        return None
+    from pipeline.classify import TrainedCoder
+
+    coder = TrainedCoder.load(folder)
+    coder.check_fits(code_ids, fingerprint, folder)
+    return coder
+
+
+@app.command()
+def train(
+    gold: Annotated[Path, typer.Option("--gold", help="Gold CSV (or folder) of people's coding.")],
+    codebook: CodebookOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained coder.")],
+    transcripts: Annotated[
+        Path | None,
+        typer.Option(help="Transcript folder: learn from gold segments in context, as runs code."),
+    ] = None,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(help="Choose thresholds for this precision instead of the best F1."),
+    ] = None,
+    model: ModelOption = None,
+) -> None:
+    """Learn from a gold CSV outside any project; use it with --classifier."""
+    from pipeline.classify import train_from_labelled
+    from pipeline.codebook import load_codebook
+    from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
+    from pipeline.evaluate import gold_in_context, load_gold
+
+    try:
+        settings = Settings.from_overrides(model=model)
+        book = load_codebook(codebook)
+        frame = load_gold(gold, book)
+        encoder = load_encoder(settings.model)
+        cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
+        if transcripts is not None:
+            from pipeline.segment import load_sentencizer
+
+            vectors, _ = gold_in_context(
+                frame, transcripts, encoder, load_sentencizer(), settings, cache
+            )
+        else:
+            vectors, _ = embed_texts(frame["text"].tolist(), encoder, cache, settings.batch_size)
+        coder = train_from_labelled(
+            vectors, frame["gold"].tolist(), book, encoder, settings, cache, target_precision
+        )
+        coder.info["trained_from"] = {"gold": str(gold), "segments": len(frame)}
+        coder.save(out)
+    except QcodeError as error:
+        fail(error)
+    learned = coder.info["learned_codes"]
+    typer.echo(
+        f"Trained on {len(frame)} segments: own models for {len(learned)} of {len(book.ids)} "
+        f"codes ({', '.join(learned) or 'none yet'}); the rest stay zero-shot. Saved to {out}"
+    )
+
+
+@app.command()
+def retrain(
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the coder (default: beside the store).")
+    ] = None,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(help="Choose thresholds for this precision instead of the best F1."),
+    ] = None,
+) -> None:
+    """Learn from reviewers' decisions in the store (a Prefect flow)."""
+    if not store.exists():
+        fail(QcodeError("no project database here; run 'qcode run' first", store))
+    try:
+        from flows.training import retrain_from_decisions
+
+        folder = retrain_from_decisions(store, out, None, target_precision)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(f"Trained coder saved to {folder}; use it with: qcode run ... --classifier {folder}")
+
+
+@app.command()
+def review(
+    store: Annotated[Path, typer.Option(help="Project database to review.")] = Path(
+        "outputs/project.sqlite"
+    ),
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on; any other than loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="QCODE_REVIEW_TOKEN",
+            help="Access token every browser must present (open the page with ?token=...).",
+        ),
+    ] = None,
+    blind: Annotated[
+        bool,
+        typer.Option("--blind", help="Double coding: each reviewer sees only their own decisions."),
+    ] = False,
+) -> None:
+    """Open the local review page: accept, reject or change the machine's suggestions."""
+    from pipeline.review import serve
+
+    try:
+        serve(store, host=host, port=port, token=token, blind=blind)
+    except QcodeError as error:
+        fail(error)
 
 
 def main() -> None:

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 from spacy.language import Language
 
-from pipeline.assign import assign_units, build_prototypes, embedded_mask
+from pipeline.assign import (
+    add_context,
+    build_prototypes,
+    embedded_mask,
+    score_matrix,
+    suggest,
+    suggest_scores,
+)
 from pipeline.codebook import Codebook
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.errors import SegmentsFileError
 from pipeline.ingest import read_segments_csv, read_transcripts
 from pipeline.segment import segment, units_frame
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.classify import TrainedCoder
 
 
 def split_codes(cell: str) -> list[str]:
@@ -87,6 +98,7 @@ class Agreement:
     exact_set_accuracy: float
     segments: int
     confused_pairs: list[tuple[str, str, int]]  # (gold code, predicted code, count)
+    alpha: float = float("nan")  # Krippendorff's alpha over every (segment, code) presence
 
     def as_dict(self) -> dict:
         return {
@@ -95,6 +107,7 @@ class Agreement:
             "macro_f1": round(self.macro_f1, 4),
             "mean_kappa": round(self.mean_kappa, 4),
             "exact_set_accuracy": round(self.exact_set_accuracy, 4),
+            "krippendorff_alpha": None if self.alpha != self.alpha else round(self.alpha, 4),
             "per_code": self.per_code.round(4).to_dict(orient="records"),
             "confused_pairs": [
                 {"gold": g, "predicted": p, "count": n} for g, p, n in self.confused_pairs
@@ -158,20 +171,33 @@ def agreement(gold: list[list[str]], predicted: list[list[str]], code_ids: list[
         else 0.0,
         segments=len(gold),
         confused_pairs=pairs[:10],
+        alpha=presence_alpha(g, p),
     )
 
 
-def code_gold_in_context(
+def presence_alpha(first: np.ndarray, second: np.ndarray) -> float:
+    """Krippendorff's alpha (nominal) for two codings of the same (segment, code) cells.
+
+    Computed by the maintained ``krippendorff`` package; NaN when there is nothing to compare.
+    """
+    import krippendorff
+
+    data = np.vstack([first.reshape(-1), second.reshape(-1)]).astype(float)
+    if data.size == 0 or len(np.unique(data)) < 2:
+        return float("nan")
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+
+
+def gold_in_context(
     gold: pd.DataFrame,
     transcripts_dir: Path,
-    codebook: Codebook,
     encoder: Encoder,
     nlp: Language,
     settings: Settings,
     cache: EmbeddingCache | None = None,
-) -> pd.DataFrame:
-    """Code gold segments the way a run codes them: as units of their transcripts, with
-    neighbouring sentences as context. Gold rows must carry transcript_id, start and end."""
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Vectors of gold segments as a run builds them (units of their transcripts, blended with
+    their neighbours), one row per gold row; and all units of the transcripts."""
     missing = [c for c in ("transcript_id", "start", "end") if c not in gold.columns]
     if missing:
         raise SegmentsFileError(
@@ -181,15 +207,24 @@ def code_gold_in_context(
         )
     transcripts, _ = read_transcripts(transcripts_dir)
     units = units_frame(segment(transcripts, nlp, settings), transcripts)
-    texts = units.loc[embedded_mask(units, settings), "text"].tolist()
-    vectors, _ = embed_texts(texts, encoder, cache, settings.batch_size)
-    prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
-    suggestions, _ = assign_units(units, vectors, prototypes, settings)
-    located = units.set_index(["transcript_id", "start", "end"])["unit_id"]
+    embedded = units[embedded_mask(units, settings)].reset_index(drop=True)
+    vectors, _ = embed_texts(embedded["text"].tolist(), encoder, cache, settings.batch_size)
+    blended = add_context(
+        vectors,
+        embedded["transcript_id"].tolist(),
+        embedded["turn_index"].tolist(),
+        settings.context_weight,
+    )
+    row_of = {
+        (t, s, e): i
+        for i, (t, s, e) in enumerate(
+            zip(embedded["transcript_id"], embedded["start"], embedded["end"], strict=True)
+        )
+    }
     keys = list(
         zip(gold["transcript_id"], gold["start"].astype(int), gold["end"].astype(int), strict=True)
     )
-    unmatched = [k for k in keys if k not in located.index]
+    unmatched = [k for k in keys if k not in row_of]
     if unmatched:
         raise SegmentsFileError(
             f"{len(unmatched)} gold segments are not units of the transcripts (first: "
@@ -197,15 +232,37 @@ def code_gold_in_context(
             f"segmented differently (unit setting '{settings.unit}')",
             transcripts_dir,
         )
-    unit_to_segment = {located[k]: s for k, s in zip(keys, gold["segment_id"], strict=True)}
-    found = suggestions[suggestions["unit_id"].isin(unit_to_segment)]
-    return pd.DataFrame(
-        {
-            "segment_id": found["unit_id"].map(unit_to_segment),
-            "code": found["code_id"],
-            "score": found["score"],
-        }
+    return blended[[row_of[k] for k in keys]], units
+
+
+def code_gold(
+    gold: pd.DataFrame,
+    codebook: Codebook,
+    encoder: Encoder,
+    settings: Settings,
+    cache: EmbeddingCache | None = None,
+    transcripts_dir: Path | None = None,
+    nlp: Language | None = None,
+    coder: TrainedCoder | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Code gold segments; returns predictions (segment_id, code, score) and the zero-shot
+    score matrix. With ``transcripts_dir`` the segments are coded as a run codes them: as units
+    of their transcripts, with neighbouring sentences as context."""
+    if transcripts_dir is not None:
+        if nlp is None:
+            raise ValueError("coding gold in context needs the spaCy pipeline")
+        vectors, _ = gold_in_context(gold, transcripts_dir, encoder, nlp, settings, cache)
+    else:
+        vectors, _ = embed_texts(gold["text"].tolist(), encoder, cache, settings.batch_size)
+    prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+    scores = score_matrix(vectors, prototypes, settings.example_weight)
+    found = suggest_scores(
+        scores, vectors, gold["segment_id"].tolist(), prototypes.code_ids, settings, coder
     )
+    predictions = pd.DataFrame(
+        {"segment_id": found["unit_id"], "code": found["code_id"], "score": found["score"]}
+    )
+    return predictions, scores
 
 
 def reviewer_codes(resolved: pd.DataFrame) -> dict[str, dict[str, set[str]]]:
@@ -246,3 +303,54 @@ def human_agreement(
                     )
                 )
     return pairs
+
+
+def error_examples(
+    segment_ids: list[str],
+    texts: list[str],
+    gold: list[list[str]],
+    predicted: list[list[str]],
+    code_ids: list[str],
+    limit: int = 10,
+) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Per code, the segments the machine coded wrongly (false positives) and missed (false
+    negatives), with their text: what a codebook author needs to sharpen a definition."""
+    out: dict[str, dict[str, list[tuple[str, str]]]] = {
+        c: {"false_positives": [], "false_negatives": []} for c in code_ids
+    }
+    for sid, text, gs, ps in zip(segment_ids, texts, gold, predicted, strict=True):
+        for code in set(ps) - set(gs):
+            if code in out and len(out[code]["false_positives"]) < limit:
+                out[code]["false_positives"].append((sid, text))
+        for code in set(gs) - set(ps):
+            if code in out and len(out[code]["false_negatives"]) < limit:
+                out[code]["false_negatives"].append((sid, text))
+    return out
+
+
+def threshold_curve(
+    scores: np.ndarray,
+    segment_ids: list[str],
+    gold: list[list[str]],
+    code_ids: list[str],
+    settings: Settings,
+    thresholds: list[float] | None = None,
+) -> list[dict[str, float]]:
+    """Micro precision, recall and F1 of zero-shot suggestions at each threshold."""
+    rows = []
+    for t in thresholds or [round(0.20 + 0.02 * i, 2) for i in range(26)]:
+        found = suggest(scores, segment_ids, code_ids, settings.model_copy(update={"threshold": t}))
+        by = found.groupby("unit_id")["code_id"].apply(list).to_dict()
+        predicted = [by.get(s, []) for s in segment_ids]
+        tp = sum(len(set(g) & set(p)) for g, p in zip(gold, predicted, strict=True))
+        fp = sum(len(set(p) - set(g)) for g, p in zip(gold, predicted, strict=True))
+        fn = sum(len(set(g) - set(p)) for g, p in zip(gold, predicted, strict=True))
+        rows.append(
+            {
+                "threshold": t,
+                "precision": tp / (tp + fp) if tp + fp else 1.0,
+                "recall": tp / (tp + fn) if tp + fn else 0.0,
+                "f1": _f1(tp, fp, fn),
+            }
+        )
+    return rows

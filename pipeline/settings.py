@@ -58,6 +58,10 @@ class Settings(BaseModel):
         le=2.0,
         description="Weight of the neighbouring sentences (same turn) in a unit's vector.",
     )
+    classifier: Path | None = Field(
+        None,
+        description="Trained coder folder (qcode train / qcode retrain); default: zero-shot.",
+    )
     quotes_per_code: int = Field(5, ge=0, le=50, description="Quotes shown in each summary.")
     quote_max_chars: int = Field(400, ge=40, description="Longer quotes are trimmed with [...].")
     template_dir: Path | None = Field(

@@ -116,6 +116,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE decisions ADD COLUMN source TEXT NOT NULL DEFAULT 'web';
     CREATE INDEX decisions_by_reviewer ON decisions(reviewer, decision_id);
     """,
+    # 3: a trained coder's probability beside the zero-shot score.
+    """
+    ALTER TABLE suggestions ADD COLUMN probability REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -259,8 +263,14 @@ class Store:
                 f" VALUES ({', '.join('?' * len(columns))}, ?)",
                 [(*_plain(r), manifest["run_id"]) for r in rows.itertuples(index=False)],
             )
+            probability = (
+                suggestions["probability"]
+                if "probability" in suggestions.columns
+                else pd.Series([None] * len(suggestions), index=suggestions.index)
+            )
             db.executemany(
-                "INSERT INTO suggestions VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO suggestions (run_id, unit_id, code_id, score, rank, margin,"
+                " probability) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         manifest["run_id"],
@@ -269,8 +279,9 @@ class Store:
                         float(r.score),
                         int(r.rank),
                         float(r.margin),
+                        None if p is None or p != p else float(p),
                     )
-                    for r in suggestions.itertuples(index=False)
+                    for r, p in zip(suggestions.itertuples(index=False), probability, strict=True)
                 ],
             )
 

@@ -31,6 +31,21 @@ def encoder():
 
 
 @pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One embedding cache for the whole session: each sample text is encoded once."""
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="session")
+def embedding_cache(cache_dir):
+    from pipeline.embed import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="session")
 def codebook():
     from pipeline.codebook import load_codebook
 
@@ -56,14 +71,13 @@ def prefect_harness(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sample_run(prefect_harness, tmp_path_factory):
+def sample_run(prefect_harness, tmp_path_factory, cache_dir):
     """One real flow run over the bundled sample, shared by the end-to-end tests."""
     from flows.coding import code_transcripts
     from pipeline.settings import Settings
 
     out = tmp_path_factory.mktemp("outputs")
-    settings = Settings(cache_dir=tmp_path_factory.mktemp("cache"))
-    run_dir = code_transcripts(SAMPLE, CODEBOOK, out, settings)
+    run_dir = code_transcripts(SAMPLE, CODEBOOK, out, Settings(cache_dir=cache_dir))
     return Path(run_dir)
 
 
@@ -73,7 +87,9 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _sample_project_template(tmp_path_factory, nlp, encoder, codebook, sample_transcripts):
+def _sample_project_template(
+    tmp_path_factory, nlp, encoder, codebook, sample_transcripts, embedding_cache
+):
     """A project store holding one real run over the sample, built once per test session
     with the real stages (no Prefect: the flow's own tests cover that path)."""
     from datetime import UTC, datetime
@@ -89,9 +105,10 @@ def _sample_project_template(tmp_path_factory, nlp, encoder, codebook, sample_tr
     transcripts, problems = sample_transcripts
     units = units_frame(segment(transcripts, nlp, settings), transcripts)
     vectors, encoded = embed_texts(
-        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder
+        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, embedding_cache
     )
-    suggestions, best = assign_units(units, vectors, build_prototypes(codebook, encoder), settings)
+    prototypes = build_prototypes(codebook, encoder, embedding_cache)
+    suggestions, best = assign_units(units, vectors, prototypes, settings)
     units = units.merge(best, on="unit_id", how="left")
     run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
     manifest = build_manifest(

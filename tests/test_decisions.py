@@ -149,13 +149,15 @@ def test_current_state_latest_decision_wins():
 
 
 @pytest.mark.slow
-def test_hundred_decisions_survive_rerun_with_new_threshold_and_codebook(prefect_harness, tmp_path):
+def test_hundred_decisions_survive_rerun_with_new_threshold_and_codebook(
+    prefect_harness, tmp_path, cache_dir
+):
     """Make 100 decisions, re-run with another threshold and an edited codebook (one code
     renamed, definitions changed): all 100 are still there."""
     from flows.coding import code_transcripts
     from pipeline.settings import Settings
 
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out, cache = tmp_path / "out", cache_dir
     first = code_transcripts(SAMPLE, CODEBOOK, out, Settings(cache_dir=cache))
     store = Store(out / "project.sqlite")
     suggestions = store.suggestions()
@@ -195,7 +197,9 @@ def test_hundred_decisions_survive_rerun_with_new_threshold_and_codebook(prefect
 
 
 @pytest.mark.slow
-def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(prefect_harness, tmp_path):
+def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(
+    prefect_harness, tmp_path, cache_dir
+):
     from flows.coding import code_transcripts
     from pipeline.settings import Settings
 
@@ -203,7 +207,7 @@ def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(prefect_h
     folder.mkdir()
     source = SAMPLE / "wp01_head_teacher.md"
     shutil.copy(source, folder)
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out, cache = tmp_path / "out", cache_dir
     code_transcripts(folder, CODEBOOK, out, Settings(cache_dir=cache))
     with Store(out / "project.sqlite") as store:
         units = store.units()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -79,3 +80,45 @@ def test_human_agreement_from_double_coded_store(project_store):
     assert result.exact_set_accuracy == 0.75
     output = CliRunner().invoke(app, ["agreement", "--store", str(project_store)]).output
     assert "ann vs bob: 4 units" in output
+
+
+def test_alpha_matches_a_hand_computed_case():
+    from pipeline.evaluate import presence_alpha
+
+    first = np.array([[1, 0], [0, 0], [1, 1]], dtype=bool)
+    assert presence_alpha(first, first) == pytest.approx(1.0)
+    flipped = np.array([[0, 1], [1, 1], [0, 0]], dtype=bool)
+    assert presence_alpha(first, flipped) < 0
+
+
+def test_eval_html_report_lists_errors_and_charts(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.conftest import CODEBOOK
+
+    html, out = tmp_path / "eval.html", tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--gold",
+            str(GOLD / "WP-01.csv"),
+            "--codebook",
+            str(CODEBOOK),
+            "--html",
+            str(html),
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 2  # F1 bars and the threshold curve
+    assert "false positives" in page and "FN" in page
+    import json
+
+    metrics = json.loads(out.read_text())
+    assert metrics["krippendorff_alpha"] is not None
+    assert len(metrics["threshold_curve"]) > 10
+    assert any(e["false_negatives"] for e in metrics["errors"].values())

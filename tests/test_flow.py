@@ -106,7 +106,7 @@ def test_rerun_is_deterministic_and_uses_the_cache(sample_run, tmp_path):
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_bad_transcript_is_skipped_and_reported(prefect_harness, tmp_path):
+def test_bad_transcript_is_skipped_and_reported(prefect_harness, tmp_path, cache_dir):
     from flows.coding import code_transcripts
     from pipeline.settings import Settings
 
@@ -115,7 +115,7 @@ def test_bad_transcript_is_skipped_and_reported(prefect_harness, tmp_path):
     shutil.copy(SAMPLE / "wp01_head_teacher.md", folder)
     write(folder / "broken.md", "---\nrole: [oops\n---\nInterviewer: hi\n")
     run_dir = code_transcripts(
-        folder, CODEBOOK, tmp_path / "out", Settings(cache_dir=tmp_path / "cache", unit="window")
+        folder, CODEBOOK, tmp_path / "out", Settings(cache_dir=cache_dir, unit="window")
     )
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["counts"]["transcripts"] == 1

@@ -1,0 +1,102 @@
+"""The retraining flow: learn from reviewers' decisions in the project store.
+
+Run it whenever reviewers have decided a batch of units; the next ``qcode run --classifier``
+uses what it learned. One task per stage, like the coding flow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.coding import default_cache_dir, get_encoder
+from pipeline.assign import add_context, embedded_mask
+from pipeline.classify import ClassifierError, TrainedCoder, train_from_labelled
+from pipeline.embed import EmbeddingCache, embed_texts
+from pipeline.evaluate import reviewer_codes
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+
+def labelled_units(store: Store) -> tuple[pd.DataFrame, list[list[str]]]:
+    """Units any reviewer decided, with the codes they hold (the latest decision wins)."""
+    resolved = store.resolved_decisions()
+    merged: dict[str, set[str]] = {}
+    for units in reviewer_codes(resolved).values():
+        for unit_id, codes in units.items():
+            merged.setdefault(unit_id, set()).update(codes)
+    units = store.units()
+    labelled = units[units["unit_id"].isin(merged)].reset_index(drop=True)
+    return labelled, [sorted(merged[u]) for u in labelled["unit_id"]]
+
+
+@task(name="collect decisions", cache_policy=NO_CACHE)
+def collect_task(store_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[list[str]]]:
+    with Store(store_path) as store:
+        labelled, codes = labelled_units(store)
+        return store.units(), labelled, codes
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(
+    store_path: Path,
+    units: pd.DataFrame,
+    labelled: pd.DataFrame,
+    codes: list[list[str]],
+    settings: Settings,
+    out: Path,
+    target_precision: float | None,
+) -> TrainedCoder:
+    logger = get_run_logger()
+    encoder = get_encoder(settings.model)
+    cache = EmbeddingCache((settings.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+    try:
+        embedded = units[embedded_mask(units, settings)].reset_index(drop=True)
+        vectors, _ = embed_texts(embedded["text"].tolist(), encoder, cache, settings.batch_size)
+        blended = add_context(
+            vectors,
+            embedded["transcript_id"].tolist(),
+            embedded["turn_index"].tolist(),
+            settings.context_weight,
+        )
+        row_of = {u: i for i, u in enumerate(embedded["unit_id"])}
+        rows = np.asarray([row_of[u] for u in labelled["unit_id"]], dtype=int)
+        with Store(store_path) as store:
+            codebook = store.codebook()
+        coder = train_from_labelled(
+            blended[rows], codes, codebook, encoder, settings, cache, target_precision
+        )
+    finally:
+        cache.close()
+    coder.info["trained_from"] = {"store": str(store_path), "units": len(labelled)}
+    coder.save(out)
+    logger.info(
+        "train: %d reviewed units; own models for %d codes: %s",
+        len(labelled),
+        len(coder.info["learned_codes"]),
+        ", ".join(coder.info["learned_codes"]) or "-",
+    )
+    return coder
+
+
+@flow(name="retrain-from-decisions")
+def retrain_from_decisions(
+    store_path: Path,
+    out: Path | None = None,
+    settings: Settings | None = None,
+    target_precision: float | None = None,
+) -> Path:
+    """Train a coder on reviewers' decisions; saved beside the store by default."""
+    settings = settings or Settings()
+    out = out or Path(store_path).parent / "coder"
+    units, labelled, codes = collect_task(Path(store_path))
+    if labelled.empty:
+        raise ClassifierError(
+            "no unit has been reviewed yet, so there is nothing to learn from", store_path
+        )
+    train_task(Path(store_path), units, labelled, codes, settings, out, target_precision)
+    return out

@@ -1,0 +1,696 @@
+"""Review sheets: export a run's units with the machine's codes; import people's decisions.
+
+Many reviewers work in Excel, offline, and pass files around. The sheet therefore carries two
+hidden bookkeeping columns so that an import can tell a reviewer's judgement from a stale one:
+``version`` (the unit's ``Store.unit_version`` at export) and ``text_sha256`` (of the unit text).
+
+* Every row is validated before anything is written. Any problem -> nothing is imported and one
+  ``SheetError`` lists every problem by the sheet's row number (the header is row 1).
+* A unit decided in the store since the export is a conflict: reported, never overwritten. The
+  other rows are imported, one ``Store.decide`` transaction per unit, so a decision that races the
+  import is caught by the same version check.
+* Importing a sheet twice writes nothing the second time: every decided row is then a conflict.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.codebook import Codebook
+from pipeline.decisions import current_codings, resolve_code, text_sha, unit_statuses
+from pipeline.errors import QcodeError
+from pipeline.store import NewDecision, StaleUnitError, Store
+
+INFO_COLUMNS = [
+    "unit_id",
+    "transcript_id",
+    "speaker",
+    "role",
+    "local_authority",
+    "workstream",
+    "context_before",
+    "text",
+    "context_after",
+    "suggested_codes",
+    "scores",
+    "current_codes",
+]
+DECISION_COLUMNS = ["decision", "final_codes", "memo", "reviewer"]
+BOOKKEEPING_COLUMNS = ["version", "text_sha256"]
+COLUMNS = [*INFO_COLUMNS, *DECISION_COLUMNS, *BOOKKEEPING_COLUMNS]
+# Columns an import cannot do without; the others are there for the reader and may be deleted.
+REQUIRED_COLUMNS = ["unit_id", "text", *DECISION_COLUMNS, *BOOKKEEPING_COLUMNS]
+DECISION_WORDS = ("accept", "reject", "change")
+SUFFIXES = (".xlsx", ".csv")
+REVIEW_SHEET = "review"
+CODES_SHEET = "codes"
+CONTEXT_SENTENCES = 2  # neighbouring sentences of the same turn shown either side
+CONTEXT_MAX_CHARS = 400
+MAX_LISTED = 50  # problems listed in one error message
+ALREADY = "already imported or changed since export"
+# Characters XML (so XLSX) cannot hold; the same pattern openpyxl refuses.
+_ILLEGAL = re.compile(r"[\000-\010]|[\013-\014]|[\016-\037]")
+_CODE_SPLIT = re.compile(r"[;,\s]+")
+_WHOLE_NUMBER = re.compile(r"^\d+(\.0*)?$")
+_WIDTHS = {
+    "unit_id": 18,
+    "transcript_id": 12,
+    "speaker": 12,
+    "role": 16,
+    "local_authority": 10,
+    "workstream": 10,
+    "context_before": 40,
+    "text": 60,
+    "context_after": 40,
+    "suggested_codes": 30,
+    "scores": 12,
+    "current_codes": 30,
+    "decision": 11,
+    "final_codes": 30,
+    "memo": 30,
+    "reviewer": 12,
+}
+_WRAPPED = ("context_before", "text", "context_after", "memo")
+
+
+class SheetError(QcodeError):
+    """A review sheet cannot be exported or imported; the store was left untouched."""
+
+    code = "E700"
+
+    def __init__(
+        self,
+        problem: str,
+        path: str | Path | None = None,
+        line: int | None = None,
+        problems: Sequence[str] = (),
+    ):
+        self.problems = list(problems)
+        super().__init__(problem, path, line)
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote, for the CLI to say so."""
+
+    path: Path
+    rows: int
+    transcripts: tuple[str, ...]
+    unreviewed_only: bool
+
+    def summary(self) -> str:
+        which = "unreviewed units" if self.unreviewed_only else "units"
+        return (
+            f"Wrote {self.rows} {which} from {len(self.transcripts)} interview(s) to {self.path}.\n"
+            "Fill in decision (accept / reject / change), final_codes (for change), memo and "
+            f"reviewer, then run: qcode import-sheet {self.path}"
+        )
+
+
+def open_store(path: str | Path) -> Store:
+    """Open an existing project store: a wrong path is an error, not a new empty project."""
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError("no project database here: run 'qcode run' first, or pass --store", path)
+    return Store(path)
+
+
+@contextmanager
+def _snapshot(store: Store) -> Iterator[None]:
+    """One read transaction, so codes and versions in a sheet come from the same moment."""
+    store.db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        store.db.execute("ROLLBACK")
+
+
+def _clip(text: str, keep_end: bool) -> str:
+    if len(text) <= CONTEXT_MAX_CHARS:
+        return text
+    if keep_end:
+        return "… " + text[-CONTEXT_MAX_CHARS:].split(" ", 1)[-1]
+    return text[:CONTEXT_MAX_CHARS].rsplit(" ", 1)[0] + " …"
+
+
+def unit_contexts(units: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+    """unit_id -> text before and after it: up to CONTEXT_SENTENCES sentences of the same turn,
+    or, at a turn's edge, the neighbouring turn's nearest sentence labelled with its speaker."""
+    before: dict[str, str] = {}
+    after: dict[str, str] = {}
+    ordered = units.sort_values(["transcript_id", "start"])
+    for _, frame in ordered.groupby("transcript_id", sort=False):
+        rows = list(
+            zip(frame["unit_id"], frame["turn_index"], frame["speaker"], frame["text"], strict=True)
+        )
+        for i, (uid, turn, _speaker, _text) in enumerate(rows):
+            earlier = [r[3] for r in rows[max(0, i - CONTEXT_SENTENCES) : i] if r[1] == turn]
+            later = [r[3] for r in rows[i + 1 : i + 1 + CONTEXT_SENTENCES] if r[1] == turn]
+            if earlier:
+                before[uid] = " ".join(earlier)
+            elif i > 0:
+                before[uid] = f"{rows[i - 1][2]}: {rows[i - 1][3]}"
+            else:
+                before[uid] = ""
+            if later:
+                after[uid] = " ".join(later)
+            elif i + 1 < len(rows):
+                after[uid] = f"{rows[i + 1][2]}: {rows[i + 1][3]}"
+            else:
+                after[uid] = ""
+            before[uid] = _clip(before[uid], keep_end=True)
+            after[uid] = _clip(after[uid], keep_end=False)
+    return before, after
+
+
+def _ranked(codes: pd.DataFrame) -> dict[str, list[str]]:
+    """unit_id -> code ids in rank order (unranked codes last, by id)."""
+    if codes.empty:
+        return {}
+    ordered = codes.assign(_rank=codes["rank"].fillna(10**6)).sort_values(
+        ["unit_id", "_rank", "code_id"]
+    )
+    return {u: list(g["code_id"]) for u, g in ordered.groupby("unit_id", sort=False)}
+
+
+def review_frame(
+    store: Store, transcripts: Sequence[str] | None = None, unreviewed: bool = False
+) -> tuple[pd.DataFrame, Codebook]:
+    """The review sheet's rows (COLUMNS) for the codable units of the latest run."""
+    with _snapshot(store):
+        run_id = store.latest_run_id()
+        if run_id is None:
+            raise SheetError("the project has no runs yet: run 'qcode run' first", store.path)
+        codebook = store.codebook(run_id)
+        units = store.units(run_id)
+        suggestions = store.suggestions(run_id)
+        resolved = store.resolved_decisions(codebook)
+        codings = current_codings(suggestions, resolved)
+        rows = units[units["codable"]]
+        if transcripts:
+            unknown = sorted(set(transcripts) - set(units["transcript_id"]))
+            if unknown:
+                known = ", ".join(sorted(set(units["transcript_id"])))
+                raise SheetError(
+                    f"no interview {', '.join(unknown)} in the latest run (it has: {known})",
+                    store.path,
+                )
+            rows = rows[rows["transcript_id"].isin(transcripts)]
+        if unreviewed:
+            rows = rows[~rows["unit_id"].isin(unit_statuses(resolved).index)]
+        versions = [store.unit_version(u) for u in rows["unit_id"]]
+    before, after = unit_contexts(units)
+    suggested = _ranked(suggestions)
+    scores = {
+        (u, c): s for u, c, s in suggestions[["unit_id", "code_id", "score"]].itertuples(False)
+    }
+    current = _ranked(codings[codings["status"] != "rejected"])
+    frame = pd.DataFrame(
+        {
+            "unit_id": rows["unit_id"],
+            "transcript_id": rows["transcript_id"],
+            "speaker": rows["speaker"],
+            "role": rows["role"].fillna(""),
+            "local_authority": rows["local_authority"].fillna(""),
+            "workstream": rows["workstream"].fillna(""),
+            "context_before": [before[u] for u in rows["unit_id"]],
+            "text": rows["text"],
+            "context_after": [after[u] for u in rows["unit_id"]],
+            "suggested_codes": [";".join(suggested.get(u, [])) for u in rows["unit_id"]],
+            "scores": [
+                ";".join(f"{scores[u, c]:.2f}" for c in suggested.get(u, []))
+                for u in rows["unit_id"]
+            ],
+            "current_codes": [";".join(current.get(u, [])) for u in rows["unit_id"]],
+            **{column: "" for column in DECISION_COLUMNS},
+            "version": versions,
+            "text_sha256": [text_sha(t) for t in rows["text"]],
+        }
+    )
+    return frame[COLUMNS].reset_index(drop=True), codebook
+
+
+def export_sheet(
+    store: Store,
+    out: str | Path,
+    transcripts: Sequence[str] | None = None,
+    unreviewed: bool = False,
+) -> ExportResult:
+    """Write the review sheet (.xlsx or .csv, by suffix) all at once: no half-written file."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise SheetError("a review sheet must be .xlsx or .csv", out)
+    frame, codebook = review_frame(store, transcripts, unreviewed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.stem}.partial{suffix}")
+    try:
+        if suffix == ".xlsx":
+            _write_xlsx(frame, codebook, partial)
+        else:
+            _write_csv(frame, partial)
+        partial.replace(out)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise SheetError(f"cannot write the sheet ({error.strerror or error})", out) from None
+    return ExportResult(
+        out, len(frame), tuple(sorted(set(frame["transcript_id"]))), unreviewed_only=unreviewed
+    )
+
+
+def _cell_text(value: str) -> str:
+    """Text as a sheet cell can hold it (XML refuses some control characters)."""
+    return _ILLEGAL.sub("\ufffd", value)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    # UTF-8 with a BOM: Excel then reads accents and curly quotes right.
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for row in frame.itertuples(index=False):
+            writer.writerow([_cell_text(v) if isinstance(v, str) else v for v in row])
+
+
+def _write_xlsx(frame: pd.DataFrame, codebook: Codebook, path: Path) -> None:
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = REVIEW_SHEET
+    letters = {c: get_column_letter(i) for i, c in enumerate(COLUMNS, start=1)}
+    wrap = Alignment(wrap_text=True, vertical="top")
+    top = Alignment(vertical="top")
+    sheet.append(COLUMNS)
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    for r, row in enumerate(frame.itertuples(index=False), start=2):
+        for c, (column, value) in enumerate(zip(COLUMNS, row, strict=True), start=1):
+            cell = sheet.cell(r, c, _cell_text(value) if isinstance(value, str) else int(value))
+            if isinstance(value, str) and value.startswith("="):
+                cell.data_type = "s"  # a sentence, not a formula
+            cell.alignment = wrap if column in _WRAPPED else top
+    last_row = max(len(frame) + 1, 2)
+    sheet.freeze_panes = "A2"
+    sheet.auto_filter.ref = f"A1:{letters[COLUMNS[-1]]}{last_row}"
+    for column, width in _WIDTHS.items():
+        sheet.column_dimensions[letters[column]].width = width
+    for column in BOOKKEEPING_COLUMNS:
+        sheet.column_dimensions[letters[column]].hidden = True
+    choices = DataValidation(
+        type="list",
+        formula1='"' + ",".join(DECISION_WORDS) + '"',
+        allow_blank=True,
+        showErrorMessage=True,
+        errorTitle="decision",
+        error="Choose accept, reject or change, or leave it blank (no decision).",
+    )
+    choices.add(f"{letters['decision']}2:{letters['decision']}{last_row}")
+    sheet.add_data_validation(choices)
+
+    codes = book.create_sheet(CODES_SHEET)
+    codes.append(["code_id", "label", "kind", "definition"])
+    for cell in codes[1]:
+        cell.font = Font(bold=True)
+    for code in codebook.codes:
+        codes.append([code.id, code.label, code.kind, code.definition])
+    for row in codes.iter_rows(min_row=2):
+        for cell in row:
+            cell.alignment = wrap
+    codes.freeze_panes = "A2"
+    for letter, width in zip("ABCD", (32, 40, 10, 90), strict=True):
+        codes.column_dimensions[letter].width = width
+    book.save(path)
+
+
+# -- import -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A row not imported because its unit changed in the store since the export."""
+
+    row: int
+    unit_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: unit {self.unit_id}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did; ``summary()`` is what the CLI prints."""
+
+    path: Path
+    rows_read: int = 0
+    units_decided: int = 0
+    decisions_written: int = 0
+    skipped_blank: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    nothing_to_record: list[int] = field(default_factory=list)  # rows: accept/reject, no codes
+
+    def summary(self) -> str:
+        lines = [
+            f"Imported {self.path}: {self.rows_read} rows read, {self.units_decided} units "
+            f"decided ({self.decisions_written} decisions written), {self.skipped_blank} blank "
+            "rows skipped."
+        ]
+        if self.nothing_to_record:
+            rows = ", ".join(str(r) for r in self.nothing_to_record[:MAX_LISTED])
+            more = len(self.nothing_to_record) - MAX_LISTED
+            lines.append(
+                f"{len(self.nothing_to_record)} rows accept or reject a unit with no suggested "
+                "codes: nothing to record, the unit stays uncoded (use change to add codes): "
+                f"rows {rows}" + (f" and {more} more" if more > 0 else "")
+            )
+        if self.conflicts:
+            lines.append(
+                f"{len(self.conflicts)} rows NOT imported (conflicts: the unit changed in the "
+                "project since the export; nothing was overwritten; export again to review them):"
+            )
+            lines += [f"  {c}" for c in self.conflicts[:MAX_LISTED]]
+            if len(self.conflicts) > MAX_LISTED:
+                lines.append(f"  ... and {len(self.conflicts) - MAX_LISTED} more")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One data row as read, every value a string (blank cells are "")."""
+
+    row: int
+    values: dict[str, str]
+
+    def __getitem__(self, column: str) -> str:
+        return self.values.get(column, "")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    row: int
+    unit_id: str
+    reviewer: str
+    version: int
+    decisions: list[NewDecision]
+    sheet_suggested: frozenset[str] | None
+
+
+def _value(value: object) -> str:
+    """A cell as text: Excel turns typed numbers into floats, blanks into None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def _read_grid(path: Path) -> list[list[object]]:
+    """All rows of the review sheet, header first, as the file holds them."""
+    if not path.is_file():
+        raise SheetError("no such file", path)
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        from openpyxl import load_workbook
+
+        try:
+            book = load_workbook(path, data_only=True)
+        except Exception as error:  # openpyxl raises many kinds for a file that is not XLSX
+            raise SheetError(
+                f"not an Excel workbook ({type(error).__name__}): save it as .xlsx or .csv", path
+            ) from None
+        if not book.worksheets:
+            raise SheetError("the workbook has no worksheets", path)
+        sheet = book[REVIEW_SHEET] if REVIEW_SHEET in book.sheetnames else book.worksheets[0]
+        return [list(r) for r in sheet.iter_rows(min_row=1, values_only=True)]
+    if suffix == ".csv":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise SheetError(
+                "not a UTF-8 CSV file: save it as 'CSV UTF-8' (or use the .xlsx)", path
+            ) from None
+        except OSError as error:
+            raise SheetError(f"cannot read it ({error.strerror or error})", path) from None
+        if "\x00" in text:
+            raise SheetError("not a CSV text file (it holds binary data)", path)
+        header = text.split("\n", 1)[0]
+        delimiter = max(",;\t", key=header.count)  # Excel in some locales saves with ';'
+        try:
+            return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        except csv.Error as error:
+            raise SheetError(f"not a readable CSV file ({error})", path) from None
+    raise SheetError("a review sheet must be .xlsx or .csv", path)
+
+
+def read_sheet(path: str | Path) -> list[SheetRow]:
+    """The data rows of a review sheet, numbered as the sheet shows them (header = row 1)."""
+    path = Path(path)
+    grid = _read_grid(path)
+    while grid and not any(_value(v).strip() for v in grid[-1]):
+        grid.pop()
+    if not grid:
+        raise SheetError("the sheet is empty: export one with 'qcode export-sheet'", path)
+    header = [_value(v).strip().lower() for v in grid[0]]
+    repeated = sorted({h for h in header if h in COLUMNS and header.count(h) > 1})
+    if repeated:
+        raise SheetError(f"row 1: column(s) {', '.join(repeated)} appear more than once", path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise SheetError(
+            f"row 1: missing column(s) {', '.join(missing)}; the first row must be the header of "
+            "a sheet written by 'qcode export-sheet' (keep its hidden columns)",
+            path,
+        )
+    rows = []
+    for number, cells in enumerate(grid[1:], start=2):
+        values = {h: _value(v) for h, v in zip(header, cells, strict=False) if h in COLUMNS}
+        if any(v.strip() for v in values.values()):
+            rows.append(SheetRow(number, values))
+    if not rows:
+        raise SheetError("the sheet has a header but no rows", path)
+    return rows
+
+
+def _codes(cell: str) -> list[str]:
+    return [c for c in _CODE_SPLIT.split(cell.strip()) if c]
+
+
+def _normal(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _plan_rows(
+    rows: list[SheetRow], store: Store, codebook: Codebook, default_reviewer: str | None
+) -> tuple[list[_Plan], list[str], int, list[int]]:
+    """Check every row; return the writes, the problems, blank rows and no-op rows."""
+    units = store.units()
+    texts = dict(zip(units["unit_id"], units["text"], strict=True))
+    in_project = {r[0] for r in store.db.execute("SELECT unit_id FROM units")}
+    suggestions = store.suggestions()
+    suggested = _ranked(suggestions)
+    codings = current_codings(suggestions, store.resolved_decisions(codebook))
+    accepted = codings[codings["status"] == "accepted"]
+    people_added = {
+        u: set(g["code_id"]) - set(suggested.get(u, [])) for u, g in accepted.groupby("unit_id")
+    }
+    plans: list[_Plan] = []
+    problems: list[str] = []
+    blank = 0
+    nothing: list[int] = []
+    first_row: dict[str, int] = {}
+    for row in rows:
+        found: list[str] = []
+        unit_id = row["unit_id"].strip()
+        decision = row["decision"].strip().lower()
+        final_raw = _codes(row["final_codes"])
+        memo = row["memo"].strip()
+        reviewer = row["reviewer"].strip() or (default_reviewer or "").strip()
+        has_content = bool(decision or final_raw or memo)
+        known = False
+        if not unit_id:
+            found.append("no unit_id (keep the exported unit_id of every row)")
+        elif unit_id in first_row:
+            found.append(
+                f"unit {unit_id} appears again (first at row {first_row[unit_id]}): keep one "
+                "row per unit"
+            )
+        elif unit_id not in texts:
+            found.append(
+                f"unit {unit_id} is not in the latest run (the interviews were re-coded since "
+                "the export): export a new sheet"
+                if unit_id in in_project
+                else f"unknown unit id '{unit_id}': not in this project (a sheet from another "
+                "project, or an edited unit_id?)"
+            )
+        else:
+            known = True
+        if unit_id and unit_id not in first_row:
+            first_row[unit_id] = row.row
+        if known:
+            if _normal(row["text"]) != _cell_text(texts[unit_id]):
+                found.append(
+                    f"the text of unit {unit_id} was edited: leave text as exported and write "
+                    "comments in memo"
+                )
+            elif row["text_sha256"].strip() != text_sha(texts[unit_id]):
+                found.append(
+                    f"text_sha256 does not match unit {unit_id} (a hidden bookkeeping column "
+                    "was changed): export a new sheet"
+                )
+        version_cell = row["version"].strip()
+        if not _WHOLE_NUMBER.match(version_cell):
+            found.append(
+                (
+                    f"version '{version_cell}' is not a whole number"
+                    if version_cell
+                    else "no version"
+                )
+                + " (a hidden bookkeeping column: leave it as exported)"
+            )
+        if decision and decision not in DECISION_WORDS:
+            found.append(
+                f"decision '{row['decision'].strip()}' is not one of accept, reject, change "
+                "(or blank for no decision)"
+            )
+        final: list[str] = []
+        for code in final_raw:
+            current = resolve_code(code, codebook)
+            if current is None:
+                found.append(f"unknown code '{code}' in final_codes (see the codes sheet)")
+            elif current not in final:
+                final.append(current)
+        if decision == "change" and not final_raw:
+            found.append(
+                "decision is 'change' but final_codes is empty: list every code the unit should "
+                "have, or use reject"
+            )
+        if final_raw and decision != "change":
+            found.append(
+                "final_codes is filled but decision is "
+                + (f"'{decision}'" if decision else "blank")
+                + ": final_codes is only read with 'change'"
+            )
+        if has_content and not reviewer:
+            found.append("no reviewer: fill the reviewer column or pass --reviewer NAME")
+        problems += [f"row {row.row}: {p}" for p in found]
+        if found:
+            continue
+        if not has_content:
+            blank += 1
+            continue
+        machine = suggested.get(unit_id, [])
+        if decision == "accept":
+            planned = [NewDecision(unit_id, c, "accept", memo) for c in machine]
+        elif decision == "reject":
+            planned = [NewDecision(unit_id, c, "reject", memo) for c in machine]
+        elif decision == "change":
+            planned = [
+                NewDecision(unit_id, c, "accept" if c in final else "reject", memo) for c in machine
+            ]
+            planned += [NewDecision(unit_id, c, "add", memo) for c in final if c not in machine]
+            planned += [
+                NewDecision(unit_id, c, "remove", memo)
+                for c in sorted(people_added.get(unit_id, set()) - set(final))
+            ]
+        else:
+            planned = []
+        if not planned and memo:
+            planned = [NewDecision(unit_id, "", "note", memo)]
+        if not planned:
+            nothing.append(row.row)
+            continue
+        sheet_suggested = None
+        if "suggested_codes" in row.values:
+            sheet_suggested = frozenset(
+                resolve_code(c, codebook) or c for c in _codes(row["suggested_codes"])
+            )
+        plans.append(
+            _Plan(row.row, unit_id, reviewer, int(float(version_cell)), planned, sheet_suggested)
+        )
+    return plans, problems, blank, nothing
+
+
+def _changed_by(store: Store, unit_id: str, since: int) -> str:
+    """Who decided on a unit after the sheet's version, e.g. 'ann (web, 2026-03-01 10:02)'."""
+    rows = store.db.execute(
+        "SELECT reviewer, source, at FROM decisions WHERE unit_id = ? AND decision_id > ?"
+        " ORDER BY decision_id",
+        (unit_id, since),
+    ).fetchall()
+    latest: dict[tuple[str, str], str] = {}
+    for reviewer, source, at in rows:
+        latest[reviewer, source] = str(at)[:16].replace("T", " ")
+    if not latest:
+        return "its decisions no longer match the sheet's version"
+    return "since then: " + ", ".join(f"{r} ({s}, {at})" for (r, s), at in latest.items())
+
+
+def import_sheet(store: Store, path: str | Path, reviewer: str | None = None) -> ImportReport:
+    """Validate a filled review sheet, then record its decisions (``source='sheet'``).
+
+    ``reviewer`` fills blank reviewer cells. Raises ``SheetError`` (nothing written) if any row
+    has a problem; conflicting units are skipped and listed in the report.
+    """
+    path = Path(path)
+    rows = read_sheet(path)
+    codebook = store.codebook()
+    plans, problems, blank, nothing = _plan_rows(rows, store, codebook, reviewer)
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
+        more = len(problems) - MAX_LISTED
+        raise SheetError(
+            f"{len(problems)} problem(s); nothing was imported. Fix them and import again:\n"
+            + shown
+            + (f"\n  ... and {more} more" if more > 0 else ""),
+            path,
+            problems=problems,
+        )
+    report = ImportReport(path, rows_read=len(rows), skipped_blank=blank, nothing_to_record=nothing)
+    machine = {u: frozenset(c) for u, c in _ranked(store.suggestions()).items()}
+    for plan in plans:
+        now_suggested = machine.get(plan.unit_id, frozenset())
+        if plan.sheet_suggested is not None and plan.sheet_suggested != now_suggested:
+            report.conflicts.append(
+                Conflict(
+                    plan.row,
+                    plan.unit_id,
+                    "the machine's suggestions changed since the export (a newer run suggests "
+                    f"{';'.join(sorted(now_suggested)) or 'no codes'}); not imported",
+                )
+            )
+            continue
+        try:
+            written = store.decide(
+                plan.reviewer,
+                plan.decisions,
+                source="sheet",
+                expected_versions={plan.unit_id: plan.version},
+            )
+        except StaleUnitError:
+            report.conflicts.append(
+                Conflict(
+                    plan.row,
+                    plan.unit_id,
+                    f"{ALREADY} ({_changed_by(store, plan.unit_id, plan.version)}); "
+                    "not overwritten",
+                )
+            )
+            continue
+        report.units_decided += 1
+        report.decisions_written += len(written)
+    return report

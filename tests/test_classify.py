@@ -1,0 +1,174 @@
+"""Learning from people's coding: a trained coder on top of the zero-shot similarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.assign import build_prototypes, score_matrix, suggest
+from pipeline.classify import (
+    ClassifierError,
+    TrainedCoder,
+    best_threshold,
+    labels_matrix,
+    suggest_with_coder,
+    train_coder,
+    train_from_labelled,
+)
+from pipeline.settings import Settings
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def gold_vectors(codebook, encoder, nlp, embedding_cache):
+    from pipeline.evaluate import gold_in_context, load_gold
+
+    gold = load_gold(SAMPLE / "gold", codebook)
+    vectors, _ = gold_in_context(gold, SAMPLE, encoder, nlp, Settings(), embedding_cache)
+    return gold, vectors
+
+
+def test_best_threshold_maximises_f1_or_reaches_precision():
+    p = np.array([0.9, 0.8, 0.7, 0.4, 0.3, 0.2])
+    truth = np.array([True, True, False, True, False, False])
+    assert best_threshold(p, truth) == pytest.approx(0.4)
+    assert best_threshold(p, truth, target_precision=1.0) == pytest.approx(0.8)
+
+
+def test_codes_with_few_examples_keep_the_zero_shot_rules(codebook, encoder, gold_vectors):
+    gold, vectors = gold_vectors
+    part = gold["transcript_id"] == "WP-01"
+    coder = train_from_labelled(
+        vectors[part.to_numpy()], gold.loc[part, "gold"].tolist(), codebook, encoder, Settings()
+    )
+    assert not coder.learned.all()
+    prototypes = build_prototypes(codebook, encoder)
+    scores = score_matrix(vectors, prototypes, Settings().example_weight)
+    ids = gold["segment_id"].tolist()
+    zero_shot = suggest(scores, ids, codebook.ids, Settings())
+    with_coder = suggest_with_coder(
+        coder.probabilities(vectors, scores), scores, ids, coder, Settings()
+    )
+    fallback = [c for c, learned in zip(codebook.ids, coder.learned, strict=True) if not learned]
+    # A fallback code appears exactly where zero-shot put it, unless top-k crowded it out.
+    zs = set(
+        map(
+            tuple,
+            zero_shot.loc[zero_shot["code_id"].isin(fallback), ["unit_id", "code_id"]].to_numpy(),
+        )
+    )
+    wc = set(
+        map(
+            tuple,
+            with_coder.loc[with_coder["code_id"].isin(fallback), ["unit_id", "code_id"]].to_numpy(),
+        )
+    )
+    assert wc <= zs and len(wc) > 0.8 * len(zs)
+    assert with_coder["probability"].between(0, 1).all()
+
+
+def test_learning_from_corrections_helps_on_held_out_interviews(codebook, encoder, gold_vectors):
+    """Train on two gold interviews, measure on the two it never saw."""
+    from pipeline.evaluate import agreement
+
+    gold, vectors = gold_vectors
+    train = gold["transcript_id"].isin(["WP-01", "WP-02"]).to_numpy()
+    coder = train_from_labelled(
+        vectors[train], gold.loc[train, "gold"].tolist(), codebook, encoder, Settings()
+    )
+    assert coder.learned.sum() >= 5
+    prototypes = build_prototypes(codebook, encoder)
+    scores = score_matrix(vectors[~train], prototypes, Settings().example_weight)
+    ids = gold.loc[~train, "segment_id"].tolist()
+    truth = gold.loc[~train, "gold"].tolist()
+
+    def f1(frame: pd.DataFrame) -> float:
+        by = frame.groupby("unit_id")["code_id"].apply(list).to_dict()
+        return agreement(truth, [by.get(i, []) for i in ids], codebook.ids).micro_f1
+
+    before = f1(suggest(scores, ids, codebook.ids, Settings()))
+    after = f1(
+        suggest_with_coder(
+            coder.probabilities(vectors[~train], scores), scores, ids, coder, Settings()
+        )
+    )
+    assert after > before
+
+
+def test_save_load_round_trip_and_fit_checks(tmp_path, codebook):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60, 8))
+    labels = np.zeros((60, 2), dtype=bool)
+    labels[:30, 0] = vectors[:30, 0] > 0
+    labels[:, 1] = vectors[:, 1] > 0.5
+    scores = rng.uniform(0.2, 0.6, size=(60, 2))
+    coder = train_coder(vectors, labels, scores, ["a", "b"], "fp", "sha", min_positives=5)
+    coder.save(tmp_path / "coder")
+    again = TrainedCoder.load(tmp_path / "coder")
+    assert np.allclose(again.probabilities(vectors, scores), coder.probabilities(vectors, scores))
+    assert again.info["positives_per_code"]["b"] == int(labels[:, 1].sum())
+    with pytest.raises(ClassifierError, match="another embedding model"):
+        again.check_fits(["a", "b"], "other-fp")
+    with pytest.raises(ClassifierError, match="other codes"):
+        again.check_fits(["a", "c"], "fp")
+    with pytest.raises(ClassifierError, match="no trained coder"):
+        TrainedCoder.load(tmp_path / "nowhere")
+
+
+def test_labels_matrix():
+    matrix = labels_matrix([["a"], [], ["a", "b", "zzz"]], ["a", "b"])
+    assert matrix.tolist() == [[True, False], [False, False], [True, True]]
+
+
+def test_train_and_code_segments_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.conftest import CODEBOOK, write
+
+    runner = CliRunner()
+    out = tmp_path / "coder"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--gold",
+            str(SAMPLE / "gold" / "WP-07.csv"),
+            "--codebook",
+            str(CODEBOOK),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "coder.json").exists() and "Trained on 330 segments" in result.output
+    answers = write(tmp_path / "a.csv", "segment_id,text\n1,We share resources every week.\n")
+    result = runner.invoke(
+        app,
+        [
+            "code-segments",
+            str(answers),
+            "--codebook",
+            str(CODEBOOK),
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--classifier",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        [
+            "code-segments",
+            str(answers),
+            "--codebook",
+            str(CODEBOOK),
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--classifier",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 2 and "no trained coder" in result.output
