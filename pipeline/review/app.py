@@ -1,0 +1,607 @@
+"""The local review page: people accept, reject or change the machine's suggestions.
+
+A FastAPI app over the project store, built by ``create_app`` and served by ``serve``. Each save
+is one ``Store.decide`` call carrying the unit version the page was rendered with, so nobody
+overwrites a decision they have not seen. The page is for this machine only unless a token is set:
+transcripts are confidential, so every other interface needs one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, unquote, urlencode
+
+import jinja2
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.review.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    NotLoggedIn,
+    ReviewError,
+    UnitChanged,
+    WebError,
+)
+from pipeline.review.project import (
+    ATTRIBUTES,
+    ProjectView,
+    SnapshotCache,
+    decisions_from_form,
+    open_project,
+    turns_around,
+)
+from pipeline.review.queue import (
+    PAGE_SIZE,
+    STATUSES,
+    STRATEGIES,
+    filter_queue,
+    neighbours,
+    order_queue,
+    page_of,
+    progress,
+)
+from pipeline.store import StaleUnitError, Store
+
+HERE = Path(__file__).parent
+STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
+TOKEN_COOKIE = "qcode_token"
+CSRF_COOKIE = "qcode_csrf"
+REVIEWER_COOKIE = "qcode_reviewer"
+MIN_TOKEN_LENGTH = 16
+MAX_MEMO = 5000
+CSRF_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# Pages that work before the reviewer has given a name.
+NAMELESS_PATHS = ("/reviewer", "/static/")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """Everything a request needs besides itself; one per app."""
+
+    store_path: Path
+    token: str | None
+    blind: bool
+    templates: jinja2.Environment
+    snapshots: SnapshotCache
+    static: dict[str, tuple[bytes, str]]
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+
+def create_app(store_path: Path, *, token: str | None = None, blind: bool = False) -> FastAPI:
+    """The review app for one project store.
+
+    ``token``: every request must present it (``?token=`` once, then a cookie).
+    ``blind``: double coding; each reviewer sees only their own decisions and statuses.
+    """
+    store_path = Path(store_path)
+    if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
+        raise ReviewError(
+            f"the access token must be at least {MIN_TOKEN_LENGTH} characters; make one with "
+            'python -c "import secrets; print(secrets.token_urlsafe())"'
+        )
+    open_project(store_path).close()  # fail now, not on the first request; also migrates
+    app = FastAPI(title="qcode review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.review = ReviewConfig(
+        store_path=store_path,
+        token=token,
+        blind=blind,
+        templates=template_environment(),
+        snapshots=SnapshotCache(),
+        static={n: ((HERE / "static" / n).read_bytes(), t) for n, t in STATIC_FILES.items()},
+    )
+    app.middleware("http")(guard)
+    for kind in (WebError, StarletteHTTPException, RequestValidationError, Exception):
+        app.add_exception_handler(kind, handle_error)
+    app.include_router(router)
+    return app
+
+
+def template_environment() -> jinja2.Environment:
+    """The one Jinja environment: autoescaped, so transcript text can never become markup."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = lambda stamp: str(stamp or "")[:16].replace("T", " ")
+    env.filters["percent"] = lambda share: f"{100 * share:.0f}%"
+    return env
+
+
+def is_loopback(host: str) -> bool:
+    """True for names that only this machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    store_path: Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    blind: bool = False,
+) -> None:
+    """Serve the review page with uvicorn until Ctrl+C.
+
+    Any interface other than loopback needs a token: the page shows confidential transcripts
+    and writes decisions, and anyone on the network could otherwise do both.
+    """
+    if not is_loopback(host) and not token:
+        raise ReviewError(
+            f"refusing to serve the review page on {host} without a token: anyone who can reach "
+            "this machine could read the transcripts. Pass --token (e.g. the output of "
+            'python -c "import secrets; print(secrets.token_urlsafe())") or use --host 127.0.0.1'
+        )
+    import uvicorn
+
+    app = create_app(Path(store_path), token=token, blind=blind)
+    everywhere = host in ("0.0.0.0", "::")
+    shown = "127.0.0.1" if everywhere else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    login = f"?{urlencode({'token': token})}" if token else ""
+    print(f"review: serving {store_path} at http://{shown}:{port}/{login} (Ctrl+C to stop)")
+    if everywhere:
+        print("review: from other machines, use this machine's address instead of 127.0.0.1")
+    # No access log: the first request of a browser carries the token in its URL.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+# -- every request: host, token, reviewer, CSRF cookie, headers -----------------------------------
+
+
+async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Checks that come before any page: who may ask, and who is asking."""
+    config = settings(request)
+    csrf = request.cookies.get(CSRF_COOKIE, "")
+    fresh_csrf = not CSRF_SHAPE.match(csrf)
+    request.state.csrf = secrets.token_urlsafe(32) if fresh_csrf else csrf
+    try:
+        response = _gatekeeper(request, config) or await call_next(request)
+    except WebError as error:
+        response = render_error(request, error)
+    if fresh_csrf:
+        set_cookie(response, CSRF_COOKIE, request.state.csrf)
+    response.headers.update(SECURITY_HEADERS)
+    if not request.url.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
+    """A response that stops the request here (error, login, name form), or None to go on."""
+    if config.token is None:
+        # Without a token only this machine may ask, also via a DNS name rebound to 127.0.0.1.
+        if not is_loopback(request.url.hostname or ""):
+            raise Forbidden("this review page only answers requests addressed to 127.0.0.1")
+    else:
+        sent = request.query_params.get("token")
+        if sent is not None:
+            if not _same(sent, config.token):
+                raise Forbidden("this access token is wrong: ask for the link again")
+            url = request.url.remove_query_params("token")
+            response = RedirectResponse(url.path + (f"?{url.query}" if url.query else ""), 303)
+            set_cookie(response, TOKEN_COOKIE, config.token, max_age=12 * 3600)
+            return response
+        cookie = request.cookies.get(TOKEN_COOKIE)
+        if cookie is None:
+            raise NotLoggedIn(
+                "this review page needs its access token: open the link with ?token=... that "
+                "was printed when the page was started"
+            )
+        if not _same(cookie, config.token):
+            raise Forbidden("your access token is no longer valid: open the link with ?token=...")
+    if (
+        request.method == "GET"
+        and reviewer_of(request) is None
+        and not request.url.path.startswith(NAMELESS_PATHS)
+    ):
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/reviewer?" + urlencode({"next": here}), 303)
+    return None
+
+
+def _same(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    """Cookies no script can read and no other site can send."""
+    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", path="/")
+
+
+async def checked_form(request: Request) -> FormData:
+    """A POST's form, once its CSRF field matches the cookie (403 otherwise)."""
+    form = await request.form()
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = form.get("csrf")
+    if not cookie or not isinstance(sent, str) or not _same(sent, cookie):
+        raise Forbidden(
+            "this form is not from your review page (its security token is missing or wrong): "
+            "reload the page and try again"
+        )
+    return form
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+
+
+def settings(request: Request) -> ReviewConfig:
+    return request.app.state.review
+
+
+def open_store(config: Annotated[ReviewConfig, Depends(settings)]) -> Iterator[Store]:
+    """One connection per request: SQLite connections are not shared across threads."""
+    store = Store(config.store_path, migrate=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+StoreDep = Annotated[Store, Depends(open_store)]
+FormDep = Annotated[FormData, Depends(checked_form)]
+
+
+def valid_reviewer(name: str) -> str | None:
+    """The name, tidied, if it can sign decisions."""
+    name = " ".join(name.split())
+    if not name or len(name) > 80 or not name.isprintable():
+        return None
+    return name
+
+
+def reviewer_of(request: Request) -> str | None:
+    return valid_reviewer(unquote(request.cookies.get(REVIEWER_COOKIE, "")))
+
+
+def view_for(request: Request, store: Store) -> tuple[ProjectView, str]:
+    """The project as the reviewer on this request sees it (their own decisions if blind)."""
+    reviewer = reviewer_of(request)
+    if reviewer is None:
+        raise BadRequest("tell the page your name first (the link at the top)")
+    config = settings(request)
+    scope = reviewer if config.blind else None
+    return ProjectView.load(store, config.snapshots, scope), reviewer
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    config = settings(request)
+    context.setdefault("orphan_count", None)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    html = config.templates.get_template(template).render(
+        reviewer=reviewer_of(request),
+        blind=config.blind,
+        csrf=getattr(request.state, "csrf", ""),
+        here=_local(here),
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def render_error(request: Request, error: WebError) -> HTMLResponse:
+    return render(request, "error.html", status=error.status, error=error, **error.context)
+
+
+async def handle_error(request: Request, exc: Exception) -> HTMLResponse:
+    """The one error handler: every failure becomes an HTML page with its status."""
+    if isinstance(exc, WebError):
+        error = exc
+    elif isinstance(exc, StarletteHTTPException):
+        error = WebError(str(exc.detail))
+        error.status, error.title = exc.status_code, str(exc.detail)
+    elif isinstance(exc, RequestValidationError):
+        error = BadRequest("a link or form on this page carries a value the page cannot read")
+    else:
+        error = WebError("the review page failed; the terminal running it shows why")
+    return render_error(request, error)
+
+
+@dataclass(frozen=True)
+class QueueQuery:
+    """The queue a reviewer works through: order, filters and page, kept in every link."""
+
+    order: str = "uncertain"
+    transcript: str = ""
+    code: str = ""
+    status: str = ""
+    reviewer: str = ""
+    page: int = 1
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> QueueQuery:
+        """From a query string or a form's hidden fields; 400 for values no link would carry."""
+        text = {f.name: values.get(f.name) for f in fields(cls)}
+        text = {k: v.strip() for k, v in text.items() if isinstance(v, str) and v.strip()}
+        order = text.get("order", "uncertain")
+        status = text.get("status", "")
+        if order not in STRATEGIES:
+            raise BadRequest(f"'{order}' is not a queue order (use one of {', '.join(STRATEGIES)})")
+        if status and status not in STATUSES:
+            raise BadRequest(f"'{status}' is not a status (use one of {', '.join(STATUSES)})")
+        try:
+            page = max(1, int(text.get("page", "1")))
+        except ValueError:
+            raise BadRequest("the page number is not a number") from None
+        return cls(
+            order=order,
+            transcript=text.get("transcript", ""),
+            code=text.get("code", ""),
+            status=status,
+            reviewer=text.get("reviewer", ""),
+            page=page,
+        )
+
+    def params(self, **changes: Any) -> dict[str, str]:
+        """Non-default values only, so links stay short."""
+        query = replace(self, **changes)
+        default = QueueQuery()
+        return {
+            f.name: str(getattr(query, f.name))
+            for f in fields(self)
+            if getattr(query, f.name) != getattr(default, f.name)
+        }
+
+    def url(self, path: str, **changes: Any) -> str:
+        params = self.params(**changes)
+        return path + (f"?{urlencode(params)}" if params else "")
+
+    def queue(
+        self, view: ProjectView, keep: str = "", table: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """The ordered, filtered units (blind reviewers filter on their own decisions only)."""
+        table = view.table() if table is None else table
+        ordered = order_queue(table, self.order, view.snapshot.code_order)
+        reviewer = "" if view.scope is not None else self.reviewer
+        return filter_queue(ordered, self.transcript, self.code, self.status, reviewer, keep)
+
+
+def _plain(value: Any) -> Any:
+    """NaN and numpy scalars -> None and Python values, for templates."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse)
+def queue_page(request: Request, store: StoreDep) -> HTMLResponse:
+    """Units to review in the chosen order, with filters and progress."""
+    query = QueueQuery.parse(request.query_params)
+    view, _ = view_for(request, store)
+    codebook = view.snapshot.codebook
+    table = view.table()
+    queue = query.queue(view, table=table)
+    rows, page, pages = page_of(queue, query.page)
+    first = queue["unit_id"].iloc[0] if len(queue) else None
+    return render(
+        request,
+        "queue.html",
+        query=query,
+        rows=records(rows),
+        offset=(page - 1) * PAGE_SIZE,
+        page=page,
+        pages=pages,
+        count=len(queue),
+        start_url=query.url(f"/unit/{first}", page=1) if first else None,
+        progress=progress(table, view.snapshot.code_order),
+        transcripts=sorted(table["transcript_id"].unique()),
+        codes=codebook.codes,
+        labels={c.id: c.label for c in codebook.codes},
+        strategies=STRATEGIES,
+        statuses=STATUSES,
+        reviewers=[] if settings(request).blind else store.reviewers(),
+        orphan_count=len(view.orphans()),
+        done=request.query_params.get("done") == "1",
+    )
+
+
+@router.get("/unit/{unit_id}", response_class=HTMLResponse)
+def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
+    """One unit in its context, with its codes to accept, reject or add."""
+    query = QueueQuery.parse(request.query_params)
+    view, reviewer = view_for(request, store)
+    unit = _unit_or_404(view, unit_id)
+    queue_ids = query.queue(view, keep=unit_id)["unit_id"].tolist()
+    before, after = neighbours(queue_ids, unit_id)
+    position = queue_ids.index(unit_id)
+    codebook = view.snapshot.codebook
+    codings = records(view.codings(unit_id))
+    for row in codings:
+        code = codebook.code(row["code_id"])
+        row.update(label=code.label, definition=code.definition, kind=code.kind)
+    return render(
+        request,
+        "unit.html",
+        query=query,
+        unit=_plain_series(unit),
+        attributes={a: unit[a] for a in ATTRIBUTES if unit[a]},
+        turns=turns_around(view.snapshot.units, view.snapshot.texts, unit),
+        codings=codings,
+        history=records(view.history(unit_id)),
+        codes=[
+            {
+                **c.model_dump(include={"id", "label", "definition", "kind"}),
+                "group": codebook.group(c.group).label,
+            }
+            for c in codebook.codes
+        ],
+        version=store.unit_version(unit_id, view.scope),
+        position=position + 1,
+        queue_length=len(queue_ids),
+        prev_url=query.url(f"/unit/{before}") if before else None,
+        next_url=query.url(f"/unit/{after}") if after else None,
+        queue_url=query.url("/", page=position // PAGE_SIZE + 1),
+        orphan_count=len(view.orphans()),
+        reviewer_name=reviewer,
+    )
+
+
+@router.post("/unit/{unit_id}")
+def save_unit(unit_id: str, request: Request, store: StoreDep, form: FormDep) -> Response:
+    """Record the reviewer's decisions on a unit in one transaction, then open the next unit."""
+    query = QueueQuery.parse(form)
+    view, reviewer = view_for(request, store)
+    _unit_or_404(view, unit_id)
+    queue_ids = query.queue(view, keep=unit_id)["unit_id"].tolist()
+    _, after = neighbours(queue_ids, unit_id)
+    codings = view.codings(unit_id)
+    decisions = decisions_from_form(
+        unit_id, codings, *_choices(form, codings, view.snapshot.codebook.ids)
+    )
+    if decisions:
+        try:
+            store.decide(
+                reviewer,
+                decisions,
+                source="web",
+                expected_versions={unit_id: _version(form)},
+                version_reviewer=view.scope,
+            )
+        except StaleUnitError:
+            raise _unit_changed(request, store, unit_id, query) from None
+    if after is None:
+        return RedirectResponse("/?" + urlencode({**query.params(page=1), "done": "1"}), 303)
+    return RedirectResponse(query.url(f"/unit/{after}"), 303)
+
+
+def _unit_or_404(view: ProjectView, unit_id: str) -> pd.Series:
+    unit = view.unit(unit_id)
+    if unit is None:
+        raise NotFound(f"there is no unit to review with id '{unit_id}' in the latest run")
+    return unit
+
+
+def _plain_series(row: pd.Series) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in row.items()}
+
+
+def _version(form: FormData) -> int:
+    try:
+        return int(str(form.get("version", "")))
+    except ValueError:
+        raise BadRequest("the form lost the unit version it was opened with: reload") from None
+
+
+def _choices(
+    form: FormData, codings: pd.DataFrame, code_ids: list[str]
+) -> tuple[dict[str, str], list[str], str]:
+    """(choice per shown code, codes to add, memo) from the unit form, checked."""
+    shown = set(codings["code_id"])
+    choices: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if key.startswith("choice:"):
+            code = key.removeprefix("choice:")
+            if code not in shown or value not in ("", "accept", "reject"):
+                raise BadRequest(f"'{code}' cannot be decided on this unit")
+            choices[code] = str(value)
+    added = [str(v) for v in form.getlist("add") if str(v).strip()]
+    unknown = sorted(set(added) - set(code_ids))
+    if unknown:
+        raise BadRequest(f"'{unknown[0]}' is not a code of this codebook")
+    memo = str(form.get("memo") or "").strip()
+    if len(memo) > MAX_MEMO:
+        raise BadRequest(f"the memo is longer than {MAX_MEMO} characters")
+    return choices, added, memo
+
+
+def _unit_changed(request: Request, store: Store, unit_id: str, query: QueueQuery) -> UnitChanged:
+    """The 409 page's error: what is on the unit now, and a link to review it again."""
+    view, _ = view_for(request, store)
+    return UnitChanged(
+        "A decision was recorded on this unit after you opened it (by someone else, or by you "
+        "in another tab). Nothing of yours was saved and nothing was overwritten: read the "
+        "decisions below, then open the unit again.",
+        history=records(view.history(unit_id)),
+        reload_url=query.url(f"/unit/{unit_id}"),
+    )
+
+
+@router.get("/reviewer", response_class=HTMLResponse)
+def reviewer_form(request: Request, next: str = "/") -> HTMLResponse:
+    """Ask for the name every decision is signed with."""
+    return render(request, "reviewer.html", next=_local(next), problem="")
+
+
+@router.post("/reviewer")
+def set_reviewer(request: Request, form: FormDep) -> Response:
+    name = valid_reviewer(str(form.get("name") or ""))
+    target = _local(str(form.get("next") or "/"))
+    if name is None:
+        return render(
+            request,
+            "reviewer.html",
+            status=400,
+            next=target,
+            problem="Give a name of 1 to 80 printable characters.",
+        )
+    response = RedirectResponse(target, 303)
+    set_cookie(response, REVIEWER_COOKIE, quote(name, safe=""), max_age=365 * 24 * 3600)
+    return response
+
+
+def _local(target: str) -> str:
+    """Only paths on this site: a crafted link must not send the reviewer elsewhere."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+@router.get("/orphans", response_class=HTMLResponse)
+def orphans_page(request: Request, store: StoreDep) -> HTMLResponse:
+    """Decisions whose text is gone from the transcripts: never dropped, shown here."""
+    view, _ = view_for(request, store)
+    orphans = view.orphans()
+    return render(request, "orphans.html", orphans=records(orphans), orphan_count=len(orphans))
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """No icon: an empty answer keeps browsers from logging a 404 on every page."""
+    return Response(status_code=204)
+
+
+@router.get("/static/{name}")
+def static_file(name: str, request: Request) -> Response:
+    """The page's own CSS and JS, read at start-up: no request ever names a file to open."""
+    found = settings(request).static.get(name)
+    if found is None:
+        raise NotFound("no such file")
+    return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})

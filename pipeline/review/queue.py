@@ -1,0 +1,166 @@
+"""Review queue: which units people still have to review, in which order, and how far they got.
+
+Plain functions over the store's tables (units, suggestions, resolved decisions), so the web page,
+a test or a notebook compute the same queue. ``reviewer`` limits statuses to one person's own
+decisions (blind double coding); ``None`` means everybody's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.decisions import current_codings, unit_statuses
+
+STRATEGIES = ("uncertain", "reading", "code")
+STATUSES = ("unreviewed", "accepted", "rejected", "changed")
+PAGE_SIZE = 50
+
+
+def review_table(
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+    resolved: pd.DataFrame,
+    reviewer: str | None = None,
+) -> pd.DataFrame:
+    """One row per codable unit of the run, with what the queue sorts and filters on.
+
+    Adds ``suggested_code`` and ``margin`` (the rank-1 suggestion, if any), ``status``
+    (unreviewed / accepted / rejected / changed), ``codes`` (codes suggested or decided on the
+    unit) and ``reviewers`` (who decided on it).
+    """
+    table = units[units["codable"]].reset_index(drop=True)
+    top = suggestions[suggestions["rank"] == 1].drop_duplicates("unit_id").set_index("unit_id")
+    table["suggested_code"] = table["unit_id"].map(top["code_id"]).astype(object)
+    table["margin"] = table["unit_id"].map(top["margin"]).astype(float)
+    statuses = unit_statuses(resolved, reviewer)
+    table["status"] = table["unit_id"].map(statuses).astype(object).fillna("unreviewed")
+    codings = current_codings(suggestions, resolved, reviewer)
+    table["codes"] = _collect(table["unit_id"], codings["unit_id"], codings["code_id"])
+    live = _live_decisions(resolved, reviewer)
+    who = _collect(table["unit_id"], live["current_unit_id"], live["reviewer"])
+    table["reviewers"] = [sorted(set(names)) for names in who]
+    return table
+
+
+def _collect(unit_ids: pd.Series, keys: pd.Series, values: pd.Series) -> list[list[str]]:
+    """Per unit id, the values whose key is that unit (plain Python: a groupby per unit is slow)."""
+    found: dict[str, list[str]] = {}
+    for key, value in zip(keys, values, strict=True):
+        found.setdefault(key, []).append(value)
+    return [found.get(u, []) for u in unit_ids]
+
+
+def _live_decisions(resolved: pd.DataFrame, reviewer: str | None) -> pd.DataFrame:
+    """Decisions still anchored to a unit of the run (notes included)."""
+    live = resolved[resolved["anchor"] != "orphaned"]
+    return live if reviewer is None else live[live["reviewer"] == reviewer]
+
+
+def order_queue(table: pd.DataFrame, strategy: str, code_order: list[str]) -> pd.DataFrame:
+    """Units in review order.
+
+    * ``uncertain``: units with a suggestion first, smallest margin between their top two codes
+      first; then units without one, highest ``top_score`` first (closest to being suggested).
+    * ``reading``: by transcript, then position in it.
+    * ``code``: grouped by the top suggested code in codebook order, in reading order inside a
+      group; units without a suggestion last.
+    """
+    reading = ["transcript_id", "start"]
+    if strategy == "reading":
+        ordered = table.sort_values(reading, kind="stable")
+    elif strategy == "uncertain":
+        keyed = table.assign(
+            _no_suggestion=table["suggested_code"].isna(), _closeness=-table["top_score"]
+        )
+        ordered = keyed.sort_values(
+            ["_no_suggestion", "margin", "_closeness", *reading], na_position="last", kind="stable"
+        )
+    elif strategy == "code":
+        position = {code: i for i, code in enumerate(code_order)}
+        keyed = table.assign(
+            _group=[position.get(c, len(position)) for c in table["suggested_code"]]
+        )
+        ordered = keyed.sort_values(["_group", *reading], kind="stable")
+    else:
+        raise ValueError(f"unknown queue order '{strategy}' (use one of {STRATEGIES})")
+    return ordered[table.columns].reset_index(drop=True)
+
+
+def filter_queue(
+    table: pd.DataFrame,
+    transcript: str = "",
+    code: str = "",
+    status: str = "",
+    reviewer: str = "",
+    keep: str = "",
+) -> pd.DataFrame:
+    """Rows matching every filter given (empty = any); ``keep`` stays whatever the filters say,
+    so the unit on screen keeps its place for prev/next after it was reviewed."""
+    mask = pd.Series(True, index=table.index)
+    if transcript:
+        mask &= table["transcript_id"] == transcript
+    if code:
+        mask &= table["codes"].map(lambda codes: code in codes)
+    if status:
+        mask &= table["status"] == status
+    if reviewer:
+        mask &= table["reviewers"].map(lambda names: reviewer in names)
+    if keep:
+        mask |= table["unit_id"] == keep
+    return table[mask].reset_index(drop=True)
+
+
+def neighbours(unit_ids: list[str], unit_id: str) -> tuple[str | None, str | None]:
+    """The units before and after ``unit_id`` in a queue (None at either end or if absent)."""
+    if unit_id not in unit_ids:
+        return None, None
+    i = unit_ids.index(unit_id)
+    before = unit_ids[i - 1] if i > 0 else None
+    after = unit_ids[i + 1] if i + 1 < len(unit_ids) else None
+    return before, after
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reviewed units of all codable units: overall, per transcript and per code."""
+
+    reviewed: int
+    total: int
+    by_transcript: pd.DataFrame  # transcript_id, reviewed, total
+    by_code: pd.DataFrame  # code_id, reviewed, total
+
+    @property
+    def share(self) -> float:
+        return self.reviewed / self.total if self.total else 0.0
+
+
+def progress(table: pd.DataFrame, code_order: list[str]) -> Progress:
+    """Counts for the progress bars; a unit counts once for each code suggested or decided."""
+    done = table.assign(reviewed=table["status"] != "unreviewed")
+    by_transcript = (
+        done.groupby("transcript_id")["reviewed"]
+        .agg(reviewed="sum", total="size")
+        .reset_index()
+        .astype({"reviewed": int, "total": int})
+    )
+    counts: dict[str, list[int]] = {}
+    for codes, reviewed in zip(done["codes"], done["reviewed"], strict=True):
+        for code in codes:
+            count = counts.setdefault(code, [0, 0])
+            count[0] += int(reviewed)
+            count[1] += 1
+    rank = {code: i for i, code in enumerate(code_order)}
+    ordered = sorted(counts, key=lambda c: (rank.get(c, len(rank)), c))
+    by_code = pd.DataFrame(
+        [(c, *counts[c]) for c in ordered], columns=["code_id", "reviewed", "total"]
+    )
+    return Progress(int(done["reviewed"].sum()), len(done), by_transcript, by_code)
+
+
+def page_of(frame: pd.DataFrame, page: int, size: int = PAGE_SIZE) -> tuple[pd.DataFrame, int, int]:
+    """One page of a queue: (rows, page actually shown, number of pages)."""
+    pages = max(1, -(-len(frame) // size))
+    page = min(max(1, page), pages)
+    return frame.iloc[(page - 1) * size : page * size], page, pages

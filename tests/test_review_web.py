@@ -1,0 +1,798 @@
+"""The review page: queue, unit page, decisions, safety; in-process and in a real browser.
+
+In-process tests use FastAPI's TestClient against a fresh copy of the sample project store.
+Browser tests drive Debian's Chromium through Playwright against the app served by uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from markupsafe import escape
+from typer.testing import CliRunner
+
+from pipeline.errors import QcodeError
+from pipeline.review import ReviewError, create_app, serve
+from pipeline.review.project import decisions_from_form
+from pipeline.review.queue import (
+    PAGE_SIZE,
+    filter_queue,
+    neighbours,
+    order_queue,
+    progress,
+    review_table,
+)
+from pipeline.store import NewDecision, Store
+from tests.conftest import ROOT, write
+
+BASE = "http://127.0.0.1"
+TOKEN = "a-long-enough-test-token-1234"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+class _Forms(HTMLParser):
+    """What a browser would send for a form: its fields with their current values."""
+
+    def __init__(self, form_id: str):
+        super().__init__()
+        self.form_id, self.inside, self.fields = form_id, False, []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        elif self.inside and tag == "input" and a.get("name"):
+            if a.get("type") in ("radio", "checkbox") and "checked" not in a:
+                return
+            self.fields.append((a["name"], a.get("value") or ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+
+
+def form_fields(html: str, form_id: str) -> list[tuple[str, str]]:
+    parser = _Forms(form_id)
+    parser.feed(html)
+    return parser.fields
+
+
+def client_for(store: Path, *, reviewer: str | None = "Ann", **options) -> TestClient:
+    """A client of a fresh app; signed in under ``reviewer`` unless None."""
+    client = TestClient(create_app(store, **options), base_url=BASE)
+    if reviewer is not None:
+        sign_in(client, reviewer)
+    return client
+
+
+def sign_in(client: TestClient, name: str) -> None:
+    client.get("/reviewer")  # the first page sets the CSRF cookie
+    response = client.post(
+        "/reviewer", data={"csrf": client.cookies["qcode_csrf"], "name": name, "next": "/"}
+    )
+    assert response.status_code == 200
+
+
+def submit_unit(
+    client: TestClient,
+    unit_id: str,
+    choices: dict[str, str] | None = None,
+    add: tuple[str, ...] = (),
+    memo: str = "",
+    query: str = "",
+    page_html: str | None = None,
+):
+    """Fill in the unit form as a person would (from the page as rendered) and send it."""
+    html = page_html or client.get(f"/unit/{unit_id}{query}").text
+    fields = [(k, v) for k, v in form_fields(html, "unit-form") if k not in (choices or {})]
+    fields += [(f"choice:{code}", choice) for code, choice in (choices or {}).items()]
+    fields += [("add", code) for code in add] + [("memo", memo)]
+    return client.post(f"/unit/{unit_id}", data=_encode(fields))
+
+
+def _encode(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
+    data: dict[str, list[str]] = {}
+    for key, value in fields:
+        data.setdefault(key, []).append(value)
+    return data
+
+
+def project_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(units, suggestions, resolved decisions, code order) of a store, as the page reads them."""
+    with Store(path) as store:
+        units, suggestions = store.units(), store.suggestions()
+        resolved = store.resolved_decisions()
+        return units, suggestions, resolved, store.codebook().ids
+
+
+def queue_ids(path: Path, order: str = "uncertain", reviewer: str | None = None, **filters):
+    units, suggestions, resolved, codes = project_tables(path)
+    table = order_queue(review_table(units, suggestions, resolved, reviewer), order, codes)
+    return filter_queue(table, **filters)["unit_id"].tolist()
+
+
+def units_with_suggestions(path: Path, at_least: int) -> list[str]:
+    """Codable units with this many suggestions or more, in uncertain order."""
+    with Store(path) as store:
+        counts = store.suggestions()["unit_id"].value_counts()
+    return [u for u in queue_ids(path) if counts.get(u, 0) >= at_least]
+
+
+def suggested_codes(path: Path, unit_id: str) -> list[str]:
+    with Store(path) as store:
+        s = store.suggestions()
+    return s[s["unit_id"] == unit_id].sort_values("rank")["code_id"].tolist()
+
+
+def decisions_of(path: Path, reviewer: str | None = None) -> pd.DataFrame:
+    with Store(path) as store:
+        return store.decisions(reviewer)
+
+
+def section(html: str, element_id: str) -> str:
+    """The HTML of the element with this id (a table or section)."""
+    found = re.search(rf'<(\w+)[^>]*id="{element_id}".*?</\1>', html, re.S)
+    assert found, element_id
+    return found.group(0)
+
+
+def row_units(html: str) -> list[str]:
+    return re.findall(r'<tr class="status-\w+" data-unit="(\w+)"', html)
+
+
+# -- queue: order, filters, progress (plain functions and the page) ------------------------------
+
+
+def test_queue_orders_by_uncertainty_reading_and_code(project_store):
+    units, suggestions, resolved, codes = project_tables(project_store)
+    table = review_table(units, suggestions, resolved)
+    assert len(table) == int(units["codable"].sum())
+
+    uncertain = order_queue(table, "uncertain", codes)
+    with_suggestion = uncertain["suggested_code"].notna()
+    # Every unit with a suggestion comes before every unit without one...
+    assert not with_suggestion.iloc[with_suggestion.sum() :].any()
+    # ...smallest margin between the top two codes first, then the highest top score.
+    assert uncertain.loc[with_suggestion, "margin"].is_monotonic_increasing
+    top_margins = suggestions[suggestions["rank"] == 1].set_index("unit_id")["margin"]
+    assert uncertain["margin"].iloc[0] == top_margins.min()
+    assert uncertain.loc[~with_suggestion, "top_score"].is_monotonic_decreasing
+
+    reading = order_queue(table, "reading", codes)
+    expected = units[units["codable"]].sort_values(["transcript_id", "start"])["unit_id"]
+    assert reading["unit_id"].tolist() == expected.tolist()
+
+    by_code = order_queue(table, "code", codes)
+    groups = by_code["suggested_code"].fillna("~none").tolist()
+    runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
+    assert len(runs) == len(set(runs)), "each code's units are together"
+    assert [g for g in runs if g != "~none"] == [c for c in codes if c in set(runs)]
+    assert runs[-1] == "~none"
+
+    with pytest.raises(ValueError, match="unknown queue order"):
+        order_queue(table, "random", codes)
+
+
+def test_queue_page_lists_units_in_the_chosen_order_50_per_page(project_store):
+    client = client_for(project_store)
+    for order in ("uncertain", "reading", "code"):
+        expected = queue_ids(project_store, order)
+        html = client.get(f"/?order={order}").text
+        assert row_units(html) == expected[:PAGE_SIZE], order
+        assert f'<strong id="queue-count">{len(expected)}</strong>' in html
+    expected = queue_ids(project_store, "reading")
+    pages = -(-len(expected) // PAGE_SIZE)
+    second = client.get("/?order=reading&page=2").text
+    assert row_units(second) == expected[PAGE_SIZE : 2 * PAGE_SIZE]
+    last = client.get(f"/?order=reading&page={pages + 5}").text  # past the end: the last page
+    assert row_units(last) == expected[(pages - 1) * PAGE_SIZE :]
+    assert f"page {pages} of {pages}" in last
+
+
+def _three_reviewed_units(path: Path) -> dict[str, str]:
+    """Ann accepts u1, Bob rejects u2, Ann changes u3 (reject + add): unit ids by status."""
+    u1, u2, u3 = units_with_suggestions(path, 1)[:3]
+    other = next(c for c in ("ts.time", "context.resources") if c not in suggested_codes(path, u3))
+    with Store(path) as store:
+        store.decide("Ann", [NewDecision(u1, suggested_codes(path, u1)[0], "accept")])
+        store.decide("Bob", [NewDecision(u2, suggested_codes(path, u2)[0], "reject")])
+        store.decide(
+            "Ann",
+            [
+                NewDecision(u3, suggested_codes(path, u3)[0], "reject"),
+                NewDecision(u3, other, "add"),
+            ],
+        )
+    return {"accepted": u1, "rejected": u2, "changed": u3}
+
+
+def test_queue_filters_and_progress(project_store):
+    reviewed = _three_reviewed_units(project_store)
+    units, suggestions, resolved, codes = project_tables(project_store)
+    table = review_table(units, suggestions, resolved)
+
+    for status, unit_id in reviewed.items():
+        assert filter_queue(table, status=status)["unit_id"].tolist() == [unit_id]
+    assert len(filter_queue(table, status="unreviewed")) == len(table) - 3
+    assert filter_queue(table, reviewer="Bob")["unit_id"].tolist() == [reviewed["rejected"]]
+    assert set(filter_queue(table, reviewer="Ann")["unit_id"]) == {
+        reviewed["accepted"],
+        reviewed["changed"],
+    }
+    wp02 = filter_queue(table, transcript="WP-02")
+    assert set(wp02["transcript_id"]) == {"WP-02"}
+    assert len(wp02) == int((units["codable"] & (units["transcript_id"] == "WP-02")).sum())
+    trust = filter_queue(table, code="ts.trust")
+    assert len(trust) and all("ts.trust" in c for c in trust["codes"])
+    both = filter_queue(table, transcript="WP-02", code="ts.trust", status="unreviewed")
+    assert len(both) and set(both["transcript_id"]) == {"WP-02"}
+    # The unit on screen keeps its place even when the filters no longer match it.
+    kept = filter_queue(table, status="unreviewed", keep=reviewed["accepted"])
+    assert reviewed["accepted"] in set(kept["unit_id"])
+
+    done = progress(table, codes)
+    assert (done.reviewed, done.total) == (3, len(table))
+    by_transcript = done.by_transcript.set_index("transcript_id")
+    assert by_transcript["total"].sum() == len(table)
+    assert by_transcript["reviewed"].sum() == 3
+    reviewed_units = units.set_index("unit_id").loc[list(reviewed.values())]
+    for tid, count in reviewed_units["transcript_id"].value_counts().items():
+        assert by_transcript.loc[tid, "reviewed"] == count
+    by_code = done.by_code.set_index("code_id")
+    accepted_code = suggested_codes(project_store, reviewed["accepted"])[0]
+    units_with_code = table[table["codes"].map(lambda c: accepted_code in c)]
+    assert by_code.loc[accepted_code, "total"] == len(units_with_code)
+    assert by_code.loc[accepted_code, "reviewed"] == int(
+        (units_with_code["status"] != "unreviewed").sum()
+    )
+    assert list(by_code.index) == [c for c in codes if c in by_code.index]
+
+    # The page shows the same numbers and applies the same filters.
+    client = client_for(project_store)
+    html = client.get("/").text
+    assert f"<strong>3</strong> of <strong>{len(table)}</strong> units reviewed" in html
+    tid = reviewed_units["transcript_id"].iloc[0]
+    row = by_transcript.loc[tid]
+    assert (
+        f'<tr data-key="{tid}"><td>{tid}</td><td>{row["reviewed"]}</td><td>{row["total"]}</td>'
+    ) in html
+    assert row_units(client.get("/?status=changed").text) == [reviewed["changed"]]
+    assert row_units(client.get("/?reviewer=Bob").text) == [reviewed["rejected"]]
+    assert (
+        row_units(client.get("/?transcript=WP-02&order=reading").text)
+        == (wp02.sort_values("start")["unit_id"].tolist()[:PAGE_SIZE])
+    )
+    bad = client.get("/?status=maybe")
+    assert bad.status_code == 400 and "is not a status" in bad.text
+
+
+def test_unit_page_shows_context_speaker_codes_and_shortcuts(project_store):
+    unit_id = units_with_suggestions(project_store, 2)[0]
+    with Store(project_store) as store:
+        units = store.units()
+        text = store.transcript_texts()
+    unit = units.set_index("unit_id").loc[unit_id]
+    html = client_for(project_store).get(f"/unit/{unit_id}").text
+    marked = re.search(r'<mark id="unit-text">(.*?)</mark>', html, re.S).group(1)
+    assert marked == str(escape(unit["text"]))
+    same = units[units["transcript_id"] == unit["transcript_id"]]
+    for turn in (unit["turn_index"] - 1, unit["turn_index"] + 1):  # the turns either side
+        spoken = same[same["turn_index"] == turn]
+        if len(spoken):
+            words = text[unit["transcript_id"]][spoken["start"].min() : spoken["end"].max()]
+            assert str(escape(words)) in html
+    assert f'<dd id="speaker">{unit["speaker"]}</dd>' in html
+    assert unit["role"] in html and unit["local_authority"] in html
+    for code in suggested_codes(project_store, unit_id):
+        assert f'name="choice:{code}" value="accept"' in html
+    assert html.count('name="add" value=') == 29  # every codebook code can be added
+    assert 'title="' in html and "<kbd>?</kbd>" in html and "accept all codes" in html
+
+
+def test_saving_the_form_records_accept_reject_add_and_memo(project_store):
+    unit_id = units_with_suggestions(project_store, 2)[0]
+    first, second = suggested_codes(project_store, unit_id)[:2]
+    added = next(c for c in ("ts.time", "context.resources") if c not in (first, second))
+    client = client_for(project_store, reviewer="Ann Lee")
+    response = submit_unit(
+        client,
+        unit_id,
+        {first: "accept", second: "reject"},
+        add=(added,),
+        memo="close call between the two",
+    )
+    stored = decisions_of(project_store)
+    assert set(zip(stored["code_id"], stored["action"], strict=True)) == {
+        (first, "accept"),
+        (second, "reject"),
+        (added, "add"),
+    }
+    assert set(stored["reviewer"]) == {"Ann Lee"} and set(stored["source"]) == {"web"}
+    assert set(stored["unit_id"]) == {unit_id}
+    assert set(stored["memo"]) == {"close call between the two"}
+    # Saving moves to the next unit of the queue.
+    order = queue_ids(project_store)
+    assert response.url.path == f"/unit/{order[order.index(unit_id) + 1]}"
+    page = client.get(f"/unit/{unit_id}").text
+    assert "close call between the two" in page and "Ann Lee" in page
+
+    # Saving again without changes stores nothing; a memo alone is a note.
+    submit_unit(client, unit_id)
+    assert len(decisions_of(project_store)) == 3
+    submit_unit(client, unit_id, memo="check the audio")
+    note = decisions_of(project_store).iloc[-1]
+    assert (note["action"], note["code_id"], note["memo"]) == ("note", "", "check the audio")
+
+
+def test_change_code_is_a_reject_and_an_add_saved_together(project_store):
+    unit_id = units_with_suggestions(project_store, 1)[5]
+    wrong = suggested_codes(project_store, unit_id)[0]
+    right = next(c for c in ("ts.tenacity", "context.pandemic") if c != wrong)
+    client = client_for(project_store)
+    submit_unit(client, unit_id, {wrong: "reject"}, add=(right,))
+    stored = decisions_of(project_store)
+    assert stored[["code_id", "action"]].values.tolist() == [[wrong, "reject"], [right, "add"]]
+    assert stored["at"].nunique() == 1, "one decide call"
+    assert unit_id in row_units(client.get("/?status=changed").text)
+
+
+def test_decisions_from_form_records_only_changes():
+    codings = pd.DataFrame(
+        {
+            "code_id": ["ts.trust", "ts.time", "ts.tenacity"],
+            "status": ["suggested", "accepted", "accepted"],
+            "rank": [1.0, 2.0, None],
+        }
+    )
+    made = decisions_from_form(
+        "u1", codings, {"ts.trust": "", "ts.time": "accept", "ts.tenacity": "reject"}, [], ""
+    )
+    assert made == [NewDecision("u1", "ts.tenacity", "remove", "")]
+    made = decisions_from_form("u1", codings, {}, ["ts.trust", "context.pandemic"], "m")
+    assert made == [
+        NewDecision("u1", "ts.trust", "accept", "m"),
+        NewDecision("u1", "context.pandemic", "add", "m"),
+    ]
+
+
+def test_a_stale_page_gets_409_and_stores_nothing(project_store):
+    unit_id = units_with_suggestions(project_store, 1)[0]
+    code = suggested_codes(project_store, unit_id)[0]
+    ann = client_for(project_store, reviewer="Ann")
+    page = ann.get(f"/unit/{unit_id}").text  # Ann opens the unit...
+    with Store(project_store) as store:  # ...Bob decides on it meanwhile...
+        store.decide("Bob", [NewDecision(unit_id, code, "reject", "not this one")], source="web")
+    response = submit_unit(ann, unit_id, {code: "accept"}, page_html=page)  # ...Ann saves.
+    assert response.status_code == 409
+    assert "This unit changed since you opened it" in response.text
+    assert "Bob" in response.text and "not this one" in response.text
+    stored = decisions_of(project_store)
+    assert stored[["reviewer", "action"]].values.tolist() == [["Bob", "reject"]]
+    # Reopened, the page carries the new version and saving works.
+    assert submit_unit(ann, unit_id, {code: "accept"}).status_code == 200
+    assert decisions_of(project_store)["reviewer"].tolist() == ["Bob", "Ann"]
+
+
+def test_forms_without_the_right_csrf_token_are_refused(project_store):
+    unit_id = units_with_suggestions(project_store, 1)[0]
+    code = suggested_codes(project_store, unit_id)[0]
+    client = client_for(project_store)
+    fields = dict(form_fields(client.get(f"/unit/{unit_id}").text, "unit-form"))
+    fields[f"choice:{code}"] = "accept"
+    missing = {k: v for k, v in fields.items() if k != "csrf"}
+    assert client.post(f"/unit/{unit_id}", data=missing).status_code == 403
+    wrong = {**fields, "csrf": "x" * 43}
+    response = client.post(f"/unit/{unit_id}", data=wrong)
+    assert response.status_code == 403 and "security token" in response.text
+    assert client.post("/reviewer", data={"name": "Mallory"}).status_code == 403
+    no_cookie = TestClient(client.app, base_url=BASE)  # a form from elsewhere, no cookie
+    assert no_cookie.post(f"/unit/{unit_id}", data=fields).status_code == 403
+    assert decisions_of(project_store).empty
+    assert client.post(f"/unit/{unit_id}", data=fields).status_code == 200
+    assert len(decisions_of(project_store)) == 1
+
+
+def test_token_is_required_on_every_request_when_set(project_store):
+    client = TestClient(create_app(project_store, token=TOKEN), base_url=BASE)
+    for path in ("/", "/orphans", "/static/review.js", "/reviewer"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 401, path
+        assert "access token" in response.text
+    assert client.get("/?token=wrong-token-of-some-length").status_code == 403
+    login = client.get("/orphans?token=" + TOKEN, follow_redirects=False)
+    assert login.status_code == 303 and login.headers["location"] == "/orphans"
+    cookie = next(c for c in login.headers.get_list("set-cookie") if c.startswith("qcode_token="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert client.get("/static/review.js").status_code == 200
+    sign_in(client, "Ann")
+    assert client.get("/").status_code == 200
+    stolen = TestClient(client.app, base_url=BASE, cookies={"qcode_token": "x" * len(TOKEN)})
+    assert stolen.get("/").status_code == 403
+    with pytest.raises(ReviewError, match="at least 16 characters"):
+        create_app(project_store, token="short")
+
+
+def test_cookies_are_http_only_and_same_site_strict(project_store):
+    client = TestClient(create_app(project_store), base_url=BASE)
+    first = client.get("/reviewer")
+    csrf = first.headers["set-cookie"]
+    assert csrf.startswith("qcode_csrf=") and "HttpOnly" in csrf and "SameSite=strict" in csrf
+    named = client.post(
+        "/reviewer",
+        data={"csrf": client.cookies["qcode_csrf"], "name": "Zoë Ó", "next": "/"},
+        follow_redirects=False,
+    )
+    reviewer = named.headers["set-cookie"]
+    assert "HttpOnly" in reviewer and "SameSite=strict" in reviewer
+    page = client.get("/").text
+    assert '<strong id="reviewer-name">Zoë Ó</strong>' in page
+    assert "script-src 'self'" in client.get("/").headers["content-security-policy"]
+
+
+def test_reviewer_is_asked_once_and_can_change(project_store):
+    client = TestClient(create_app(project_store), base_url=BASE)
+    unit_id = queue_ids(project_store)[0]
+    asked = client.get(f"/unit/{unit_id}?order=reading", follow_redirects=False)
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/reviewer?next=%2Funit%2F" + unit_id + "%3Forder%3Dreading"
+    form = client.get(asked.headers["location"]).text
+    assert 'name="next" value="/unit/' in form
+    done = client.post(
+        "/reviewer",
+        data={"csrf": client.cookies["qcode_csrf"], "name": "  Ann  ", "next": f"/unit/{unit_id}"},
+    )
+    assert done.url.path == f"/unit/{unit_id}" and ">Ann</strong>" in done.text
+    sign_in(client, "Ann B")
+    assert ">Ann B</strong>" in client.get("/").text
+    empty = client.post("/reviewer", data={"csrf": client.cookies["qcode_csrf"], "name": " "})
+    assert empty.status_code == 400
+    away = client.post(
+        "/reviewer",
+        data={"csrf": client.cookies["qcode_csrf"], "name": "Ann", "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert away.headers["location"] == "/"
+
+
+def _tiny_project(folder: Path, text: str, nlp, encoder, codebook) -> Path:
+    """A project store from one transcript, built with the real stages (as in conftest)."""
+    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from pipeline.embed import embed_texts
+    from pipeline.ingest import read_transcripts
+    from pipeline.segment import segment, units_frame
+    from pipeline.settings import Settings
+
+    (folder / "transcripts").mkdir()
+    write(folder / "transcripts" / "xss.md", text)
+    transcripts, _ = read_transcripts(folder / "transcripts")
+    settings = Settings()
+    units = units_frame(segment(transcripts, nlp, settings), transcripts)
+    vectors, _ = embed_texts(units.loc[embedded_mask(units, settings), "text"].tolist(), encoder)
+    suggestions, best = assign_units(units, vectors, build_prototypes(codebook, encoder), settings)
+    units = units.merge(best, on="unit_id", how="left")
+    path = folder / "project.sqlite"
+    with Store(path) as store:
+        store.record_run({"run_id": "tiny-run"}, transcripts, units, suggestions, codebook)
+    return path
+
+
+def test_transcript_text_and_memos_are_shown_as_text(tmp_path, nlp, encoder, codebook):
+    transcript = (
+        "---\ninterview_id: XSS-01\nrole: Head teacher\nlocal_authority: LA-Z\n"
+        "workstream: LEI\nnetwork: Test network\n---\n\n"
+        "Interviewer: How has the network changed how schools share their work?\n\n"
+        "Participant: We share our plans openly now <script>alert(1)</script> and it built "
+        "real trust between the schools in the network.\n\n"
+        "Interviewer: Thank you, that is really helpful for us.\n"
+    )
+    path = _tiny_project(tmp_path, transcript, nlp, encoder, codebook)
+    client = client_for(path)
+    unit_id = queue_ids(path)[0]
+    for html in (client.get("/").text, client.get(f"/unit/{unit_id}").text):
+        assert "<script>alert(1)</script>" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    submit_unit(client, unit_id, add=("ts.trust",), memo="<script>alert(2)</script>")
+    html = client.get(f"/unit/{unit_id}").text
+    assert "<script>alert(2)" not in html and "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+
+
+def test_blind_mode_shows_each_reviewer_only_their_own_decisions(project_store):
+    unit_id = units_with_suggestions(project_store, 1)[0]
+    code = suggested_codes(project_store, unit_id)[0]
+    bob = client_for(project_store, reviewer="Bob", blind=True)
+    page = bob.get(f"/unit/{unit_id}").text  # Bob opens the unit...
+    with Store(project_store) as store:  # ...Ann codes it independently meanwhile.
+        store.decide("Ann", [NewDecision(unit_id, code, "accept", "Ann's reason")])
+    hidden = bob.get(f"/unit/{unit_id}").text
+    assert "Ann" not in section(hidden, "decisions") and "Ann" not in section(hidden, "codings")
+    assert '<span class="status accepted">' not in hidden
+    assert unit_id in row_units(bob.get("/?status=unreviewed").text)
+    assert unit_id not in row_units(bob.get("/?status=accepted").text)
+    assert "<strong>0</strong> of" in bob.get("/").text and 'name="reviewer"' not in page
+    # Ann's decision does not make Bob's page stale: each codes blind.
+    assert submit_unit(bob, unit_id, {code: "reject"}, page_html=page).status_code == 200
+    assert decisions_of(project_store, "Bob")["action"].tolist() == ["reject"]
+    assert unit_id in row_units(bob.get("/?status=rejected").text)
+    ann = client_for(project_store, reviewer="Ann", blind=True)
+    assert unit_id in row_units(ann.get("/?status=accepted").text)
+    assert "Bob" not in section(ann.get(f"/unit/{unit_id}").text, "decisions")
+    # Without blind mode everybody's decisions are visible.
+    everyone = client_for(project_store, reviewer="Cy").get(f"/unit/{unit_id}").text
+    assert str(escape("Ann's reason")) in everyone and "Bob" in everyone
+
+
+def test_orphans_page_lists_decisions_whose_text_is_gone(project_store, sample_transcripts):
+    with Store(project_store) as store:
+        units, texts = store.units().set_index("unit_id"), store.transcript_texts()
+    unit_id = next(  # a sentence said once, so that removing it leaves no trace
+        u
+        for u in units_with_suggestions(project_store, 1)
+        if texts[units.loc[u, "transcript_id"]].count(units.loc[u, "text"]) == 1
+    )
+    code = suggested_codes(project_store, unit_id)[0]
+    with Store(project_store) as store:
+        store.decide("Ann", [NewDecision(unit_id, code, "accept", "a keeper")])
+        units, suggestions, codebook = store.units(), store.suggestions(), store.codebook()
+        unit = units.set_index("unit_id").loc[unit_id]
+        # The next run's transcript no longer has that sentence.
+        transcripts = [
+            replace(t, text=t.text.replace(unit["text"], "[removed at the interviewee's request]"))
+            if t.transcript_id == unit["transcript_id"]
+            else t
+            for t in sample_transcripts[0]
+        ]
+        store.record_run(
+            {"run_id": "second-run"},
+            transcripts,
+            units[units["unit_id"] != unit_id],
+            suggestions[suggestions["unit_id"] != unit_id],
+            codebook,
+        )
+    client = client_for(project_store)
+    html = client.get("/orphans").text
+    rows = re.search(r'<table class="orphans".*?</table>', html, re.S).group(0)
+    assert str(escape(unit["text"])) in rows
+    assert code in rows and "Ann" in rows and "a keeper" in rows
+    assert "its text is no longer in the transcript" in rows
+    queue = client.get("/").text
+    assert re.search(r'href="/orphans" id="orphans-link">[^<]*<span class="count">1</span>', queue)
+
+
+def test_serve_refuses_other_interfaces_without_a_token(project_store):
+    with pytest.raises(QcodeError, match="without a token") as raised:
+        serve(project_store, host="0.0.0.0")
+    assert isinstance(raised.value, ReviewError) and "--token" in raised.value.message
+    with pytest.raises(ReviewError):
+        serve(project_store, host="192.168.1.20", token="")
+    with pytest.raises(ReviewError, match="no project store"):
+        create_app(project_store.parent / "missing.sqlite")
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["review", "--store", str(project_store), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "[E700]" in result.output and "--token" in result.output
+    helped = runner.invoke(app, ["review", "--help"])
+    assert helped.exit_code == 0 and "--blind" in helped.output
+
+
+def test_requests_addressed_to_other_hosts_are_refused(project_store):
+    """A web page cannot reach the review page by rebinding its own name to 127.0.0.1."""
+    client = TestClient(create_app(project_store), base_url="http://evil.example")
+    assert client.get("/").status_code == 403
+    assert TestClient(create_app(project_store), base_url="http://localhost").get(
+        "/reviewer"
+    ).status_code == (200)
+
+
+def test_errors_are_html_pages_with_their_status(project_store):
+    client = client_for(project_store)
+    missing = client.get("/unit/0000000000000000")
+    assert missing.status_code == 404 and "no unit to review" in missing.text
+    assert missing.headers["content-type"].startswith("text/html")
+    assert client.get("/nothing-here").status_code == 404
+    assert client.get("/static/..%2F..%2Fstore.py").status_code == 404
+    assert client.get("/static/review.css").headers["content-type"].startswith("text/css")
+    assert client.get("/?order=random").status_code == 400
+    assert client.get("/?page=two").status_code == 400
+
+
+def test_queue_neighbours():
+    assert neighbours(["a", "b", "c"], "b") == ("a", "c")
+    assert neighbours(["a", "b", "c"], "a") == (None, "b")
+    assert neighbours(["a"], "z") == (None, None)
+
+
+# -- a real browser --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(project_store) -> Iterator[str]:
+    """The real app served by uvicorn on a free local port, in a background thread."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(project_store), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server, viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def _give_name(page, name: str) -> None:
+    page.goto("/")
+    assert "/reviewer" in page.url
+    page.fill("#name", name)
+    with page.expect_navigation():
+        page.click("#save-name")
+    assert page.inner_text("#reviewer-name") == name
+
+
+def test_browser_review_by_mouse(page, project_store):
+    _give_name(page, "Mouse")
+    unit_id = units_with_suggestions(project_store, 2)[0]
+    first, second = suggested_codes(project_store, unit_id)[:2]
+    added = next(c for c in ("ts.time_pressure", "context.pandemic") if c not in (first, second))
+    # Open the unit from the queue by clicking its row.
+    page.goto("/?order=uncertain")
+    page.click(f'tr[data-unit="{unit_id}"] a.unit-link')
+    page.wait_for_url(f"**/unit/{unit_id}")
+    page.click("label:has(#accept-1)")
+    page.click("label:has(#reject-2)")
+    assert page.is_checked("#accept-1") and page.is_checked("#reject-2")
+    page.click("#code-filter")
+    page.keyboard.type(added.split(".")[1].replace("_", " "))
+    visible = page.locator("#code-list li:visible")
+    assert visible.count() >= 1
+    page.click(f'#code-list input[value="{added}"]')
+    assert page.inner_text("#adding") == f"Adding: {added}"
+    page.fill("#memo", "clicked through")
+    order = queue_ids(project_store)
+    with page.expect_navigation():
+        page.click("#save")
+    assert page.url.endswith(f"/unit/{order[order.index(unit_id) + 1]}")
+    stored = decisions_of(project_store, "Mouse")
+    assert set(zip(stored["code_id"], stored["action"], strict=True)) == {
+        (first, "accept"),
+        (second, "reject"),
+        (added, "add"),
+    }
+    assert set(stored["memo"]) == {"clicked through"} and set(stored["unit_id"]) == {unit_id}
+
+
+KEY_PLAN = ("1", "a", "r", "x")  # accept the first code, accept all, reject all, reject first
+
+
+def test_browser_review_by_keyboard(page, project_store):
+    _give_name(page, "Keys")
+    page.goto("/")
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#help")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")  # start at the first unit of the queue
+    order = queue_ids(project_store)
+    assert page.url.endswith(f"/unit/{order[0]}")
+    with page.expect_navigation():
+        page.keyboard.press("j")
+    assert page.url.endswith(f"/unit/{order[1]}")
+    with page.expect_navigation():
+        page.keyboard.press("k")
+    assert page.url.endswith(f"/unit/{order[0]}")
+
+    expected: dict[str, set[tuple[str, str]]] = {}
+    units = 24
+    started = time.perf_counter()
+    for i in range(units):
+        unit_id = page.get_attribute("#unit-form", "data-unit")
+        codes = page.eval_on_selector_all(
+            "#codings tr[data-row]", "rows => rows.map(r => r.dataset.code)"
+        )
+        assert codes, f"unit {unit_id} has suggestions to review"
+        if i == 5:  # add a code and write a memo, keys only
+            added = next(c for c in ("context.pandemic", "context.resources") if c not in codes)
+            page.keyboard.press("c")
+            page.keyboard.type(added)
+            page.keyboard.press("Enter")  # picks it and hands the keys back
+            assert page.inner_text("#adding") == f"Adding: {added}"
+            page.keyboard.press("m")
+            page.keyboard.type("typed, not clicked")
+            page.keyboard.press("Escape")
+            expected[unit_id] = {(added, "add")}
+        else:
+            key = KEY_PLAN[i % len(KEY_PLAN)]
+            page.keyboard.press(key)
+            accepted = {"1": codes[:1], "a": codes}.get(key, [])
+            rejected = {"r": codes, "x": codes[:1]}.get(key, [])
+            expected[unit_id] = {(c, "accept") for c in accepted} | {
+                (c, "reject") for c in rejected
+            }
+        with page.expect_navigation():
+            page.keyboard.press("s" if i % 2 else "Enter")
+        assert page.url.endswith(f"/unit/{order[i + 1]}")
+    elapsed = time.perf_counter() - started
+
+    rate = units / (elapsed / 60)
+    print(f"keyboard review rate: {rate:.0f} units/min")
+    out = ROOT / ".cache" / "review_rate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "units": units,
+                "seconds": round(elapsed, 2),
+                "units_per_minute": round(rate, 1),
+                "what": "keyboard-only review in headless Chromium (page latency, not reading)",
+            },
+            indent=2,
+        )
+    )
+
+    stored = decisions_of(project_store, "Keys")
+    assert stored["unit_id"].nunique() == units
+    for unit_id, wanted in expected.items():
+        mine = stored[stored["unit_id"] == unit_id]
+        assert set(zip(mine["code_id"], mine["action"], strict=True)) == wanted, unit_id
+    assert set(stored.loc[stored["action"] == "add", "memo"]) == {"typed, not clicked"}
+    assert set(stored["source"]) == {"web"}
