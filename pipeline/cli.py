@@ -337,7 +337,8 @@ def agreement(
     for a, b, result in pairs:
         typer.echo(
             f"{a} vs {b}: {result.segments} units both decided · micro-F1 {result.micro_f1:.3f}"
-            f" · mean kappa {result.mean_kappa:.3f} · exact-set {result.exact_set_accuracy:.3f}"
+            f" · mean kappa {result.mean_kappa:.3f} · Krippendorff's alpha {result.alpha:.3f}"
+            f" · exact-set {result.exact_set_accuracy:.3f}"
         )
 
 
