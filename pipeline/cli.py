@@ -503,6 +503,84 @@ def review(
         fail(error)
 
 
+@app.command("check-privacy")
+def check_privacy(
+    transcripts: Annotated[Path, typer.Argument(help="Folder of transcripts to check.")],
+    names: Annotated[
+        Path | None, typer.Option(help="YAML list of the project's school and place names.")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Project database (false-alarm marks, scan cache).")
+    ] = None,
+    redact_to: Annotated[
+        Path | None, typer.Option(help="Write redacted copies of the transcripts here.")
+    ] = None,
+) -> None:
+    """Find personal data left in transcripts (names, emails, phones, postcodes, schools,
+    places); exits 1 if any is found."""
+    from pipeline.ingest import read_transcripts
+    from pipeline.privacy import (
+        apply_policy,
+        build_analyzer,
+        load_project_names,
+        redacted_source,
+        scan_transcripts,
+    )
+    from pipeline.store import PrivacyMarks, Store
+
+    try:
+        project_names = load_project_names(names)
+        found, problems = read_transcripts(transcripts)
+        project = Store(store) if store is not None else None
+        marks = PrivacyMarks(project) if project is not None else None
+        findings = scan_transcripts(
+            found, lambda: build_analyzer(project_names), project_names, marks
+        )
+    except QcodeError as error:
+        fail(error)
+    for problem in problems:
+        if problem.severity == "skipped":
+            typer.secho(f"Skipped {problem}", fg=typer.colors.YELLOW, err=True)
+    for finding in findings:
+        typer.echo(str(finding))
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
+    typer.echo(f"{len(found)} transcripts checked: {summary} found.")
+    if redact_to is not None:
+        redact_to.mkdir(parents=True, exist_ok=True)
+        for transcript in apply_policy(found, findings, "redact"):
+            (redact_to / f"{transcript.transcript_id}.md").write_text(
+                redacted_source(transcript), encoding="utf-8"
+            )
+        typer.echo(f"Redacted copies: {redact_to}")
+    if findings:
+        raise typer.Exit(code=1)
+
+
+@app.command("false-alarm")
+def false_alarm(
+    text: Annotated[str, typer.Argument(help="The exact text that is not personal data.")],
+    reviewer: Annotated[str, typer.Option(help="Your name: the mark is recorded with it.")],
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    transcript: Annotated[
+        str, typer.Option(help="Only in this interview (default: in all of them).")
+    ] = "*",
+    note: Annotated[str, typer.Option(help="Why it is not personal data.")] = "",
+) -> None:
+    """Mark a privacy finding as a false alarm, so runs leave that text unredacted."""
+    from pipeline.store import PrivacyMarks, Store
+
+    try:
+        with Store(store) as project:
+            PrivacyMarks(project).mark_false_alarm(reviewer, text, transcript, note=note)
+    except QcodeError as error:
+        fail(error)
+    where = "every interview" if transcript == "*" else f"interview {transcript}"
+    typer.echo(f"Recorded: '{text}' is not personal data in {where} (marked by {reviewer}).")
+
+
 def main() -> None:
     try:
         app()

