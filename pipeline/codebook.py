@@ -156,6 +156,8 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
         line = mark.line + 1 if mark else None
         problem = getattr(error, "problem", None) or str(error)
         raise CodebookError(f"not valid YAML ({problem})", path, line) from None
+    except RecursionError:
+        raise CodebookError("the YAML is nested too deeply to be a codebook", path) from None
     if not isinstance(data, dict):
         raise CodebookError("expected a mapping with 'name', 'groups' and 'codes'", path, 1)
     top, code_lines, group_lines = _node_lines(root)
@@ -213,6 +215,13 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
     if not isinstance(renamed, dict):
         raise CodebookError("'renamed' must map old code ids to new ones", path, top.get("renamed"))
     for old, new in renamed.items():
+        if old in seen:
+            raise CodebookError(
+                f"rename '{old}' -> '{new}': '{old}' is still a code; remove it from 'codes' "
+                "or from 'renamed' (a code cannot be renamed and kept)",
+                path,
+                top.get("renamed"),
+            )
         if new not in seen:
             raise CodebookError(
                 f"rename '{old}' -> '{new}' points to a code that does not exist",

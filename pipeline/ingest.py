@@ -20,6 +20,8 @@ import yaml
 from pipeline.errors import Problem, QcodeError, SegmentsFileError, TranscriptError
 
 TRANSCRIPT_SUFFIXES = (".txt", ".md", ".docx", ".vtt")
+# A 45-minute interview is ~50 kB of text (a .docx a few hundred kB); 50 MB is no transcript.
+MAX_BYTES = 50 * 1024 * 1024
 ATTRIBUTES = ("interview_id", "role", "local_authority", "workstream", "network", "date")
 EXPECTED_ATTRIBUTES = ("role", "local_authority", "workstream", "network", "date")
 
@@ -127,27 +129,53 @@ def _decode(data: bytes, path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _stringify(value: object) -> object:
+def _stringify(value: object, depth: int = 0) -> object:
+    """Attribute values as strings. YAML aliases can make a small block expand without limit
+    (the "billion laughs"), so nesting is capped."""
+    if depth > 6:
+        raise ValueError("attributes nested too deeply")
     if isinstance(value, dict):
-        return {str(k): _stringify(v) for k, v in value.items()}
+        return {str(k): _stringify(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_stringify(v) for v in value]
+        if len(value) > 1000:
+            raise ValueError("an attribute holds too many values")
+        return [_stringify(v, depth + 1) for v in value]
     return "" if value is None else str(value)
 
 
+MAX_FRONT_MATTER = 64 * 1024  # attributes are a few lines; more is a pasted document
+
+
 def _parse_yaml_block(block: str, path: Path, first_line: int, what: str) -> dict[str, object]:
+    if len(block) > MAX_FRONT_MATTER:
+        raise TranscriptError(
+            f"the {what} is {len(block) // 1024} kB; attributes are a few short lines "
+            "(is the closing '---' missing?)",
+            path,
+            first_line,
+        )
     try:
+        # Aliases let a few lines expand into millions of values ("billion laughs").
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(block)):
+            raise TranscriptError(
+                f"the {what} uses YAML aliases (*name); write the values out", path, first_line
+            )
         data = yaml.safe_load(block) if block.strip() else {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = first_line + mark.line if mark else first_line
         problem = getattr(error, "problem", None) or "cannot be parsed"
         raise TranscriptError(f"the {what} is not valid YAML ({problem})", path, line) from None
+    except RecursionError:
+        raise TranscriptError(f"the {what} is nested too deeply", path, first_line) from None
     if not isinstance(data, dict):
         raise TranscriptError(
             f"the {what} must be 'key: value' lines (e.g. 'role: Head teacher')", path, first_line
         )
-    return _stringify(data)  # type: ignore[return-value]
+    try:
+        return _stringify(data)  # type: ignore[return-value]
+    except (ValueError, RecursionError) as error:
+        raise TranscriptError(f"the {what} is too complex ({error})", path, first_line) from None
 
 
 def split_front_matter(text: str, path: Path) -> tuple[dict[str, object], str, int]:
@@ -398,6 +426,13 @@ def read_transcript(path: str | Path) -> Transcript:
             f"'{suffix}' files are not read; use {', '.join(TRANSCRIPT_SUFFIXES)}", path
         )
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise TranscriptError(
+                f"the file is {size / 1024 / 1024:.0f} MB; a transcript is far smaller (limit "
+                f"{MAX_BYTES // 1024 // 1024} MB): is it the right file?",
+                path,
+            )
         data = path.read_bytes()
     except OSError as error:
         raise TranscriptError(f"cannot be read ({error.strerror})", path) from None
