@@ -581,6 +581,245 @@ def false_alarm(
     typer.echo(f"Recorded: '{text}' is not personal data in {where} (marked by {reviewer}).")
 
 
+AttributionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Attribution format from attributes, e.g. '{role} – {local_authority} – "
+        "{workstream}' (or Jinja)."
+    ),
+]
+KOption = Annotated[
+    int | None,
+    typer.Option("--k", help="Flag quotes whose attribution fewer than k participants share."),
+]
+
+
+@app.command()
+def quotes(
+    code: Annotated[
+        list[str] | None, typer.Option("--code", help="Quote this code (repeat: any of them).")
+    ] = None,
+    expr: Annotated[
+        str | None,
+        typer.Option(help="Codes with AND, OR, NOT and parentheses, e.g. 'ts.trust AND NOT x'."),
+    ] = None,
+    role: Annotated[list[str] | None, typer.Option(help="Only participants in this role.")] = None,
+    authority: Annotated[
+        list[str] | None, typer.Option(help="Only participants in this local authority.")
+    ] = None,
+    workstream: Annotated[
+        list[str] | None, typer.Option(help="Only participants in this workstream.")
+    ] = None,
+    network: Annotated[
+        list[str] | None, typer.Option(help="Only participants in this network.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many quotes.")] = 5,
+    fmt: Annotated[str, typer.Option("--format", help="md, docx, csv or json.")] = "md",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="File to write (default: print; docx needs it)."),
+    ] = None,
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    include_suggestions: Annotated[
+        bool,
+        typer.Option("--include-suggestions", help="Also quote unreviewed machine suggestions."),
+    ] = False,
+    max_chars: Annotated[
+        int | None, typer.Option(help="Trim longer quotes at a sentence end (default 400).")
+    ] = None,
+    per_participant: Annotated[int, typer.Option(help="At most this many per participant.")] = 1,
+    attribution_format: AttributionOption = None,
+    k: KOption = None,
+    template_dir: Annotated[
+        Path | None, typer.Option(help="Folder of your own templates (quotes.md.j2, quotes.docx).")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+) -> None:
+    """Quotes for a code or a combination of codes, filtered by participant attributes:
+    accepted first, diverse across people, verbatim from the transcripts."""
+    from pipeline.report.batch import quote_bank
+    from pipeline.report.errors import ReportError
+    from pipeline.report.quotes import QuoteRequest
+    from pipeline.report.render import QUOTE_FORMATS, parse_formats, render_quotes, write_atomic
+
+    try:
+        settings = Settings.from_overrides(
+            quote_max_chars=max_chars,
+            attribution_format=attribution_format,
+            k_anonymity=k,
+            template_dir=template_dir,
+            cache_dir=cache_dir,
+        )
+        (chosen,) = parse_formats(fmt, QUOTE_FORMATS)
+        if chosen == "docx" and out is None:
+            raise ReportError("--format docx needs a file to write: add --out quotes.docx")
+        request = QuoteRequest(
+            codes=tuple(code or ()),
+            expr=expr or "",
+            filters={
+                "role": tuple(role or ()),
+                "local_authority": tuple(authority or ()),
+                "workstream": tuple(workstream or ()),
+                "network": tuple(network or ()),
+            },
+            limit=limit,
+            include_suggestions=include_suggestions,
+            max_chars=settings.quote_max_chars,
+            per_participant=per_participant,
+            attribution_format=settings.attribution_format,
+            k=settings.k_anonymity,
+        )
+        result = quote_bank(store, request, settings)
+        data = render_quotes(result, chosen, settings.template_dir)
+    except QcodeError as error:
+        fail(error)
+    if out is not None:
+        write_atomic(out, data)
+    else:
+        sys.stdout.write(data.decode("utf-8-sig"))
+    flagged = sum(q.identifiable for q in result.quotes)
+    typer.echo(
+        f"{len(result.quotes)} quotes of {result.matched_units} matching units "
+        f"({result.matched_participants} participants); {flagged} flagged "
+        f"(k = {request.k}); diversity by {result.diversity}"
+        + (f"; written to {out}" if out is not None else ""),
+        err=True,
+    )
+    for warning in result.warnings:
+        typer.secho(f"Warning: {warning}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def report(
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports.")] = Path(
+        "reports"
+    ),
+    fmt: Annotated[
+        str, typer.Option("--format", help="Comma-separated: md, html, docx.")
+    ] = "md,html,docx",
+    include_suggestions: Annotated[
+        bool,
+        typer.Option(
+            "--include-suggestions", help="Also count unreviewed suggestions (marked as such)."
+        ),
+    ] = False,
+    template_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of your own templates (theme_report.*.j2, theme_report.docx)."),
+    ] = None,
+    attribution_format: AttributionOption = None,
+    k: KOption = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+) -> None:
+    """Draft theme reports from the current state of the store (accepted codings by default):
+    per code and per framework group, with quotes, matrices and charts, in Markdown, HTML and
+    DOCX."""
+    from pipeline.report.batch import draft_reports
+    from pipeline.report.render import FORMATS, parse_formats
+
+    try:
+        settings = Settings.from_overrides(
+            attribution_format=attribution_format,
+            k_anonymity=k,
+            template_dir=template_dir,
+            cache_dir=cache_dir,
+        )
+        formats = parse_formats(fmt, FORMATS)
+        drafts = draft_reports(store, out, formats, include_suggestions, settings)
+    except QcodeError as error:
+        fail(error)
+    basis = (
+        "accepted codings and unreviewed suggestions" if include_suggestions else "accepted codings"
+    )
+    typer.echo(f"Draft theme report from {basis}:")
+    for path in drafts.paths:
+        if path.parent == out:
+            typer.echo(f"  {path}")
+    for warning in drafts.warnings:
+        typer.secho(f"Warning: {warning}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command("export-qdpx")
+def export_qdpx_command(
+    out: Annotated[Path, typer.Argument(help="REFI-QDA project file to write (.qdpx).")],
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    include_suggestions: Annotated[
+        bool,
+        typer.Option(
+            "--include-suggestions",
+            help="Also export unreviewed machine suggestions, under the machine coder's user.",
+        ),
+    ] = False,
+) -> None:
+    """Write the project for NVivo, ATLAS.ti, MAXQDA or QualCoder: interviews, codebook,
+    reviewers' accepted codings and memos, participant attributes as cases. The file is checked
+    against the REFI-QDA schema first; an invalid one is never written."""
+    from pipeline.interop.refi import export_qdpx, open_project
+
+    try:
+        with open_project(store) as project:
+            result = export_qdpx(project, out, include_suggestions)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(result.summary())
+
+
+@app.command("import-qdpx")
+def import_qdpx_command(
+    qdpx: Annotated[Path, typer.Argument(help="REFI-QDA project from another tool (.qdpx).")],
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be recorded; write nothing.")
+    ] = False,
+) -> None:
+    """Record another tool's codings as reviewers' decisions (each tool user is a reviewer),
+    so agreement can be measured here. Codes and spans that do not fit are listed."""
+    from pipeline.interop.refi import import_qdpx, open_project
+
+    try:
+        with open_project(store) as project:
+            report = import_qdpx(project, qdpx, dry_run)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(report.summary())
+
+
+@app.command("export-qdc")
+def export_qdc_command(
+    out: Annotated[Path, typer.Argument(help="REFI-QDA codebook file to write (.qdc).")],
+    codebook: CodebookOption,
+) -> None:
+    """Write a codebook as a REFI-QDA codebook: groups as parent codes, definitions, include,
+    exclude and examples in each code's description."""
+    from pipeline.codebook import load_codebook
+    from pipeline.interop.qdc import export_qdc
+
+    try:
+        book = load_codebook(codebook)
+        path = export_qdc(book, out)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(f"Wrote {path}: {len(book.codes)} codes in {len(book.groups)} groups.")
+
+
+@app.command("import-qdc")
+def import_qdc_command(
+    qdc: Annotated[
+        Path, typer.Argument(help="REFI-QDA codebook (.qdc), or a project (.qdpx/.qde).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Codebook YAML to write.")],
+) -> None:
+    """Turn another tool's codebook into a qcode codebook (YAML), saying what it had to guess."""
+    from pipeline.interop.qdc import import_qdc
+
+    try:
+        result = import_qdc(qdc, out)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(result.summary())
+
+
 def main() -> None:
     try:
         app()

@@ -592,6 +592,17 @@ def orphans_page(request: Request, store: StoreDep) -> HTMLResponse:
     return render(request, "orphans.html", orphans=records(orphans), orphan_count=len(orphans))
 
 
+@router.get("/quotes", response_class=HTMLResponse)
+def quotes_page(request: Request) -> HTMLResponse:
+    """The quote bank (as ``qcode quotes``); in blind mode from the reviewer's own decisions."""
+    from pipeline.review.quotes import quotes_context
+
+    config = settings(request)
+    scope = reviewer_of(request) if config.blind else None
+    context = quotes_context(config.store_path, request.query_params, scope)
+    return render(request, "quotes.html", status=400 if context["problem"] else 200, **context)
+
+
 @router.get("/favicon.ico")
 def favicon() -> Response:
     """No icon: an empty answer keeps browsers from logging a 404 on every page."""

@@ -1,4 +1,4 @@
-"""Report: a draft summary per code, with prevalence, quotes and attributions.
+"""Summaries: a draft summary per code, with prevalence, quotes and attributions.
 
 Summaries are computed from a table of codings (today the machine's suggestions; once reviewers
 have decided, the current state) and rendered with Jinja. Users can point ``template_dir`` at a
@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 
 from pipeline.codebook import Code, Codebook
+from pipeline.report.attribution import SUMMARY_FORMAT, attribution_text
 
 DRAFT_BANNER = "DRAFT - FOR HUMAN REVIEW"
 
@@ -50,24 +51,27 @@ def quantifier(count: int, total: int) -> str:
     return "a few"
 
 
-def attribution(attributes: dict[str, str]) -> str:
+def attribution(attributes: dict[str, str], fmt: str = SUMMARY_FORMAT) -> str:
     """'Head teacher, LA-C, LEI workstream', built from attributes only, never names."""
-    parts = [attributes.get("role", ""), attributes.get("local_authority", "")]
-    if attributes.get("workstream"):
-        parts.append(f"{attributes['workstream']} workstream")
-    text = ", ".join(p for p in parts if p)
-    return text or "Participant"
+    return attribution_text(attributes, fmt)
+
+
+def trim_length(text: str, max_chars: int) -> int:
+    """How much of ``text`` to keep: all of it, else up to the last sentence end that fits
+    (or a word boundary). The kept part is always a prefix of the source text."""
+    if len(text) <= max_chars:
+        return len(text)
+    ends = [m.end() for m in SENTENCE_END.finditer(text) if m.end() <= max_chars]
+    if ends and ends[-1] >= max_chars // 3:
+        return ends[-1]
+    cut = text.rfind(" ", 0, max_chars)
+    return len(text[: cut if cut > 0 else max_chars].rstrip(" ,;:"))
 
 
 def trim_quote(text: str, max_chars: int) -> str:
     """Cut a long quote at a sentence end (or a word) and mark the cut with [...]."""
-    if len(text) <= max_chars:
-        return text
-    ends = [m.end() for m in SENTENCE_END.finditer(text) if m.end() <= max_chars]
-    if ends and ends[-1] >= max_chars // 3:
-        return text[: ends[-1]] + " [...]"
-    cut = text.rfind(" ", 0, max_chars)
-    return text[: cut if cut > 0 else max_chars].rstrip(" ,;:") + " [...]"
+    kept = trim_length(text, max_chars)
+    return text if kept == len(text) else text[:kept] + " [...]"
 
 
 @dataclass
