@@ -436,6 +436,17 @@ def test_token_is_required_on_every_request_when_set(project_store):
         create_app(project_store, token="short")
 
 
+def test_wrong_tokens_are_rate_limited(project_store):
+    """Guessing the token: after 10 wrong tries a minute the client is refused outright."""
+    client = TestClient(create_app(project_store, token=TOKEN), base_url=BASE)
+    for _ in range(10):
+        assert client.get("/?token=wrong-token-of-some-length").status_code == 403
+    refused = client.get("/?token=" + TOKEN, follow_redirects=False)
+    assert refused.status_code == 429 and "Too many wrong access tokens" in refused.text
+    other = TestClient(create_app(project_store, token=TOKEN), base_url=BASE)
+    assert other.get("/orphans?token=" + TOKEN, follow_redirects=False).status_code == 303
+
+
 def test_cookies_are_http_only_and_same_site_strict(project_store):
     client = TestClient(create_app(project_store), base_url=BASE)
     first = client.get("/reviewer")

@@ -12,8 +12,10 @@ import ipaddress
 import math
 import re
 import secrets
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, unquote, urlencode
@@ -32,6 +34,7 @@ from pipeline.review.errors import (
     NotFound,
     NotLoggedIn,
     ReviewError,
+    TooManyAttempts,
     UnitChanged,
     WebError,
 )
@@ -76,6 +79,33 @@ SECURITY_HEADERS = {
 }
 
 
+class LoginThrottle:
+    """Wrong access tokens per client: after ``limit`` in ``window`` seconds the client is
+    refused (429), right token or not, until the window has passed. Guessing is then hopeless
+    even for a short token."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0):
+        self.limit, self.window = limit, window
+        self.failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str) -> deque[float]:
+        now = time.monotonic()
+        times = self.failures.setdefault(client, deque())
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return times
+
+    def check(self, client: str) -> None:
+        if len(self._recent(client)) >= self.limit:
+            raise TooManyAttempts(
+                "too many wrong access tokens from this computer: wait a minute and use the link "
+                "you were given"
+            )
+
+    def failed(self, client: str) -> None:
+        self._recent(client).append(time.monotonic())
+
+
 @dataclass(frozen=True)
 class ReviewConfig:
     """Everything a request needs besides itself; one per app."""
@@ -86,6 +116,7 @@ class ReviewConfig:
     templates: jinja2.Environment
     snapshots: SnapshotCache
     static: dict[str, tuple[bytes, str]]
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -204,9 +235,12 @@ def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
         if not is_loopback(request.url.hostname or ""):
             raise Forbidden("this review page only answers requests addressed to 127.0.0.1")
     else:
+        client = request.client.host if request.client else "unknown"
+        config.throttle.check(client)
         sent = request.query_params.get("token")
         if sent is not None:
             if not _same(sent, config.token):
+                config.throttle.failed(client)
                 raise Forbidden("this access token is wrong: ask for the link again")
             url = request.url.remove_query_params("token")
             response = RedirectResponse(url.path + (f"?{url.query}" if url.query else ""), 303)
@@ -219,6 +253,7 @@ def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
                 "was printed when the page was started"
             )
         if not _same(cookie, config.token):
+            config.throttle.failed(client)
             raise Forbidden("your access token is no longer valid: open the link with ?token=...")
     if (
         request.method == "GET"

@@ -45,6 +45,11 @@ class Forbidden(WebError):
     title = "Not allowed"
 
 
+class TooManyAttempts(WebError):
+    status = 429
+    title = "Too many wrong access tokens"
+
+
 class NotFound(WebError):
     status = 404
     title = "Not found"
