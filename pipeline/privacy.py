@@ -533,3 +533,66 @@ def measure_detection(folder: Path) -> dict[str, dict]:
             "false_alarms": [f.text for f in flagged if f not in true],
         }
     return report
+
+
+_ANALYZERS: dict[str, Any] = {}
+
+
+def shared_analyzer(names: ProjectNames) -> Any:
+    """One analyzer per process and list of names (it loads a spaCy model)."""
+    key = scan_config(names)
+    if key not in _ANALYZERS:
+        _ANALYZERS[key] = build_analyzer(names)
+    return _ANALYZERS[key]
+
+
+def check_before_coding(
+    transcripts: list[Transcript], policy: str, names_path: Path | None, store_path: Path
+) -> tuple[list[Transcript], list[Finding], dict]:
+    """The flow's privacy step: scan (cached per transcript in the store), then apply the policy.
+
+    Returns the transcripts to code, the findings, and a summary for the run manifest (kinds
+    and counts only: the manifest is an output and must not carry the flagged text).
+    """
+    check_policy(policy)
+    if policy == "off":
+        return transcripts, [], {"policy": "off"}
+    from pipeline.store import PrivacyMarks, Store
+
+    names = load_project_names(names_path)
+    with Store(store_path) as store:
+        findings = scan_transcripts(
+            transcripts, lambda: shared_analyzer(names), names, PrivacyMarks(store)
+        )
+    to_code = apply_policy(transcripts, findings, policy)
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+    summary = {
+        "policy": policy,
+        "findings": len(findings),
+        "by_kind": counts,
+        "redacted_transcripts": sorted({f.transcript_id for f in findings}),
+    }
+    return to_code, findings, summary
+
+
+def findings_table(findings: list[Finding]) -> Any:
+    """Findings for the run folder: where and what kind, with the text itself masked."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "transcript_id": f.transcript_id,
+                "path": f.path,
+                "line": f.line,
+                "kind": f.kind,
+                "start": f.start,
+                "end": f.end,
+                "snippet": masked_snippet(f),
+            }
+            for f in findings
+        ],
+        columns=["transcript_id", "path", "line", "kind", "start", "end", "snippet"],
+    )
