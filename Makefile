@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # torch's CPU wheel lies on disk here; without this, pip would fetch a multi-GB CUDA build.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python -m bench.run --pages 700 7000
+
+bench-quick: setup
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .cache .prefect .pytest_cache .ruff_cache

@@ -1,47 +1,232 @@
 """The coding flow: transcripts in, coded units and draft summaries out.
 
-One Prefect task per stage (never one per unit). Heavy components (spaCy, the encoder) are
-loaded once per process by cached factories and passed into the stages.
+One Prefect task per stage (ingest, segment, prototypes, write outputs) and one per chunk of a
+few thousand units for embedding and assignment (``pipeline.chunks``), never one per unit.
+Heavy components (spaCy, the encoder) are loaded once per process by cached factories, and only
+when something is not in the caches: a re-run with nothing new loads neither. With
+``task_runner=dask`` the chunks run on a Dask cluster through prefect-dask.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
+import hashlib
+import inspect
+import json
+import sqlite3
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import Flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.assign import assign_units, build_prototypes, embedded_mask
-from pipeline.classify import TrainedCoder
+from pipeline.assign import Prototypes, build_prototypes, embedded_mask
+from pipeline.chunks import CHUNK_COLUMNS, ChunkResult, code_chunk, combine, plan_chunks
 from pipeline.codebook import Codebook, load_codebook
 from pipeline.decisions import current_codings, resolve_anchors, review_counts
-from pipeline.embed import EmbeddingCache, SentenceTransformerEncoder, embed_texts, load_encoder
+from pipeline.embed import (
+    EmbeddingCache,
+    SentenceTransformerEncoder,
+    cache_namespace,
+    default_precision,
+    load_encoder,
+)
 from pipeline.errors import Problem
-from pipeline.ingest import Transcript, read_transcripts
-from pipeline.outputs import build_manifest, new_run_id, write_run
+from pipeline.ingest import Transcript, find_transcripts, read_transcripts
+from pipeline.outputs import build_manifest, inputs_key, new_run_id, reusable_run, write_run
+from pipeline.privacy import (
+    Finding,
+    check_before_coding,
+    findings_table,
+    masked_snippet,
+    write_redacted_copies,
+)
 from pipeline.report import build_summaries, render_summaries
-from pipeline.segment import load_sentencizer, segment, units_frame
+from pipeline.segment import SentenceCache, load_sentencizer, segment, units_frame
 from pipeline.settings import Settings
 from pipeline.store import Store
 
+if TYPE_CHECKING:
+    from pipeline.classify import TrainedCoder
 
-@lru_cache(maxsize=2)
-def get_encoder(model: str) -> SentenceTransformerEncoder:
-    return load_encoder(model)
+
+# At exit, let the interpreter skip its final garbage-collection sweep over the millions of
+# objects torch, spaCy and pandas leave behind: 1.6-1.8 s of every `qcode run` here, for
+# memory the operating system takes back anyway.
+atexit.register(gc.freeze)
+
+_factory_lock = threading.Lock()  # a preloading thread and the flow may ask at once
+
+
+def get_encoder(model: str, precision: str | None = None) -> SentenceTransformerEncoder:
+    """The encoder for this process (a Dask worker too): built once, model loaded on first use."""
+    with _factory_lock:
+        return _encoder(model, precision or default_precision())
+
+
+@lru_cache(maxsize=4)
+def _encoder(model: str, precision: str) -> SentenceTransformerEncoder:
+    return load_encoder(model, precision=precision, lazy=True)
+
+
+_spacy_lock = threading.Lock()
+
+
+def get_sentencizer() -> Any:
+    with _spacy_lock:
+        return _sentencizer()
 
 
 @lru_cache(maxsize=1)
-def get_sentencizer() -> Any:
+def _sentencizer() -> Any:
     return load_sentencizer()
 
 
 def default_cache_dir() -> Path:
     return Path.cwd() / ".cache"
+
+
+_preloads: dict[str, threading.Thread] = {}
+
+
+def preload(settings: Settings, sentencizer: bool = False) -> None:
+    """Load the model (and spaCy, if asked) in background threads, so that loading overlaps
+    other work: the temporary Prefect server's start, or spaCy on new paragraphs. Errors
+    surface where the flow itself needs them."""
+    jobs: dict[str, Callable[[], object]] = {}
+    if settings.task_runner == "local":  # Dask workers load their own model
+        encoder = get_encoder(settings.model, settings.precision)
+        jobs[f"encoder {settings.model} {settings.precision}"] = lambda: encoder.model
+    if sentencizer:
+        jobs["sentencizer"] = get_sentencizer
+    for name, job in jobs.items():
+        if name not in _preloads:
+            thread = threading.Thread(
+                target=_quietly, args=(job,), name=f"qcode-preload {name}", daemon=True
+            )
+            thread.start()
+            _preloads[name] = thread
+
+
+def _quietly(job: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        job()
+
+
+def _finish_preloads() -> None:
+    while _preloads:
+        _preloads.popitem()[1].join()
+
+
+def models_likely_needed(transcripts_dir: Path, out_dir: Path, settings: Settings) -> bool:
+    """A cheap guess made before the flow starts: do the transcripts (bytes) or settings differ
+    from the last run's in ``out_dir``? Only decides whether to preload; never what is run."""
+    latest = out_dir / "LATEST"
+    if not latest.is_file():
+        return True
+    manifest_path = out_dir / latest.read_text(encoding="utf-8").strip() / "manifest.json"
+    if not manifest_path.is_file():
+        return True
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("settings") != json.loads(settings.model_dump_json()):
+        return True
+    before = {(Path(i["path"]).name, i["sha256"]) for i in manifest.get("inputs", [])}
+    now = {
+        (p.name, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in find_transcripts(transcripts_dir)
+    }
+    return now != before
+
+
+class CodingFlow(Flow):
+    """The coding flow, plus a head start: when the transcripts or settings differ from the
+    last run's, spaCy and the encoder load in a background thread while Prefect's temporary
+    server starts (3-5 s here), instead of after it. Runs it starts are ordinary Prefect flow
+    runs, on the same temporary server Prefect would start."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(Exception):  # a head start only, never in the run's way
+            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = bound.arguments.get("settings")
+            settings = (
+                given if isinstance(given, Settings) else Settings.model_validate(given or {})
+            )
+            out = Path(bound.arguments.get("out_dir") or "outputs")
+            if models_likely_needed(Path(bound.arguments["transcripts_dir"]), out, settings):
+                server = _temporary_server()  # imported before the loading thread competes
+                preload(settings, sentencizer=True)
+                if server is not None:
+                    server.start()  # the one Prefect itself would start; it finds it running
+        return super().__call__(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _api_url_for_workers() -> Any:
+    """Dask workers in other processes must report to this run's Prefect API: name the
+    temporary server's address explicitly (Prefect leaves it unset in ephemeral mode)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    if not server.running:
+        yield
+        return
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield
+
+
+def _temporary_server() -> Any:
+    """Prefect's temporary server for this process, when Prefect would start one (no API URL
+    set, not inside a flow run); None otherwise."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() or FlowRunContext.get() is not None:
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    return SubprocessASGIServer()
+
+
+def store_state(path: Path) -> tuple[str, str | None]:
+    """(what reviewers have done, the latest run id) in a project store, read-only and cheap:
+    the count and newest id of each append-only table of people's input."""
+    if not path.is_file():
+        return "", None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        parts = []
+        for table in sorted(tables & {"decisions", "privacy_false_alarms"}):
+            count, newest = db.execute(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone()
+            if count:  # an empty table reads as no store at all
+                parts.append(f"{table}:{count}:{newest}")
+        latest = None
+        if "runs" in tables:
+            row = db.execute(
+                "SELECT run_id FROM runs ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+            latest = row[0] if row else None
+        return ";".join(parts), latest
+    except sqlite3.DatabaseError:
+        return "unreadable", None
+    finally:
+        db.close()
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -59,58 +244,197 @@ def ingest_task(folder: Path, on_error: str) -> tuple[list[Transcript], list[Pro
 
 
 @task(name="segment", cache_policy=NO_CACHE)
-def segment_task(transcripts: list[Transcript], settings: Settings) -> pd.DataFrame:
-    units = units_frame(segment(transcripts, get_sentencizer(), settings), transcripts)
+def segment_task(
+    transcripts: list[Transcript], settings: Settings, cache_dir: Path
+) -> pd.DataFrame:
+    def sentencizer() -> Any:  # called only when some paragraph is new
+        preload(settings)  # new text: the model will be needed too
+        return get_sentencizer()
+
+    cache = SentenceCache(cache_dir / "sentences.sqlite")
+    try:
+        units = units_frame(segment(transcripts, sentencizer, settings, cache), transcripts)
+    finally:
+        cache.close()
     get_run_logger().info("segment: %d units (%d to code)", len(units), int(units["codable"].sum()))
     return units
 
 
-@task(name="embed", cache_policy=NO_CACHE)
-def embed_task(texts: list[str], settings: Settings, cache_dir: Path) -> tuple[Any, int]:
+@task(name="encode", cache_policy=NO_CACHE)
+def encode_task(texts: list[str], settings: Settings) -> np.ndarray:
+    """Encode texts where this task runs (a Dask worker: its own copy of the model)."""
+    return get_encoder(settings.model, settings.precision).encode(texts, settings.batch_size)
+
+
+class _RunnerEncoder:
+    """The encoder protocol, with the encoding done by a task on the task runner's cluster."""
+
+    def __init__(self, local: SentenceTransformerEncoder, settings: Settings, runner: Any):
+        self.name, self.fingerprint = local.name, local.fingerprint
+        self.precision, self.scheme = local.precision, local.scheme
+        self.settings, self.runner = settings, runner
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        parameters = {"texts": texts, "settings": self.settings}
+        return self.runner.submit(encode_task, parameters=parameters).result()
+
+
+def _prototypes(codebook: Codebook, settings: Settings, cache_dir: Path, runner: Any) -> Prototypes:
+    encoder: Any = get_encoder(settings.model, settings.precision)
+    if runner is not None:
+        encoder = _RunnerEncoder(encoder, settings, runner)
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
+    try:
+        return build_prototypes(codebook, encoder, cache, settings.batch_size)
+    finally:
+        cache.close()
+
+
+@task(name="prototypes", cache_policy=NO_CACHE)
+def prototypes_task(codebook: Codebook, settings: Settings, cache_dir: Path) -> Prototypes:
+    """Each code's definition and examples, embedded (from the cache when seen before)."""
+    return _prototypes(codebook, settings, cache_dir, None)
+
+
+@task(name="embed and assign", cache_policy=NO_CACHE)
+def code_chunk_task(
+    chunk: pd.DataFrame,
+    cached: dict[str, np.ndarray],
+    prototypes: Prototypes,
+    settings: Settings,
+    coder: TrainedCoder | None,
+) -> ChunkResult:
+    """One chunk: embed its texts missing from the cache, then suggest codes for its units."""
+    return code_chunk(
+        chunk,
+        cached,
+        prototypes,
+        settings,
+        lambda: get_encoder(settings.model, settings.precision),
+        coder,
+    )
+
+
+def _code_chunks(
+    embedded: pd.DataFrame,
+    prototypes: Prototypes,
+    settings: Settings,
+    cache_dir: Path,
+    coder: TrainedCoder | None,
+    runner: Any = None,
+) -> tuple[list[ChunkResult], float]:
+    """Code every chunk in order; returns the results and the seconds spent on the cache.
+
+    The flow looks up cached vectors and saves new ones, so workers never touch the disk.
+    With a ``runner`` (prefect-dask's) a few chunks per worker are in flight at once; memory
+    stays bounded by the chunks in flight, never the whole corpus.
+    """
     logger = get_run_logger()
-    encoder = get_encoder(settings.model)
+    namespace = cache_namespace(get_encoder(settings.model, settings.precision))
     cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
-    try:
-        vectors, encoded = embed_texts(
-            texts,
-            encoder,
-            cache,
-            settings.batch_size,
-            progress=lambda done, total: logger.info("embed: %d of %d new texts", done, total),
+    chunks = plan_chunks(embedded, settings.chunk_size)
+    results: list[ChunkResult] = []
+    pending: deque = deque()
+    cache_s = 0.0
+    window = 8 if runner is not None else 1
+
+    def collect(result: ChunkResult) -> None:
+        nonlocal cache_s
+        clock = time.perf_counter()
+        if result.new_texts:
+            cache.save(namespace, result.new_texts, result.new_vectors)
+        result.new_vectors = result.new_vectors[:0]
+        results.append(result)
+        cache_s += time.perf_counter() - clock
+        encoded = sum(len(r.new_texts) for r in results)
+        logger.info(
+            "embed and assign: %d of %d chunks (%d texts encoded)",
+            len(results),
+            len(chunks),
+            encoded,
         )
-    finally:
-        cache.close()
-    logger.info(
-        "embed: %d units, %d newly embedded, %d from cache",
-        len(texts),
-        encoded,
-        len(texts) - encoded,
-    )
-    return vectors, encoded
 
-
-@task(name="assign", cache_policy=NO_CACHE)
-def assign_task(
-    units: pd.DataFrame, vectors: Any, codebook: Codebook, settings: Settings, cache_dir: Path
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    encoder = get_encoder(settings.model)
-    cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
     try:
-        prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+        for start, stop in chunks:
+            part = embedded.iloc[start:stop]
+            clock = time.perf_counter()
+            cached = cache.lookup(namespace, part["text"].tolist())
+            cache_s += time.perf_counter() - clock
+            args = {
+                "chunk": part,
+                "cached": cached,
+                "prototypes": prototypes,
+                "settings": settings,
+                "coder": coder,
+            }
+            if runner is not None:
+                pending.append(runner.submit(code_chunk_task, parameters=args))
+                while len(pending) >= window:
+                    collect(pending.popleft().result())
+            else:
+                collect(code_chunk_task(**args))
+        while pending:
+            collect(pending.popleft().result())
     finally:
         cache.close()
-    coder = None
-    if settings.classifier is not None:
-        coder = TrainedCoder.load(settings.classifier)
-        coder.check_fits(codebook.ids, encoder.fingerprint, settings.classifier)
-    suggestions, best = assign_units(units, vectors, prototypes, settings, coder)
-    get_run_logger().info(
-        "assign: %d suggestions on %d of %d units",
-        len(suggestions),
-        suggestions["unit_id"].nunique(),
-        int(units["codable"].sum()),
+    return results, cache_s
+
+
+@task(name="reuse check", cache_policy=NO_CACHE)
+def reuse_task(
+    transcripts: list[Transcript],
+    problems: list[Problem],
+    codebook: Codebook,
+    settings: Settings,
+    model_fingerprint: str,
+    out_root: Path,
+    store_path: Path,
+) -> tuple[str, Path | None]:
+    """The inputs key of this run, and the newest run folder if it was made from exactly the
+    same inputs (nothing changed: its outputs stand, and nothing is rewritten)."""
+    state, latest = store_state(store_path)
+    key = inputs_key(transcripts, problems, codebook, settings, model_fingerprint, state)
+    reused = reusable_run(out_root, key, latest)
+    if reused is not None:
+        get_run_logger().info(
+            "nothing changed since run %s (transcripts, codebook, settings, model, reviewers' "
+            "decisions): its outputs stand; nothing was recomputed or rewritten",
+            reused.name,
+        )
+    return key, reused
+
+
+@task(name="privacy check", cache_policy=NO_CACHE)
+def privacy_task(
+    transcripts: list[Transcript], settings: Settings, store_path: Path, out_dir: Path
+) -> tuple[list[Transcript], list[Finding], dict]:
+    """Find personal data; code the redacted text (or stop), as the privacy policy says."""
+    logger = get_run_logger()
+    if settings.privacy != "off":
+        # The analyzer imports spaCy; a preload thread may be importing it too, and two threads
+        # importing one package at once can break the import.
+        _finish_preloads()
+    to_code, findings, summary = check_before_coding(
+        transcripts, settings.privacy, settings.privacy_names, store_path
     )
-    return suggestions, best
+    for finding in findings:
+        # The log shows where and what kind, not the text: logs are kept by Prefect.
+        logger.warning(
+            'privacy: %s, line %d: %s in "%s"',
+            finding.path,
+            finding.line,
+            finding.kind,
+            masked_snippet(finding, findings),
+        )
+    if findings:
+        logger.warning(
+            "privacy: %d likely pieces of personal data; coding the redacted text. See them "
+            "with 'qcode check-privacy', mark false alarms with 'qcode false-alarm'.",
+            len(findings),
+        )
+        if settings.privacy == "redact":
+            logger.info("privacy: redacted copies in %s", write_redacted_copies(to_code, out_dir))
+    return to_code, findings, summary
 
 
 @task(name="write outputs", cache_policy=NO_CACHE)
@@ -124,6 +448,7 @@ def write_task(
     codebook: Codebook,
     settings: Settings,
     store_path: Path,
+    extra_tables: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Reconcile reviewers' decisions with this run, write the run folder, record the run."""
     logger = get_run_logger()
@@ -150,7 +475,7 @@ def write_task(
             suggestions,
             manifest,
             render,
-            tables={"codings": codings, "orphaned_decisions": orphaned},
+            tables={"codings": codings, "orphaned_decisions": orphaned, **(extra_tables or {})},
             before_commit=lambda: store.record_run(
                 manifest, transcripts, units, suggestions, codebook
             ),
@@ -167,7 +492,6 @@ def write_task(
     return run_dir
 
 
-@flow(name="code-transcripts", log_prints=True)
 def code_transcripts(
     transcripts_dir: Path,
     codebook_path: Path,
@@ -178,27 +502,70 @@ def code_transcripts(
     settings = settings or Settings()
     started = datetime.now(UTC)
     timings: dict[str, float] = {}
-    cache_dir = settings.cache_dir or default_cache_dir()
+    cache_dir = Path(settings.cache_dir or default_cache_dir())
 
     clock = time.perf_counter()
     codebook = load_codebook(codebook_path)
     transcripts, problems = ingest_task(Path(transcripts_dir), settings.on_error)
     timings["ingest"] = time.perf_counter() - clock
 
+    encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
+    store_path = Path(settings.store or Path(out_dir) / "project.sqlite")
+    key, reused = reuse_task(
+        transcripts, problems, codebook, settings, encoder.fingerprint, Path(out_dir), store_path
+    )
+    if reused is not None:
+        _finish_preloads()  # only if a head start guessed wrong
+        return reused
+
     clock = time.perf_counter()
-    units = segment_task(transcripts, settings)
+    transcripts, findings, privacy = privacy_task(transcripts, settings, store_path, Path(out_dir))
+    timings["privacy"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    units = segment_task(transcripts, settings, cache_dir)
     timings["segment"] = time.perf_counter() - clock
+    coder = None
+    if settings.classifier is not None:
+        from pipeline.classify import TrainedCoder
 
+        coder = TrainedCoder.load(settings.classifier)
+        coder.check_fits(codebook.ids, encoder.fingerprint, settings.classifier)
+    embedded = units.loc[embedded_mask(units, settings), CHUNK_COLUMNS].reset_index(drop=True)
     clock = time.perf_counter()
-    texts = units.loc[embedded_mask(units, settings), "text"].tolist()
-    vectors, encoded = embed_task(texts, settings, cache_dir)
-    timings["embed"] = time.perf_counter() - clock
+    if settings.task_runner == "dask":
+        from pipeline.chunks import dask_task_runner
 
-    clock = time.perf_counter()
-    suggestions, best = assign_task(units, vectors, codebook, settings, cache_dir)
-    timings["assign"] = time.perf_counter() - clock
+        # Chunks (and any new prototype texts) become tasks on the cluster; this flow keeps
+        # the caches, the order of results and everything else.
+        with _api_url_for_workers(), dask_task_runner(settings) as runner:
+            prototypes = _prototypes(codebook, settings, cache_dir, runner)
+            prototype_s = time.perf_counter() - clock
+            results, cache_s = _code_chunks(
+                embedded, prototypes, settings, cache_dir, coder, runner
+            )
+    else:
+        prototypes = prototypes_task(codebook, settings, cache_dir)
+        prototype_s = time.perf_counter() - clock
+        results, cache_s = _code_chunks(embedded, prototypes, settings, cache_dir, coder)
+    stage_s = time.perf_counter() - clock
+    _finish_preloads()
+    suggestions, best = combine(results)
+    encoded = sum(len(r.new_texts) for r in results)
+    timings["embed"] = prototype_s + cache_s + sum(r.embed_s for r in results)
+    timings["assign"] = sum(r.assign_s for r in results)
+    get_run_logger().info(
+        "embed: %d units, %d newly embedded, %d from cache; assign: %d suggestions on %d of %d "
+        "units (%d chunks)",
+        len(embedded),
+        encoded,
+        len(embedded) - encoded,
+        len(suggestions),
+        suggestions["unit_id"].nunique() if len(suggestions) else 0,
+        int(units["codable"].sum()),
+        len(results),
+    )
 
-    encoder = get_encoder(settings.model)
     units = units.merge(best, on="unit_id", how="left")
     located = suggestions.merge(units[["unit_id", "transcript_id", "start", "end"]], on="unit_id")
     run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
@@ -209,19 +576,40 @@ def code_transcripts(
         problems,
         codebook,
         settings,
-        {"name": encoder.name, "fingerprint": encoder.fingerprint, "setting": settings.model},
+        {
+            "name": encoder.name,
+            "fingerprint": encoder.fingerprint,
+            "setting": settings.model,
+            "precision": settings.precision,
+        },
         units,
         located,
         timings,
         encoded,
     )
-    if settings.classifier is not None:
-        manifest["classifier"] = {
-            "path": str(settings.classifier),
-            **TrainedCoder.load(settings.classifier).info,
-        }
-    store_path = settings.store or Path(out_dir) / "project.sqlite"
+    manifest["inputs_key"] = key
+    manifest["execution"] = {
+        "task_runner": settings.task_runner,
+        "dask_address": settings.dask_address,
+        "chunks": len(results),
+        "embed_and_assign_wall_s": round(stage_s, 3),
+    }
+    if coder is not None:
+        manifest["classifier"] = {"path": str(settings.classifier), **coder.info}
+    manifest["privacy"] = privacy
     run_dir = write_task(
-        Path(out_dir), run_id, transcripts, units, located, manifest, codebook, settings, store_path
+        Path(out_dir),
+        run_id,
+        transcripts,
+        units,
+        located,
+        manifest,
+        codebook,
+        settings,
+        store_path,
+        {"privacy_findings": findings_table(findings)},
     )
     return run_dir
+
+
+code_transcripts = CodingFlow(code_transcripts, name="code-transcripts", log_prints=True)

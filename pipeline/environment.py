@@ -15,6 +15,10 @@ OFFLINE_DEFAULTS = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # torch's OpenMP threads sleep instead of spinning while they wait: on a small shared
+    # machine spinning threads fight each other and whatever else runs (measured here on
+    # 2 busy cores: 2 spinning threads encode 3-4x slower than 2 passive ones; see bench/).
+    "OMP_WAIT_POLICY": "PASSIVE",
     # Prefect runs with a temporary in-process server and sends nothing anywhere.
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

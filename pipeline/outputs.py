@@ -36,6 +36,80 @@ def new_run_id(
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{digest.hexdigest()[:6]}"
 
 
+def folder_fingerprint(folder: Path | None) -> str:
+    """Hash of every file in a folder (names and bytes); '' for None."""
+    if folder is None:
+        return ""
+    digest = hashlib.sha256()
+    base = Path(folder)
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(base)).encode() + b"\x00")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """Hash of qcode's own code and templates (all of pipeline/ and flows/ but the review page,
+    which no run uses): a changed qcode never reuses an old run."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(__version__.encode())
+    for folder in ("pipeline", "flows"):
+        for path in sorted((root / folder).rglob("*")):
+            relative = path.relative_to(root)
+            if path.suffix in {".py", ".j2"} and relative.parts[:2] != ("pipeline", "review"):
+                digest.update(str(relative).encode() + b"\x00")
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def inputs_key(
+    transcripts: list[Transcript],
+    problems: list[Problem],
+    codebook: Codebook,
+    settings: Settings,
+    model_fingerprint: str,
+    store_state: str,
+) -> str:
+    """Everything a run's outputs depend on, hashed: the same key gives the same outputs.
+
+    Transcripts (ids, paths, content), skipped files and warnings, the codebook, every
+    setting, the model and precision, the trained coder and template folders, qcode's own
+    code, and the reviewers' decisions in the store (``store_state``).
+    """
+    digest = hashlib.sha256()
+    parts = [
+        code_fingerprint(),
+        codebook.sha256,
+        settings.model_dump_json(),
+        model_fingerprint,
+        folder_fingerprint(settings.classifier),
+        folder_fingerprint(settings.template_dir),
+        store_state,
+        *(str(p) for p in problems),
+    ]
+    parts += [f"{t.transcript_id}\x00{t.source_path}\x00{t.sha256}" for t in transcripts]
+    for part in parts:
+        digest.update(part.encode() + b"\x01")
+    return digest.hexdigest()
+
+
+def reusable_run(out_root: Path, key: str, store_latest: str | None) -> Path | None:
+    """The newest run in ``out_root`` if it was made from exactly these inputs (same
+    ``inputs_key``) and is still the project store's latest run; else None."""
+    latest = out_root / "LATEST"
+    if not latest.is_file():
+        return None
+    run_id = latest.read_text(encoding="utf-8").strip()
+    manifest_path = out_root / run_id / "manifest.json"
+    if not run_id or run_id != store_latest or not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return out_root / run_id if manifest.get("inputs_key") == key else None
+
+
 def build_manifest(
     run_id: str,
     started_at: datetime,

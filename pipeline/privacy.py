@@ -455,9 +455,15 @@ def scan_transcripts(
     return findings
 
 
-def masked_snippet(finding: Finding) -> str:
-    """The snippet with the finding itself replaced: safe to keep in run outputs."""
-    return finding.snippet.replace(finding.text, PLACEHOLDERS[finding.kind])
+def masked_snippet(finding: Finding, others: list[Finding] | None = None) -> str:
+    """The snippet with the finding (and every other finding of its interview) replaced by
+    placeholders: safe to keep in run outputs and logs."""
+    snippet = finding.snippet
+    texts = {(f.text, f.kind) for f in (others or []) if f.transcript_id == finding.transcript_id}
+    texts.add((finding.text, finding.kind))
+    for text, kind in sorted(texts, key=lambda t: -len(t[0])):
+        snippet = snippet.replace(text, PLACEHOLDERS[kind])
+    return snippet
 
 
 def apply_policy(
@@ -590,9 +596,29 @@ def findings_table(findings: list[Finding]) -> Any:
                 "kind": f.kind,
                 "start": f.start,
                 "end": f.end,
-                "snippet": masked_snippet(f),
+                "snippet": masked_snippet(f, findings),
             }
             for f in findings
         ],
         columns=["transcript_id", "path", "line", "kind", "start", "end", "snippet"],
     )
+
+
+def write_redacted_copies(transcripts: list[Transcript], out_dir: Path) -> Path:
+    """Redacted transcripts (our .md format) under OUT/redacted_transcripts/, replaced whole."""
+    import os
+    import shutil
+
+    final = out_dir / "redacted_transcripts"
+    staging = out_dir / ".redacted_transcripts.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for t in transcripts:
+        (staging / f"{t.transcript_id}.md").write_text(redacted_source(t), encoding="utf-8")
+    old = out_dir / ".redacted_transcripts.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -35,7 +35,7 @@ def test_run_writes_every_output(sample_run):
     assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
     assert len(manifest["codebook"]["sha256"]) == 64
     assert manifest["model"]["fingerprint"] and manifest["settings"]["threshold"] == 0.42
-    assert set(manifest["timings_s"]) == {"ingest", "segment", "embed", "assign"}
+    assert set(manifest["timings_s"]) == {"ingest", "privacy", "segment", "embed", "assign"}
     assert any("local_authority" in w for w in manifest["warnings"])
 
 

@@ -124,3 +124,30 @@ def test_false_alarms_are_recorded_with_who_and_respected(tmp_path, project_stor
         assert recorded[["reviewer", "text", "transcript_id"]].values.tolist() == [
             ["ann", "Morag Campbell", "L-1"]
         ]
+
+
+@pytest.mark.slow
+def test_runs_never_output_flagged_text(prefect_harness, tmp_path, cache_dir):
+    from flows.coding import code_transcripts
+    from tests.conftest import CODEBOOK
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder / "l.md", LEAKY)
+    out = tmp_path / "out"
+    run = code_transcripts(folder, CODEBOOK, out, Settings(cache_dir=cache_dir, privacy="redact"))
+    for path in run.rglob("*"):
+        if path.suffix in {".csv", ".md", ".html", ".txt", ".json"}:
+            text = path.read_text(encoding="utf-8")
+            for leaked in ("Morag", "O'Neill", "0141 496 0123", "G12 8QQ", "school.sch.uk"):
+                assert leaked not in text, (path.name, leaked)
+    manifest = __import__("json").loads((run / "manifest.json").read_text())
+    assert manifest["privacy"]["by_kind"]["PHONE"] == 1
+    assert (out / "redacted_transcripts" / "L-1.md").exists()
+    with pytest.raises(PrivacyError, match="nothing was coded"):
+        code_transcripts(
+            folder, CODEBOOK, tmp_path / "out2", Settings(cache_dir=cache_dir, privacy="stop")
+        )
+    assert not (tmp_path / "out2").exists() or not [
+        p for p in (tmp_path / "out2").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]

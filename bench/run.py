@@ -1,0 +1,451 @@
+"""Benchmark: the coding flow on a generated corpus, against bare fp32 encoding of its units.
+
+For each corpus size (pages of ~500 words) it measures, in one run, each step in its own fresh
+process (so peak memory is that process's own):
+
+1. ``cold``: the full flow with an empty embedding cache, sentence cache, store and output
+   folder: wall time from process start to exit (Python, imports, the temporary Prefect
+   server, every stage), each stage's time (Prefect's task runs), units per second, peak RSS
+   of the working process (and of its children: the Prefect server, Dask workers). Prefect's
+   own database is created (and timed) just before, as on a project's first use;
+2. ``baseline``: bare ``SentenceTransformer.encode`` in torch fp32 of the same unit texts
+   (the unique texts the cold run embedded), same batch size, model load and a warm-up batch
+   not counted; the cold run's total time is divided by it. It also compares the run's vectors
+   (bf16 by default) with these fp32 ones: cosine and nearest code prototype;
+3. ``warm``: the same command again, nothing changed;
+4. ``warm_full``: a new output folder with the same store and caches, so every stage runs
+   (nothing to encode or segment);
+5. ``edit``: one transcript edited (two answers rewritten, one exchange added), run again.
+
+It writes ``bench/results/<name>.json`` and prints a table. Speed is only ever judged as ratios
+against the baseline measured in the same run: the machine is shared and timings are noisy.
+
+    python -m bench.run --pages 700 7000       # the issue's sizes
+    python -m bench.run --quick                # a 15-page smoke run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODEBOOK = ROOT / "codebooks" / "west_partnership.yaml"
+RESULTS = ROOT / "bench" / "results"
+TARGETS = {
+    "cold_vs_fp32_encode": 0.8,
+    "warm_s": 10.0,
+    "edit_s": 15.0,
+    "peak_rss_mb_700": 2500,
+    "scale_7000_vs_700": 11.0,
+}
+
+
+# -- steps, each run in its own process -------------------------------------------------------
+
+
+def step_flow(args: argparse.Namespace) -> dict:
+    """What ``qcode run`` does: the flow with these settings."""
+    from pipeline.environment import configure_environment
+
+    configure_environment()
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    settings = Settings(
+        cache_dir=args.cache,
+        store=args.store,
+        precision=args.precision,
+        task_runner=args.task_runner,
+        dask_address=args.dask_address,
+    )
+    run_dir = code_transcripts(args.transcripts, CODEBOOK, args.out, settings)
+    return {"run_dir": str(run_dir), "flow_returned_at": time.time()}
+
+
+def step_inspect(args: argparse.Namespace) -> dict:
+    """Seconds per task of the newest code-transcripts flow run (from Prefect's own records)."""
+    from pipeline.environment import configure_environment
+
+    configure_environment()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["code-transcripts"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        if not runs:
+            return {}
+        run = runs[0]
+        ids = [run.id]
+        subflows = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["embed-and-assign"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        if subflows and subflows[0].start_time and subflows[0].start_time >= run.start_time:
+            ids.append(subflows[0].id)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": ids}),  # type: ignore[arg-type]
+        )
+    stages: dict[str, float] = {}
+    for t in tasks:
+        name = t.name.rsplit("-", 1)[0]
+        stages[name] = stages.get(name, 0.0) + float(t.total_run_time.total_seconds())
+    return {
+        "flow_s": float(run.total_run_time.total_seconds()),
+        "flow_started_at": run.start_time.timestamp() if run.start_time else None,
+        "tasks_s": {k: round(v, 3) for k, v in stages.items()},
+    }
+
+
+def step_baseline(args: argparse.Namespace) -> dict:
+    """Bare torch-fp32 ``SentenceTransformer.encode`` of the cold run's unit texts."""
+    from pipeline.environment import configure_environment
+
+    configure_environment()
+    import numpy as np
+    import pandas as pd
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from pipeline.assign import build_prototypes, embedded_mask, score_matrix
+    from pipeline.codebook import load_codebook
+    from pipeline.embed import EmbeddingCache, load_encoder
+    from pipeline.settings import Settings
+
+    settings = Settings()
+    units = pd.read_parquet(Path(args.run_dir) / "units.parquet")
+    texts = list(dict.fromkeys(units.loc[embedded_mask(units, settings), "text"]))
+    clock = time.perf_counter()
+    encoder = load_encoder(settings.model, precision="fp32")
+    model: SentenceTransformer = encoder.model
+    load_s = time.perf_counter() - clock
+    model.encode(texts[: settings.batch_size], batch_size=settings.batch_size)  # warm-up
+    clock = time.perf_counter()
+    fp32 = model.encode(texts, batch_size=settings.batch_size, convert_to_numpy=True)
+    encode_s = time.perf_counter() - clock
+    fp32 = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True)
+
+    # The run's own vectors (its precision) from its cache, against these fp32 ones.
+    run = load_encoder(settings.model, precision=args.precision, lazy=True)
+    cache = EmbeddingCache(Path(args.cache) / "embeddings.sqlite")
+    from pipeline.embed import cache_namespace
+
+    found = cache.lookup(cache_namespace(run), texts)
+    have = [i for i, t in enumerate(texts) if t in found]
+    ran = np.vstack([found[texts[i]] for i in have])
+    cosine = (ran * fp32[have]).sum(axis=1)
+    codebook = load_codebook(CODEBOOK)
+    ref = build_prototypes(codebook, encoder, None, settings.batch_size)
+    mine = build_prototypes(codebook, run, cache, settings.batch_size)
+    same_top = score_matrix(fp32[have], ref, settings.example_weight).argmax(axis=1) == (
+        score_matrix(ran, mine, settings.example_weight).argmax(axis=1)
+    )
+    cache.close()
+    return {
+        "texts": len(texts),
+        "batch_size": settings.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "model_load_s": round(load_s, 3),
+        "encode_s": round(encode_s, 3),
+        "texts_per_s": round(len(texts) / encode_s, 1),
+        "vs_fp32": {
+            "precision": args.precision,
+            "compared": len(have),
+            "cosine_min": round(float(cosine.min()), 5),
+            "cosine_mean": round(float(cosine.mean()), 6),
+            "same_nearest_prototype": round(float(same_top.mean()), 4),
+        },
+    }
+
+
+def step_init(args: argparse.Namespace) -> dict:
+    """Create Prefect's own database in a new Prefect home (once per project, on first use)."""
+    from pipeline.environment import configure_environment
+
+    configure_environment()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.hello()
+    return {}
+
+
+STEPS = {
+    "flow": step_flow,
+    "inspect": step_inspect,
+    "baseline": step_baseline,
+    "init": step_init,
+}
+
+
+def run_step(name: str, work: Path, env: dict[str, str], **options: object) -> dict:
+    """Run one step in a fresh process; wall time from spawn to exit, peak RSS."""
+    result = work / f".step-{name}.json"
+    command = [sys.executable, "-m", "bench.run", "--step", name, "--result", str(result)]
+    for key, value in options.items():
+        if value is not None:
+            command += [f"--{key.replace('_', '-')}", str(value)]
+    started = time.time()
+    load = os.getloadavg()[0]
+    clock = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - clock
+    log = work / f"{name}.log"
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"bench step {name} failed (exit {done.returncode}); see {log}")
+    data = json.loads(result.read_text())
+    data["wall_s"] = round(wall, 3)
+    data["started_at"] = started
+    data["load_average_before"] = round(load, 2)
+    return data
+
+
+def _step_main(args: argparse.Namespace) -> None:
+    data = STEPS[args.step](args)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    data["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    data["children_peak_rss_mb"] = round(children.ru_maxrss / 1024, 1)
+    Path(args.result).write_text(json.dumps(data))
+
+
+# -- one corpus size --------------------------------------------------------------------------
+
+
+def measure_run(name: str, folder: Path, env: dict, **options: object) -> dict:
+    out = Path(str(options["out"]))
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    run = run_step("flow", folder, env, **options)
+    manifest = json.loads((Path(run["run_dir"]) / "manifest.json").read_text())
+    info = run_step("inspect", folder, env)
+    startup = None
+    if info.get("flow_started_at"):
+        startup = round(info["flow_started_at"] - run["started_at"], 3)
+    return {
+        "wall_s": run["wall_s"],
+        "peak_rss_mb": run["peak_rss_mb"],
+        "children_peak_rss_mb": run["children_peak_rss_mb"],
+        "run_dir": run["run_dir"],
+        "reused_previous_run": Path(run["run_dir"]).name in before,
+        "load_average_before": run["load_average_before"],
+        "startup_s": startup,
+        "flow_s": info.get("flow_s"),
+        "tasks_s": info.get("tasks_s", {}),
+        "manifest_timings_s": manifest.get("timings_s", {}),
+        "counts": manifest.get("counts", {}),
+        "execution": manifest.get("execution", {}),
+    }
+
+
+def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
+    from bench.corpus import edit_transcript, write_corpus
+
+    folder = work / f"p{pages}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    corpus = folder / "corpus"
+    print(f"[{pages} pages] writing the corpus ...", flush=True)
+    stats = write_corpus(corpus, pages, args.seed)
+    env = {**os.environ, "PREFECT_HOME": str(folder / "prefect")}
+    common = {
+        "transcripts": corpus,
+        "cache": folder / "cache",
+        "store": folder / "project.sqlite",
+        "precision": args.precision,
+        "task_runner": args.task_runner,
+        "dask_address": args.dask_address,
+    }
+    out = folder / "out"
+    result: dict = {
+        "pages": pages,
+        "corpus": {k: v for k, v in vars(stats).items() if k != "files"},
+    }
+
+    # Prefect creates its own database on a project's first use (once, not per run): done
+    # here, and timed, before the cold run.
+    result["prefect_first_use_s"] = run_step("init", folder, env)["wall_s"]
+    print(f"[{pages} pages] cold run ...", flush=True)
+    cold = measure_run("cold", folder, env, out=out, **common)
+    result["cold"] = cold
+    print(f"[{pages} pages] cold: {cold['wall_s']:.1f} s; baseline fp32 encode ...", flush=True)
+    result["baseline"] = run_step(
+        "baseline",
+        folder,
+        env,
+        run_dir=cold["run_dir"],
+        cache=common["cache"],
+        precision=args.precision,
+    )
+    print(f"[{pages} pages] baseline: {result['baseline']['encode_s']:.1f} s; warm ...", flush=True)
+    result["warm"] = measure_run("warm", folder, env, out=out, **common)
+    result["warm_full"] = measure_run("warm_full", folder, env, out=folder / "out-full", **common)
+    target = sorted(corpus.glob("bench_*"))[len(stats.files) // 2]
+    edit_transcript(target, seed=args.seed + 1)
+    print(f"[{pages} pages] edited {target.name}; re-run ...", flush=True)
+    result["edit"] = measure_run("edit", folder, env, out=out, **common)
+    result["edit"]["edited"] = target.name
+
+    units = cold["counts"].get("units", 0)
+    base = result["baseline"]["encode_s"]
+    result["summary"] = {
+        "units": units,
+        "codable_units": cold["counts"].get("codable_units", 0),
+        "texts_embedded": result["baseline"]["texts"],
+        "cold_s": cold["wall_s"],
+        "units_per_s": round(units / cold["wall_s"], 1),
+        "fp32_encode_s": base,
+        "cold_vs_fp32_encode": round(cold["wall_s"] / base, 3),
+        "encode_in_run_s": round(cold["manifest_timings_s"].get("embed", 0.0), 3),
+        "warm_s": result["warm"]["wall_s"],
+        "warm_full_s": result["warm_full"]["wall_s"],
+        "edit_s": result["edit"]["wall_s"],
+        "peak_rss_mb": cold["peak_rss_mb"],
+        "peak_rss_children_mb": cold["children_peak_rss_mb"],
+        "warm_reused_run": result["warm"]["reused_previous_run"],
+        "prefect_first_use_s": result["prefect_first_use_s"],
+    }
+    if not args.keep:
+        shutil.rmtree(corpus, ignore_errors=True)
+        for name in ("out", "out-full"):
+            shutil.rmtree(folder / name, ignore_errors=True)
+    return result
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def table(results: list[dict]) -> str:
+    rows = [
+        ("pages", "pages", "{}"),
+        ("units (all / to code)", None, None),
+        ("texts embedded (unique)", "texts_embedded", "{:,}"),
+        ("cold run, total wall (s)", "cold_s", "{:.1f}"),
+        ("  units per second", "units_per_s", "{:,.0f}"),
+        ("  of which encoding in the run (s)", "encode_in_run_s", "{:.1f}"),
+        ("bare fp32 encode, same texts (s)", "fp32_encode_s", "{:.1f}"),
+        ("cold / fp32 encode (target <= 0.8)", "cold_vs_fp32_encode", "{:.2f}"),
+        ("warm re-run, nothing changed (s; < 10)", "warm_s", "{:.1f}"),
+        ("warm, new output folder, all stages (s)", "warm_full_s", "{:.1f}"),
+        ("one transcript edited (s; < 15)", "edit_s", "{:.1f}"),
+        ("peak RSS, cold (MB; < 2,500 at 700)", "peak_rss_mb", "{:,.0f}"),
+        ("Prefect's database, first use only (s)", "prefect_first_use_s", "{:.1f}"),
+    ]
+    header = "| measure | " + " | ".join(f"{r['pages']:,} pages" for r in results) + " |"
+    lines = [header, "|---|" + "---|" * len(results)]
+    for label, key, fmt in rows:
+        if key == "pages":
+            continue
+        cells = []
+        for r in results:
+            s = r["summary"]
+            if key is None:
+                cells.append(f"{s['units']:,} / {s['codable_units']:,}")
+            else:
+                cells.append(fmt.format(s[key]))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    stages = ["startup", "ingest", "reuse check", "segment", "prototypes", "embed and assign"]
+    stages += ["write outputs"]
+    for name, run in (("cold", "cold"), ("edit", "edit")):
+        cells = []
+        for r in results:
+            tasks = dict(r[run]["tasks_s"])
+            tasks["startup"] = r[run]["startup_s"] or 0.0
+            cells.append(" · ".join(f"{s} {tasks[s]:.1f}" for s in stages if s in tasks))
+        lines.append(f"| {name}: seconds per stage | " + " | ".join(cells) + " |")
+    cells = []
+    for r in results:
+        q = r["baseline"]["vs_fp32"]
+        cells.append(
+            f"cos min {q['cosine_min']:.4f} · same nearest prototype "
+            f"{100 * q['same_nearest_prototype']:.1f}%"
+        )
+    lines.append(
+        f"| {results[0]['baseline']['vs_fp32']['precision']} vs fp32 vectors | "
+        + " | ".join(cells)
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, nargs="+", default=[700])
+    parser.add_argument("--quick", action="store_true", help="one 15-page corpus (CI smoke)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--precision", default=None, help="default: the setting's default")
+    parser.add_argument("--task-runner", default="local", choices=["local", "dask"])
+    parser.add_argument("--dask-address", default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
+    parser.add_argument("--name", default=None, help="results file name (default: by sizes)")
+    parser.add_argument("--keep", action="store_true", help="keep corpora and outputs")
+    # Internal: one measured step.
+    parser.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    for name in ("transcripts", "cache", "store", "out", "run-dir"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        _step_main(args)
+        return
+
+    from pipeline.settings import Settings
+
+    args.precision = args.precision or Settings().precision
+    sizes = [15] if args.quick else args.pages
+    work = args.workdir or Path(tempfile.gettempdir()) / "qcode-bench"
+    work.mkdir(parents=True, exist_ok=True)
+    results = [bench_size(pages, args, work) for pages in sizes]
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "settings": {
+            "precision": args.precision,
+            "task_runner": args.task_runner,
+            "seed": args.seed,
+        },
+        "targets": TARGETS,
+        "sizes": results,
+    }
+    by_pages = {r["pages"]: r["summary"] for r in results}
+    if 700 in by_pages and 7000 in by_pages:
+        report["scaling_7000_vs_700"] = {
+            "time": round(by_pages[7000]["cold_s"] / by_pages[700]["cold_s"], 2),
+            "peak_rss": round(by_pages[7000]["peak_rss_mb"] / by_pages[700]["peak_rss_mb"], 2),
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("quick" if args.quick else "pages-" + "-".join(map(str, sizes)))
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(table(results))
+    if "scaling_7000_vs_700" in report:
+        s = report["scaling_7000_vs_700"]
+        print(f"\n7,000 vs 700 pages: time x{s['time']} (target <= 11), peak RSS x{s['peak_rss']}")
+    print(f"\nResults: {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The benchmark corpus: reproducible, shaped like the sample, and not the sample again."""
+
+from __future__ import annotations
+
+import re
+
+from bench.corpus import WORDS_PER_PAGE, edit_transcript, write_corpus
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path):
+    a = write_corpus(tmp_path / "a", 12, seed=3)
+    b = write_corpus(tmp_path / "b", 12, seed=3)
+    c = write_corpus(tmp_path / "c", 12, seed=4)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == a.files == b.files
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / files[0]).read_bytes() != (tmp_path / "c" / c.files[0]).read_bytes()
+
+
+def test_corpus_reads_as_interviews_of_the_requested_size(tmp_path):
+    from pipeline.ingest import read_transcripts
+
+    stats = write_corpus(tmp_path, 30, seed=1)
+    assert abs(stats.words - 30 * WORDS_PER_PAGE) < 0.1 * 30 * WORDS_PER_PAGE
+    transcripts, problems = read_transcripts(tmp_path)
+    assert len(transcripts) == stats.transcripts >= 3
+    assert not [p for p in problems if p.severity == "skipped"]
+    for t in transcripts:
+        kinds = {turn.speaker_kind for turn in t.turns}
+        assert kinds == {"interviewer", "participant"}
+        people = t.participants or {"Participant": t.attributes}
+        assert all(p.get("role") and p.get("local_authority") for p in people.values())
+    # Spoken sentences: mostly short, some long, about as in the sample (12 words on average).
+    assert 8 <= stats.mean_sentence_words <= 18
+
+
+def test_sentences_are_recombined_not_copied(tmp_path):
+    stats = write_corpus(tmp_path, 40, seed=1)
+    # Short ones ("Yes.", "Right.") repeat as in real speech; longer ones almost never do.
+    assert stats.unique_share_4_words > 0.97
+    assert stats.unique_share > 0.75
+    assert stats.verbatim_from_sample_share < 0.25
+
+
+def test_edit_changes_one_transcript_a_little(tmp_path):
+    stats = write_corpus(tmp_path, 10, seed=1)
+    path = tmp_path / stats.files[0]
+    before = path.read_text(encoding="utf-8")
+    edit_transcript(path, seed=9)
+    after = path.read_text(encoding="utf-8")
+    assert after != before and after.split("\n---\n")[0] == before.split("\n---\n")[0]
+    turns = lambda text: re.findall(r"^(Interviewer|Participant|P\d):", text, re.M)  # noqa: E731
+    assert len(turns(after)) == len(turns(before)) + 2

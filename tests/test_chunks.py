@@ -1,0 +1,79 @@
+"""Chunked embedding and assignment give exactly the suggestions of coding all units at once."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.assign import assign_units, build_prototypes, embedded_mask
+from pipeline.chunks import CHUNK_COLUMNS, code_chunk, combine, plan_chunks
+from pipeline.embed import embed_texts
+from pipeline.segment import segment, units_frame
+from pipeline.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def sample_units(nlp, sample_transcripts):
+    transcripts, _ = sample_transcripts
+    return units_frame(segment(transcripts, nlp, Settings()), transcripts)
+
+
+def test_chunks_cover_every_unit_and_cut_only_between_turns(sample_units):
+    embedded = sample_units[embedded_mask(sample_units, Settings())].reset_index(drop=True)
+    chunks = plan_chunks(embedded, 100)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(embedded)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+    assert len(chunks) > 10
+    for start, _stop in chunks[1:]:
+        before, first = embedded.iloc[start - 1], embedded.iloc[start]
+        assert (before.transcript_id, before.turn_index) != (first.transcript_id, first.turn_index)
+    assert plan_chunks(embedded.iloc[:0], 100) == []
+    # A turn longer than the chunk size stays whole.
+    assert (
+        len(plan_chunks(embedded, 1)) == embedded.groupby(["transcript_id", "turn_index"]).ngroups
+    )
+
+
+def test_chunked_suggestions_equal_all_at_once(sample_units, encoder, codebook, embedding_cache):
+    settings = Settings()
+    embedded = sample_units.loc[embedded_mask(sample_units, settings), CHUNK_COLUMNS]
+    embedded = embedded.reset_index(drop=True)
+    vectors, _ = embed_texts(embedded["text"].tolist(), encoder, embedding_cache)
+    prototypes = build_prototypes(codebook, encoder, embedding_cache)
+    whole, whole_best = assign_units(sample_units, vectors, prototypes, settings)
+
+    lookup = dict(zip(embedded["text"], vectors, strict=True))
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return encoder
+
+    results = []
+    for start, stop in plan_chunks(embedded, 150):
+        part = embedded.iloc[start:stop]
+        # Half of each chunk's texts "cached", the rest encoded by the chunk itself.
+        cached = {t: lookup[t] for t in part["text"].iloc[::2]}
+        results.append(code_chunk(part, cached, prototypes, settings, factory))
+    suggestions, best = combine(results)
+    pd.testing.assert_frame_equal(suggestions, whole)
+    pd.testing.assert_frame_equal(best, whole_best)
+    assert len(results) > 5 and len(calls) == len(results)
+    new = {t: v for r in results for t, v in zip(r.new_texts, r.new_vectors, strict=True)}
+    assert all(np.array_equal(v, lookup[t]) for t, v in new.items())
+
+
+def test_a_fully_cached_chunk_never_asks_for_the_model(sample_units, encoder, codebook):
+    settings = Settings()
+    part = sample_units.loc[embedded_mask(sample_units, settings), CHUNK_COLUMNS].head(40)
+    cached = dict(zip(part["text"], encoder.encode(part["text"].tolist()), strict=True))
+    prototypes = build_prototypes(codebook, encoder)
+
+    def no_model():
+        raise AssertionError("the model was loaded for a cached chunk")
+
+    result = code_chunk(part, cached, prototypes, settings, no_model)
+    assert result.new_texts == [] and len(result.best) == int(part["codable"].sum())

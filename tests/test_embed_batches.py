@@ -1,0 +1,80 @@
+"""The encoder's precision and fixed-shape batches: fast, close to fp32, and deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.embed import EmbeddingCache, cache_namespace, embed_texts, load_encoder
+from pipeline.errors import ModelError
+from pipeline.segment import segment
+from pipeline.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def sentences(nlp, sample_transcripts):
+    transcripts, _ = sample_transcripts
+    texts = [u.text for u in segment(transcripts[:2], nlp, Settings())]
+    return list(dict.fromkeys(texts))[:300]
+
+
+@pytest.fixture(scope="module")
+def fp32_encoder():
+    return load_encoder(precision="fp32")
+
+
+def test_default_precision_is_the_settings_default(encoder):
+    assert encoder.precision == Settings().precision == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_vector_does_not_depend_on_its_batch_companions(
+    precision, sentences, encoder, fp32_encoder
+):
+    model = encoder if precision == "bf16" else fp32_encoder
+    whole = model.encode(sentences)
+    reordered = list(reversed(sentences[:90]))
+    again = model.encode(reordered)[::-1]
+    alone = np.vstack([model.encode([t]) for t in sentences[5:12]])
+    odd = np.vstack([model.encode(sentences[i : i + 37]) for i in range(0, 111, 37)])
+    assert np.array_equal(whole[:90], again)
+    assert np.array_equal(whole[5:12], alone)
+    assert np.array_equal(whole[:111], odd)
+    assert np.allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+
+
+def test_fp32_equals_sentence_transformers_encode(sentences, fp32_encoder):
+    ours = fp32_encoder.encode(sentences)
+    theirs = fp32_encoder.model.encode(sentences, batch_size=64, normalize_embeddings=True)
+    assert (ours * theirs).sum(axis=1).min() > 0.99999
+
+
+def test_bf16_is_close_to_fp32(sentences, encoder, fp32_encoder):
+    cosine = (encoder.encode(sentences) * fp32_encoder.encode(sentences)).sum(axis=1)
+    assert cosine.min() > 0.999
+    assert not np.array_equal(encoder.encode(sentences[:3]), fp32_encoder.encode(sentences[:3]))
+
+
+def test_cache_never_mixes_precisions(tmp_path, sentences, encoder, fp32_encoder):
+    assert encoder.fingerprint == fp32_encoder.fingerprint
+    assert cache_namespace(encoder) != cache_namespace(fp32_encoder)
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    texts = sentences[:20]
+    first, encoded = embed_texts(texts, fp32_encoder, cache)
+    assert encoded == 20
+    second, encoded = embed_texts(texts, encoder, cache)
+    assert encoded == 20 and not np.array_equal(first, second)
+    third, encoded = embed_texts(texts, fp32_encoder, cache)
+    assert encoded == 0 and np.array_equal(first, third)
+    assert len(cache) == 40
+
+
+def test_lazy_encoder_loads_the_model_on_first_use(tmp_path):
+    lazy = load_encoder(lazy=True)
+    assert lazy._model is None and len(lazy.fingerprint) == 16
+    assert lazy.encode(["We trust each other now."]).shape == (1, 384)
+    assert lazy._model is not None
+    with pytest.raises(ModelError, match="cannot be loaded offline"):
+        load_encoder(str(tmp_path / "no-such-model"), lazy=True)
+    with pytest.raises(ModelError, match="precision"):
+        load_encoder(precision="int4")
