@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.embed import EmbeddingCache
+from pipeline.embed import ENCODER_SCHEME, EmbeddingCache
 from pipeline.report.attribution import DEFAULT_FORMAT, AttributionFormat, parse_format
 from pipeline.report.errors import ReportError
 from pipeline.report.expr import Expr, any_of, both, check_code, parse_expression
@@ -165,14 +165,17 @@ class UnitVectors:
 
     def namespaces(self) -> list[str]:
         """Cache namespaces the run may have written its vectors under: the encoder
-        fingerprint with the run's precision (newer caches), or the fingerprint alone."""
+        fingerprint with the run's precision and vector scheme (``embed.cache_namespace``),
+        then older layouts."""
         fingerprint = self.model.get("fingerprint")
         if not fingerprint:
             return []
         settings = self._project.manifest.get("settings", {})
         precision = self.model.get("precision") or settings.get("precision")
-        names = [f"{fingerprint}\x00{p}" for p in dict.fromkeys([precision, "fp32"]) if p]
-        return [*names, fingerprint]
+        precisions = [p for p in dict.fromkeys([precision, "fp32"]) if p]
+        current = [f"{fingerprint}\x00{p}\x00{ENCODER_SCHEME}" for p in precisions]
+        older = [f"{fingerprint}\x00{p}" for p in precisions]
+        return [*current, *older, fingerprint]
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._vectors is not None:
