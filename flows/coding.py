@@ -48,7 +48,9 @@ from pipeline.privacy import (
     Finding,
     check_before_coding,
     findings_table,
+    load_project_names,
     masked_snippet,
+    shared_analyzer,
     write_redacted_copies,
 )
 from pipeline.report import build_summaries, render_summaries
@@ -108,7 +110,7 @@ def preload(settings: Settings, sentencizer: bool = False) -> None:
         encoder = get_encoder(settings.model, settings.precision)
         jobs[f"encoder {settings.model} {settings.precision}"] = lambda: encoder.model
     if sentencizer:
-        jobs["sentencizer"] = get_sentencizer
+        jobs["spaCy"] = lambda: _load_spacy_models(settings)
     for name, job in jobs.items():
         if name not in _preloads:
             thread = threading.Thread(
@@ -116,6 +118,17 @@ def preload(settings: Settings, sentencizer: bool = False) -> None:
             )
             thread.start()
             _preloads[name] = thread
+
+
+def _load_spacy_models(settings: Settings) -> None:
+    """The sentencizer, then the privacy check's analyzer (its own spaCy pipeline) in the same
+    thread: two threads importing one package at once can break the import."""
+    get_sentencizer()
+    if settings.privacy != "off":
+        for name, thread in list(_preloads.items()):
+            if name.startswith("encoder"):
+                thread.join()  # Presidio imports transformers, as the encoder's thread does
+        shared_analyzer(load_project_names(settings.privacy_names))
 
 
 def _quietly(job: Callable[[], object]) -> None:

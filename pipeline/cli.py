@@ -12,7 +12,7 @@ from pipeline.environment import configure_environment
 
 configure_environment()
 
-from pipeline.errors import QcodeError  # noqa: E402
+from pipeline.errors import QcodeError, SettingsError  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 if TYPE_CHECKING:
@@ -46,6 +46,23 @@ def fail(error: QcodeError) -> None:
     raise typer.Exit(code=2)
 
 
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """``--set name=value`` pairs; the values are checked with the other settings."""
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise SettingsError(f"--set '{pair}': write it as NAME=VALUE, e.g. --set top_k=2")
+        if name not in Settings.model_fields:
+            raise SettingsError(
+                f"--set '{pair}': there is no setting '{name}' (see the Settings table in the "
+                "README)"
+            )
+        parsed[name] = value
+    return parsed
+
+
 @app.command()
 def run(
     transcripts: Annotated[Path, typer.Argument(help="Folder of .txt/.md/.docx/.vtt transcripts.")],
@@ -72,23 +89,57 @@ def run(
         Path | None, typer.Option(help="Project database (default: OUT/project.sqlite).")
     ] = None,
     classifier: ClassifierOption = None,
+    privacy: Annotated[
+        str | None,
+        typer.Option(help="Personal data found: warn (default), redact, stop, or off."),
+    ] = None,
+    privacy_names: Annotated[
+        Path | None, typer.Option(help="YAML list of the project's school and place names.")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Encoder arithmetic: bf16 (default, faster) or fp32.")
+    ] = None,
+    task_runner: Annotated[
+        str | None,
+        typer.Option(help="Where embedding and assignment run: local (default) or dask."),
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="Scheduler of an existing Dask cluster (with --task-runner dask)."),
+    ] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Units per embed-and-assign task.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Any other setting as NAME=VALUE (repeatable), e.g. --set k_anonymity=5."
+        ),
+    ] = None,
 ) -> None:
     """Segment, embed and code every transcript in a folder; write units, suggestions and
     draft summaries to OUT/<run id>/."""
     try:
-        settings = Settings.from_overrides(
-            unit=unit,
-            window_size=window_size,
-            threshold=threshold,
-            top_k=top_k,
-            model=model,
-            code_interviewer=code_interviewer,
-            template_dir=template_dir,
-            on_error=on_error,
-            cache_dir=cache_dir,
-            store=store,
-            classifier=classifier,
-        )
+        explicit = {
+            "privacy": privacy,
+            "privacy_names": privacy_names,
+            "precision": precision,
+            "task_runner": task_runner,
+            "dask_address": dask_address,
+            "chunk_size": chunk_size,
+            "unit": unit,
+            "window_size": window_size,
+            "threshold": threshold,
+            "top_k": top_k,
+            "model": model,
+            "code_interviewer": code_interviewer,
+            "template_dir": template_dir,
+            "on_error": on_error,
+            "cache_dir": cache_dir,
+            "store": store,
+            "classifier": classifier,
+        }
+        overrides = parse_settings(set_ or [])  # an option given by name wins over --set
+        overrides.update({k: v for k, v in explicit.items() if v is not None})
+        settings = Settings.from_overrides(**overrides)
         from pipeline.codebook import load_codebook
         from pipeline.ingest import find_transcripts
 

@@ -13,6 +13,7 @@ report carries flagged text unless a person has marked it a false alarm (recorde
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ SCHOOL = (
 TITLED_NAME = r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sister|Father)\.? (?:Mac|Mc|O['’])?[A-Z][A-Za-z'’-]+"
 SURNAME = r"(?: (?:Mac|Mc|O['’])?[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?)?"
 DATA = Path(__file__).parent / "data"
+Raw = tuple[int, int, str, float, str]  # start, end, kind, score, recogniser
 
 
 def _name_list(name: str) -> list[str]:
@@ -60,6 +62,15 @@ def _name_list(name: str) -> list[str]:
         if not line.startswith("#"):
             words += line.split()
     return words
+
+
+def _first_names() -> set[str]:
+    """First names from the gazetteer that are not also everyday words, in lower case."""
+    unsafe = {n.lower() for n in _name_list("lower_case_unsafe.txt")}
+    return {n.lower() for n in _name_list("first_names.txt")} - unsafe
+
+
+FIRST_NAMES = _first_names()
 
 
 def first_name_patterns() -> list[tuple[str, str, float]]:
@@ -211,11 +222,10 @@ def build_analyzer(names: ProjectNames | None = None) -> Any:
     Presidio's own email recogniser is not used: it looks up the public suffix list online.
     """
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     names = names or ProjectNames()
     registry = RecognizerRegistry(supported_languages=["en"])
-    registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON", "LOCATION"]))
     registry.add_recognizer(
         PatternRecognizer(
             supported_entity="PERSON",
@@ -290,6 +300,117 @@ def _resolve_overlaps(
     return sorted(kept)
 
 
+# Sentence-sized pieces for NER, and the words that make a piece worth running NER on.
+PIECE_END = re.compile(r"(?<=[.!?…])[\"'’”)\]]*\s+")
+CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*")
+TITLE_BEFORE = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|St)\.$")
+LOWER_CASE_WORD = re.compile(r"\b[a-z][\w'’-]*")
+NEVER_A_NAME = {"I", "I'm", "I’m", "I've", "I’ve", "I'd", "I’d", "I'll", "I’ll", "OK"}
+MONTHS_AND_DAYS = (
+    "January February March April May June July August September October November December "
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday"
+)
+NEVER_A_NAME.update(MONTHS_AND_DAYS.split())
+SPOKEN_WORDS = {"yeah", "yep", "yes", "no", "um", "uh", "erm", "er", "hmm", "mm", "oh", "aye"}
+SPOKEN_WORDS |= {"okay", "ok", "right", "sorry", "thanks", "thank"}
+WORD = re.compile(r"[\w'’-]+")
+NER_BATCH = 256
+NER_CONTEXT = 1
+NER_KINDS = {"PERSON": "PERSON", "GPE": "PLACE", "LOC": "PLACE", "FAC": "PLACE"}
+NER_SCORE = 0.85  # what Presidio's spaCy recogniser gave every entity
+NER_GROUP = 32  # transcripts whose docs are held at once: memory stays flat on big corpora
+
+
+def _pieces(speech: str) -> list[tuple[int, int]]:
+    """Sentence-like stretches of one turn (a cheap split: NER only needs short inputs)."""
+    pieces, start = [], 0
+    for match in PIECE_END.finditer(speech):
+        if TITLE_BEFORE.search(speech, 0, match.start()):
+            continue  # "Mr. O'Neill" is one name, not two sentences
+        pieces.append((start, match.start()))
+        start = match.end()
+    pieces.append((start, len(speech)))
+    return [(s, e) for s, e in pieces if e > s]
+
+
+def _may_name(piece: str, ordinary: set[str]) -> bool:
+    """Could spaCy find a person or place here? Only where a word is capitalised for a reason:
+    mid-sentence, or first in the sentence but also written in lower case somewhere in these
+    interviews ("Sarah said", not "So we"), and not an acronym, a code, a month or a term the
+    project allows ("West Partnership"). About one sentence in six in interviews; the rest
+    skip NER, which is most of the scan's time. First names the gazetteer knows are found
+    without NER; the recall sets measure what the shortcut costs (README)."""
+    if any(w.lower() in FIRST_NAMES for w in WORD.findall(piece)):
+        return True  # "it was jenny mcgregor": NER may find the surname the gazetteer cannot
+    for match in CAPITALISED.finditer(piece):
+        word = match.group().rstrip(".")
+        if word in NEVER_A_NAME or word in ordinary or word.isupper():
+            continue
+        if any(ch.isdigit() for ch in word):
+            continue
+        if match.start() == 0 and word.lower() in ordinary:
+            continue
+        return True
+    return False
+
+
+def _windows(chosen: list[int], count: int, context: int) -> list[tuple[int, int]]:
+    """Runs of pieces to send to NER: each chosen piece with ``context`` neighbours each side
+    (the small model needs them: "Staffing. Kasia is on a 0.8 contract" finds Kasia only with
+    "Staffing." before it), overlapping runs merged."""
+    runs: list[tuple[int, int]] = []
+    for i in chosen:
+        first, last = max(0, i - context), min(count - 1, i + context)
+        if runs and first <= runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], last)
+        else:
+            runs.append((first, last))
+    return runs
+
+
+def _ner_entities(transcripts: list[Transcript], nlp: Any, allowed: set[str]) -> list[list[Raw]]:
+    """People and places spaCy's NER finds in these transcripts' spoken text (transcript
+    offsets), from one ``nlp.pipe`` over the candidate pieces of all of them.
+
+    A transcript written mostly in lower case (some automatic transcripts) sends every piece
+    to NER, since capitals say nothing there."""
+    jobs: list[tuple[int, int, str]] = []  # (transcript, offset in its text, window text)
+    for number, transcript in enumerate(transcripts):
+        # Words that, capitalised, do not suggest a name. From this transcript alone, so that
+        # its findings never depend on which others are scanned with it (scans are cached).
+        ordinary = allowed | set(LOWER_CASE_WORD.findall(transcript.text))
+        speeches = [(t.start, transcript.text[t.start : t.end]) for t in transcript.turns]
+        pieces = [_pieces(speech) for _, speech in speeches]
+        starts = [
+            speech[s] for (_, speech), ps in zip(speeches, pieces, strict=True) for s, _ in ps
+        ]
+        capitalised = sum(c.isupper() for c in starts) >= 0.5 * len(starts)
+        for (turn_start, speech), turn_pieces in zip(speeches, pieces, strict=True):
+            chosen = [
+                i
+                for i, (s, e) in enumerate(turn_pieces)
+                if not capitalised or _may_name(speech[s:e], ordinary)
+            ]
+            for first, last in _windows(chosen, len(turn_pieces), NER_CONTEXT):
+                s, e = turn_pieces[first][0], turn_pieces[last][1]
+                jobs.append((number, turn_start + s, speech[s:e]))
+    found: list[list[Raw]] = [[] for _ in transcripts]
+    texts = (text for _, _, text in jobs)
+    for (number, offset, _), doc in zip(jobs, nlp.pipe(texts, batch_size=NER_BATCH), strict=True):
+        for ent in doc.ents:
+            if ent.label_ in NER_KINDS:
+                found[number].append(
+                    (
+                        offset + ent.start_char,
+                        offset + ent.end_char,
+                        NER_KINDS[ent.label_],
+                        NER_SCORE,
+                        "spaCy NER",
+                    )
+                )
+    return found
+
+
 def scan_transcript(
     transcript: Transcript,
     analyzer: Any,
@@ -298,36 +419,86 @@ def scan_transcript(
     min_score: float = 0.4,
 ) -> list[Finding]:
     """Personal data in one transcript's spoken text (speaker labels are not scanned)."""
-    names = names or ProjectNames()
-    allowed = {a.lower() for a in (*ALWAYS_ALLOWED, *names.allow)}
-    false_alarms = false_alarms or set()
-    found: list[tuple[int, int, str, float, str]] = []
+    return next(iter_scans([transcript], analyzer, names, false_alarms, min_score))
+
+
+def iter_scans(
+    transcripts: list[Transcript],
+    analyzer: Any,
+    names: ProjectNames | None = None,
+    false_alarms: set[tuple[str, str]] | None = None,
+    min_score: float = 0.4,
+) -> Iterator[list[Finding]]:
+    """Findings per transcript, in order; NER batched over groups of transcripts."""
+    nlp = analyzer.nlp_engine.nlp["en"]
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    allowed = {
+        w for phrase in (*ALWAYS_ALLOWED, *(names or ProjectNames()).allow) for w in phrase.split()
+    }
+    allowed |= STOP_WORDS | SPOKEN_WORDS
+    for first in range(0, len(transcripts), NER_GROUP):
+        group = transcripts[first : first + NER_GROUP]
+        for transcript, entities in zip(group, _ner_entities(group, nlp, allowed), strict=True):
+            candidates = entities + _pattern_matches(transcript, analyzer)
+            yield _findings(transcript, candidates, names, false_alarms or set(), min_score)
+
+
+def _pattern_matches(transcript: Transcript, analyzer: Any) -> list[Raw]:
+    """What Presidio's pattern recognisers (regexes, phone numbers, lists) find, turn by turn.
+    Our recognisers use no context words, so Presidio gets no spaCy analysis of its own."""
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
+    nothing = NlpArtifacts(
+        entities=[],
+        tokens=[],  # type: ignore[arg-type]
+        tokens_indices=[],
+        lemmas=[],
+        nlp_engine=analyzer.nlp_engine,
+        language="en",
+    )
     supported = set(analyzer.get_supported_entities("en"))
-    entities = [e for e in ("PERSON", "PHONE_NUMBER", "LOCATION", *KINDS) if e in supported]
+    entities = [e for e in ("PERSON", "PHONE_NUMBER", *KINDS) if e in supported]
+    found: list[Raw] = []
     for turn in transcript.turns:
         speech = transcript.text[turn.start : turn.end]
-        for result in analyzer.analyze(text=speech, language="en", entities=entities):
-            kind = {"PHONE_NUMBER": "PHONE", "LOCATION": "PLACE"}.get(
-                result.entity_type, result.entity_type
-            )
-            if kind not in KINDS or result.score < min_score:
-                continue
-            start, end = turn.start + result.start, turn.start + result.end
-            text = transcript.text[start:end]
-            stripped = text.strip(" .,;:'’\"()")
-            if not stripped or stripped.lower() in allowed or NEVER_PERSONAL.match(stripped):
-                continue
-            if kind == "PERSON" and not any(ch.isalpha() for ch in stripped):
-                continue
-            offset = text.find(stripped)
-            start, end = start + offset, start + offset + len(stripped)
-            if (transcript.transcript_id, stripped) in false_alarms or (
-                "*",
-                stripped,
-            ) in false_alarms:
-                continue
+        for result in analyzer.analyze(
+            text=speech, language="en", entities=entities, nlp_artifacts=nothing
+        ):
             recogniser = (result.recognition_metadata or {}).get("recognizer_name", "")
+            kind = {"PHONE_NUMBER": "PHONE"}.get(result.entity_type, result.entity_type)
+            start, end = turn.start + result.start, turn.start + result.end
             found.append((start, end, kind, float(result.score), recogniser))
+    return found
+
+
+def _findings(
+    transcript: Transcript,
+    candidates: list[Raw],
+    names: ProjectNames | None,
+    false_alarms: set[tuple[str, str]],
+    min_score: float,
+) -> list[Finding]:
+    names = names or ProjectNames()
+    allowed = {a.lower() for a in (*ALWAYS_ALLOWED, *names.allow)}
+    found: list[Raw] = []
+    for start, end, kind, score, recogniser in candidates:
+        if kind not in KINDS or score < min_score:
+            continue
+        text = transcript.text[start:end]
+        stripped = text.strip(" .,;:'’\"()")
+        if not stripped or stripped.lower() in allowed or NEVER_PERSONAL.match(stripped):
+            continue
+        if kind == "PERSON" and not any(ch.isalpha() for ch in stripped):
+            continue
+        offset = text.find(stripped)
+        start, end = start + offset, start + offset + len(stripped)
+        if (transcript.transcript_id, stripped) in false_alarms or (
+            "*",
+            stripped,
+        ) in false_alarms:
+            continue
+        found.append((start, end, kind, score, recogniser))
     found += _school_short_forms(transcript, found, names)
     return [
         Finding(
@@ -414,7 +585,7 @@ def scan_config(names: ProjectNames) -> str:
     import hashlib
 
     key = json_dumps(
-        {"v": 1, "schools": names.schools, "places": names.places, "allow": names.allow}
+        {"v": 2, "schools": names.schools, "places": names.places, "allow": names.allow}
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -436,23 +607,27 @@ def scan_transcripts(
     ``analyzer_factory()`` is called at most once, and only if something needs scanning."""
     config = scan_config(names)
     false_alarms = marks.false_alarms() if marks is not None else set()
-    analyzer = None
-    findings: list[Finding] = []
-    for transcript in transcripts:
+    found: dict[int, list[Finding]] = {}
+    to_scan: list[int] = []
+    for i, transcript in enumerate(transcripts):
         cached = marks.cached_scan(transcript.sha256, config) if marks is not None else None
         if cached is None:
-            analyzer = analyzer or analyzer_factory()
-            found = scan_transcript(transcript, analyzer, names)
-            if marks is not None:
-                marks.save_scan(transcript.sha256, config, [vars(f) for f in found])
+            to_scan.append(i)
         else:
-            found = [Finding(**f) for f in cached]
-        findings += [
-            f
-            for f in found
-            if (f.transcript_id, f.text) not in false_alarms and ("*", f.text) not in false_alarms
-        ]
-    return findings
+            found[i] = [Finding(**f) for f in cached]
+    if to_scan:
+        analyzer = analyzer_factory()
+        scanned = iter_scans([transcripts[i] for i in to_scan], analyzer, names)
+        for i, findings in zip(to_scan, scanned, strict=True):
+            found[i] = findings
+            if marks is not None:
+                marks.save_scan(transcripts[i].sha256, config, [vars(f) for f in findings])
+    return [
+        f
+        for i in range(len(transcripts))
+        for f in found[i]
+        if (f.transcript_id, f.text) not in false_alarms and ("*", f.text) not in false_alarms
+    ]
 
 
 def masked_snippet(finding: Finding, others: list[Finding] | None = None) -> str:

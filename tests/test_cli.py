@@ -86,6 +86,27 @@ def test_run_refuses_empty_folder_and_bad_settings(tmp_path):
     assert result.exit_code == 2 and "unit" in result.output
 
 
+def test_run_takes_every_setting_as_an_option_or_set(tmp_path):
+    from pipeline.cli import parse_settings
+    from pipeline.settings import Settings
+
+    settings = Settings.from_overrides(**parse_settings(["k_anonymity=5", "context-weight=0.3"]))
+    assert settings.k_anonymity == 5 and settings.context_weight == 0.3
+    base = ["run", str(tmp_path), "--codebook", str(CODEBOOK)]
+    for extra, message in [
+        (["--set", "colour=blue"], "no setting 'colour'"),
+        (["--set", "top_k"], "NAME=VALUE"),
+        (["--set", "k_anonymity=lots"], "k_anonymity"),
+        (["--precision", "int4"], "precision"),
+        (["--task-runner", "spark"], "task_runner"),
+        (["--privacy", "ignore"], "privacy"),
+        (["--chunk-size", "0"], "chunk_size"),
+    ]:
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output and "Traceback" not in result.output, extra
+
+
 def test_eval_reports_agreement_on_gold(tmp_path):
     out = tmp_path / "metrics.json"
     result = qcode(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ingest import read_transcript
+from pipeline import privacy
+from pipeline.ingest import read_transcript, read_transcripts
 from pipeline.privacy import (
     PLACEHOLDERS,
     PrivacyError,
@@ -57,6 +58,44 @@ def test_held_out_recall_meets_the_targets():
     for kind in ("EMAIL", "PHONE", "POSTCODE"):
         assert report[kind]["recall"] == 1.0, (kind, report[kind]["missed"])
     assert report["PERSON"]["recall"] >= 0.9, report["PERSON"]["missed"]
+
+
+def _spans(transcripts, analyzer) -> set[tuple]:
+    found = scan_transcripts(transcripts, lambda: analyzer, ProjectNames())
+    return {(f.transcript_id, f.start, f.end, f.kind) for f in found}
+
+
+@pytest.mark.parametrize("folder", ["privacy", "privacy_holdout"])
+def test_ner_shortcut_finds_what_ner_on_every_sentence_finds(analyzer, folder, monkeypatch):
+    """NER runs only on sentences with a telling capital letter, and their neighbours (most of
+    the scan's time saved). On both planted sets that finds exactly what NER on all the text
+    finds; in groups of two transcripts too."""
+    transcripts, _ = read_transcripts(ROOT / "tests" / "data" / folder)
+    shortcut = _spans(transcripts, analyzer)
+    monkeypatch.setattr(privacy, "NER_GROUP", 2)
+    assert _spans(transcripts, analyzer) == shortcut
+    monkeypatch.setattr(privacy, "_may_name", lambda piece, ordinary: True)
+    assert _spans(transcripts, analyzer) == shortcut
+    assert any(kind == "PERSON" for *_, kind in shortcut)
+
+
+def test_lower_case_transcripts_send_everything_to_ner(tmp_path, analyzer, monkeypatch):
+    """Capitals say nothing in an all-lower-case transcript: no sentence is skipped."""
+    body = LEAKY.split("---\n", 2)[2].lower().replace("interviewer:", "Interviewer:")
+    body = body.replace("participant:", "Participant:")
+    transcript = read_transcript(
+        write(
+            tmp_path / "low.md",
+            LEAKY.split("---\n", 2)[1] and "---\n" + LEAKY.split("---\n", 2)[1] + "---\n" + body,
+        )
+    )
+    asked = []
+    monkeypatch.setattr(privacy, "_may_name", lambda piece, ordinary: asked.append(piece))
+    scan_transcript(transcript, analyzer)
+    assert asked == []
+    capitalised = read_transcript(write(tmp_path / "cap.md", LEAKY))
+    scan_transcript(capitalised, analyzer)
+    assert asked
 
 
 def test_findings_name_file_line_and_snippet(tmp_path, analyzer):
