@@ -356,10 +356,10 @@ def _code_chunks(
         clock = time.perf_counter()
         if result.new_texts:
             cache.save(namespace, result.new_texts, result.new_vectors)
-        result.new_vectors = result.new_vectors[:0]
+        result.drop_new_vectors()
         results.append(result)
         cache_s += time.perf_counter() - clock
-        encoded = sum(len(r.new_texts) for r in results)
+        encoded = sum(r.encoded for r in results)
         logger.info(
             "embed and assign: %d of %d chunks (%d texts encoded)",
             len(results),
@@ -564,7 +564,7 @@ def code_transcripts(
     stage_s = time.perf_counter() - clock
     _finish_preloads()
     suggestions, best = combine(results)
-    encoded = sum(len(r.new_texts) for r in results)
+    encoded = sum(r.encoded for r in results)
     timings["embed"] = prototype_s + cache_s + sum(r.embed_s for r in results)
     timings["assign"] = sum(r.assign_s for r in results)
     get_run_logger().info(

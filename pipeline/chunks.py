@@ -36,6 +36,13 @@ class ChunkResult:
     new_vectors: np.ndarray
     embed_s: float
     assign_s: float
+    encoded: int = 0  # len(new_texts), kept after the flow has saved and dropped them
+
+    def drop_new_vectors(self) -> None:
+        """Once saved to the cache: keep only the count, so memory does not grow with the
+        corpus (a ``[:0]`` slice would keep the whole array alive)."""
+        self.new_texts = []
+        self.new_vectors = np.zeros((0, self.new_vectors.shape[1]), dtype=np.float32)
 
 
 def plan_chunks(embedded: pd.DataFrame, size: int) -> list[tuple[int, int]]:
@@ -98,7 +105,8 @@ def code_chunk(
         scores, blended[codable], ids, prototypes.code_ids, settings, coder
     )
     best = top_codes(scores, ids, prototypes.code_ids)
-    return ChunkResult(suggestions, best, missing, new, embed_s, time.perf_counter() - clock)
+    assign_s = time.perf_counter() - clock
+    return ChunkResult(suggestions, best, missing, new, embed_s, assign_s, len(missing))
 
 
 def combine(results: list[ChunkResult]) -> tuple[pd.DataFrame, pd.DataFrame]:

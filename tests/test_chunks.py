@@ -64,6 +64,13 @@ def test_chunked_suggestions_equal_all_at_once(sample_units, encoder, codebook, 
     assert len(results) > 5 and len(calls) == len(results)
     new = {t: v for r in results for t, v in zip(r.new_texts, r.new_vectors, strict=True)}
     assert all(np.array_equal(v, lookup[t]) for t, v in new.items())
+    # Once the flow has saved them, a result keeps only the count: memory must not grow with
+    # the number of chunks (a [:0] view would have kept every chunk's vectors alive).
+    encoded = [len(r.new_texts) for r in results]
+    for r in results:
+        r.drop_new_vectors()
+    assert [r.encoded for r in results] == encoded and sum(encoded) > 0
+    assert all(r.new_vectors.nbytes == 0 and r.new_vectors.base is None for r in results)
 
 
 def test_a_fully_cached_chunk_never_asks_for_the_model(sample_units, encoder, codebook):
