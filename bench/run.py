@@ -68,6 +68,7 @@ def step_flow(args: argparse.Namespace) -> dict:
         precision=args.precision,
         task_runner=args.task_runner,
         dask_address=args.dask_address,
+        **({"privacy": args.privacy} if args.privacy else {}),
     )
     run_dir = code_transcripts(args.transcripts, CODEBOOK, args.out, settings)
     return {"run_dir": str(run_dir), "flow_returned_at": time.time()}
@@ -272,6 +273,7 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
         "precision": args.precision,
         "task_runner": args.task_runner,
         "dask_address": args.dask_address,
+        "privacy": args.privacy,
     }
     out = folder / "out"
     result: dict = {
@@ -361,7 +363,8 @@ def table(results: list[dict]) -> str:
             else:
                 cells.append(fmt.format(s[key]))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    stages = ["startup", "ingest", "reuse check", "segment", "prototypes", "embed and assign"]
+    stages = ["startup", "ingest", "reuse check", "privacy check", "segment", "prototypes"]
+    stages += ["embed and assign"]
     stages += ["write outputs"]
     for name, run in (("cold", "cold"), ("edit", "edit")):
         cells = []
@@ -393,6 +396,9 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="default: the setting's default")
     parser.add_argument("--task-runner", default="local", choices=["local", "dask"])
     parser.add_argument("--dask-address", default=None)
+    parser.add_argument(
+        "--privacy", default=None, help="the privacy setting (default: the setting's default)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     parser.add_argument("--name", default=None, help="results file name (default: by sizes)")
     parser.add_argument("--keep", action="store_true", help="keep corpora and outputs")
@@ -409,10 +415,27 @@ def main() -> None:
     from pipeline.settings import Settings
 
     args.precision = args.precision or Settings().precision
+    args.privacy = args.privacy or Settings().privacy
     sizes = [15] if args.quick else args.pages
     work = args.workdir or Path(tempfile.gettempdir()) / "qcode-bench"
     work.mkdir(parents=True, exist_ok=True)
-    results = [bench_size(pages, args, work) for pages in sizes]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("quick" if args.quick else "pages-" + "-".join(map(str, sizes)))
+    path = RESULTS / f"{name}.json"
+    results: list[dict] = []
+    for pages in sizes:
+        results.append(bench_size(pages, args, work))
+        write_report(path, results, args)  # after each size: a long run keeps what it has
+    report = write_report(path, results, args)
+    print()
+    print(table(results))
+    if "scaling_7000_vs_700" in report:
+        s = report["scaling_7000_vs_700"]
+        print(f"\n7,000 vs 700 pages: time x{s['time']} (target <= 11), peak RSS x{s['peak_rss']}")
+    print(f"\nResults: {path.relative_to(ROOT)}")
+
+
+def write_report(path: Path, results: list[dict], args: argparse.Namespace) -> dict:
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -424,6 +447,7 @@ def main() -> None:
         "settings": {
             "precision": args.precision,
             "task_runner": args.task_runner,
+            "privacy": args.privacy,
             "seed": args.seed,
         },
         "targets": TARGETS,
@@ -435,16 +459,8 @@ def main() -> None:
             "time": round(by_pages[7000]["cold_s"] / by_pages[700]["cold_s"], 2),
             "peak_rss": round(by_pages[7000]["peak_rss_mb"] / by_pages[700]["peak_rss_mb"], 2),
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = args.name or ("quick" if args.quick else "pages-" + "-".join(map(str, sizes)))
-    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print()
-    print(table(results))
-    if "scaling_7000_vs_700" in report:
-        s = report["scaling_7000_vs_700"]
-        print(f"\n7,000 vs 700 pages: time x{s['time']} (target <= 11), peak RSS x{s['peak_rss']}")
-    print(f"\nResults: {path.relative_to(ROOT)}")
+    return report
 
 
 if __name__ == "__main__":
