@@ -46,6 +46,12 @@ def fail(error: QcodeError) -> None:
     raise typer.Exit(code=2)
 
 
+def require_store(path: Path) -> None:
+    """Stop with a message, rather than create an empty project, when there is none yet."""
+    if not path.exists():
+        fail(QcodeError("no project database here; run 'qcode run' first", path))
+
+
 def parse_settings(pairs: list[str]) -> dict[str, str]:
     """``--set name=value`` pairs; the values are checked with the other settings."""
     parsed: dict[str, str] = {}
@@ -351,8 +357,7 @@ def orphans(
     """List reviewers' decisions whose text or code is gone (kept, never dropped)."""
     from pipeline.store import Store
 
-    if not store.exists():
-        fail(QcodeError("no project database here; run 'qcode run' first", store))
+    require_store(store)
     try:
         with Store(store) as project:
             resolved = project.resolved_decisions()
@@ -375,8 +380,7 @@ def agreement(
     from pipeline.evaluate import human_agreement
     from pipeline.store import Store
 
-    if not store.exists():
-        fail(QcodeError("no project database here; run 'qcode run' first", store))
+    require_store(store)
     try:
         with Store(store) as project:
             book = project.codebook()
@@ -513,8 +517,7 @@ def retrain(
     ] = None,
 ) -> None:
     """Learn from reviewers' decisions in the store (a Prefect flow)."""
-    if not store.exists():
-        fail(QcodeError("no project database here; run 'qcode run' first", store))
+    require_store(store)
     try:
         from flows.training import retrain_from_decisions
 
@@ -544,12 +547,16 @@ def review(
         bool,
         typer.Option("--blind", help="Double coding: each reviewer sees only their own decisions."),
     ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Embedding cache the runs used, for quote ranking (default ./.cache)."),
+    ] = None,
 ) -> None:
     """Open the local review page: accept, reject or change the machine's suggestions."""
     from pipeline.review import serve
 
     try:
-        serve(store, host=host, port=port, token=token, blind=blind)
+        serve(store, host=host, port=port, token=token, blind=blind, cache_dir=cache_dir)
     except QcodeError as error:
         fail(error)
 

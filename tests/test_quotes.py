@@ -433,3 +433,14 @@ def test_quotes_page(decided):
         "/quotes", params={"code": "ts.trust", "limit": "3"}
     )
     assert all(f'data-unit="{q.unit_id}"' in theirs.text for q in expected.quotes)
+
+
+def test_quotes_page_reads_vectors_from_the_runs_cache(decided, cache_dir, tmp_path):
+    """``qcode review --cache-dir``: the page ranks by the run's vectors, not word overlap."""
+    from tests.test_review_web import client_for
+
+    params = {"code": "ts.trust", "limit": "3"}
+    cached = client_for(decided, cache_dir=cache_dir).get("/quotes", params=params)
+    assert "Diversity by embeddings (" in cached.text
+    elsewhere = client_for(decided, cache_dir=tmp_path).get("/quotes", params=params)
+    assert "Diversity by lexical (TF-IDF word overlap): no embedding cache" in elsewhere.text

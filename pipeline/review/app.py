@@ -117,16 +117,24 @@ class ReviewConfig:
     snapshots: SnapshotCache
     static: dict[str, tuple[bytes, str]]
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    cache_dir: Path | None = None  # the runs' embedding cache, for the quote bank's ranking
 
 
 # -- the app --------------------------------------------------------------------------------------
 
 
-def create_app(store_path: Path, *, token: str | None = None, blind: bool = False) -> FastAPI:
+def create_app(
+    store_path: Path,
+    *,
+    token: str | None = None,
+    blind: bool = False,
+    cache_dir: Path | None = None,
+) -> FastAPI:
     """The review app for one project store.
 
     ``token``: every request must present it (``?token=`` once, then a cookie).
     ``blind``: double coding; each reviewer sees only their own decisions and statuses.
+    ``cache_dir``: the embedding cache the runs used (default ``./.cache``).
     """
     store_path = Path(store_path)
     if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
@@ -143,6 +151,7 @@ def create_app(store_path: Path, *, token: str | None = None, blind: bool = Fals
         templates=template_environment(),
         snapshots=SnapshotCache(),
         static={n: ((HERE / "static" / n).read_bytes(), t) for n, t in STATIC_FILES.items()},
+        cache_dir=cache_dir,
     )
     app.middleware("http")(guard)
     for kind in (WebError, StarletteHTTPException, RequestValidationError, Exception):
@@ -181,6 +190,7 @@ def serve(
     port: int = 8765,
     token: str | None = None,
     blind: bool = False,
+    cache_dir: Path | None = None,
 ) -> None:
     """Serve the review page with uvicorn until Ctrl+C.
 
@@ -195,7 +205,7 @@ def serve(
         )
     import uvicorn
 
-    app = create_app(Path(store_path), token=token, blind=blind)
+    app = create_app(Path(store_path), token=token, blind=blind, cache_dir=cache_dir)
     everywhere = host in ("0.0.0.0", "::")
     shown = "127.0.0.1" if everywhere else host
     shown = f"[{shown}]" if ":" in shown else shown
@@ -634,7 +644,7 @@ def quotes_page(request: Request) -> HTMLResponse:
 
     config = settings(request)
     scope = reviewer_of(request) if config.blind else None
-    context = quotes_context(config.store_path, request.query_params, scope)
+    context = quotes_context(config.store_path, request.query_params, scope, config.cache_dir)
     return render(request, "quotes.html", status=400 if context["problem"] else 200, **context)
 
 

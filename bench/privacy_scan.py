@@ -1,0 +1,83 @@
+"""Benchmark: the anonymity check's first scan, with the NER shortcut and with NER on all text.
+
+Both scans run in this process on the same generated corpus, one after the other, so the ratio
+is measured in one run (the machine is shared; absolute times move). It also compares what the
+two find, kind by kind: the shortcut must not lose people or places that NER on every sentence
+finds.
+
+    python -m bench.privacy_scan --pages 700
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.run import RESULTS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=700)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    from pipeline.environment import configure_environment
+
+    configure_environment()
+    from bench.corpus import write_corpus
+    from pipeline import privacy
+    from pipeline.ingest import read_transcripts
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_corpus(Path(folder), args.pages, args.seed)
+        transcripts, _ = read_transcripts(Path(folder))
+    analyzer = privacy.build_analyzer()
+    names = privacy.ProjectNames()
+
+    def scan() -> tuple[float, set[tuple[str, int, int, str, str]]]:
+        clock = time.perf_counter()
+        found = privacy.scan_transcripts(transcripts, lambda: analyzer, names)
+        spans = {(f.transcript_id, f.start, f.end, f.kind, f.text) for f in found}
+        return time.perf_counter() - clock, spans
+
+    shortcut_s, shortcut = scan()
+    chosen = privacy._may_name
+    privacy._may_name = lambda piece, ordinary: True  # every sentence to NER
+    try:
+        everything_s, everything = scan()
+    finally:
+        privacy._may_name = chosen
+    lost = sorted(everything - shortcut)
+    report = {
+        "pages": args.pages,
+        "transcripts": len(transcripts),
+        "words": sum(len(t.text.split()) for t in transcripts),
+        "shortcut_s": round(shortcut_s, 2),
+        "all_text_s": round(everything_s, 2),
+        "ratio": round(shortcut_s / everything_s, 3),
+        "findings_shortcut": len(shortcut),
+        "findings_all_text": len(everything),
+        "only_with_all_text": [{"kind": k, "text": t} for _, _, _, k, t in lost],
+        "only_with_shortcut": [
+            {"kind": k, "text": t} for *_, k, t in sorted(shortcut - everything)
+        ],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"privacy-scan-{args.pages}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"{args.pages} pages: shortcut {shortcut_s:.1f} s, NER on all text {everything_s:.1f} s "
+        f"(ratio {report['ratio']}); findings {len(shortcut)} vs {len(everything)}"
+    )
+    for kind in sorted({k for _, _, _, k, _ in lost}):
+        texts = sorted({t for _, _, _, k2, t in lost if k2 == kind})
+        print(f"  only with NER on all text, {kind}: {', '.join(texts[:20])}")
+    print(f"Results: {path}")
+
+
+if __name__ == "__main__":
+    main()
