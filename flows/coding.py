@@ -54,7 +54,7 @@ from pipeline.privacy import (
     write_redacted_copies,
 )
 from pipeline.report import build_summaries, render_summaries
-from pipeline.segment import SentenceCache, load_sentencizer, segment, units_frame
+from pipeline.segment import SentenceCache, load_sentencizer, segment_frame
 from pipeline.settings import Settings
 from pipeline.store import Store
 
@@ -266,7 +266,7 @@ def segment_task(
 
     cache = SentenceCache(cache_dir / "sentences.sqlite")
     try:
-        units = units_frame(segment(transcripts, sentencizer, settings, cache), transcripts)
+        units = segment_frame(transcripts, sentencizer, settings, cache)
     finally:
         cache.close()
     get_run_logger().info("segment: %d units (%d to code)", len(units), int(units["codable"].sum()))

@@ -243,3 +243,25 @@ def units_frame(units: list[Unit], transcripts: list[Transcript]) -> pd.DataFram
     if not units:
         return pd.DataFrame(columns=[*fields, *extra])
     return pd.DataFrame(columns)
+
+
+def segment_frame(
+    transcripts: list[Transcript],
+    nlp: Language | Callable[[], Language],
+    settings: Settings,
+    cache: SentenceCache | None = None,
+    group: int = 64,
+) -> pd.DataFrame:
+    """``units_frame(segment(...))``, a group of transcripts at a time.
+
+    Why: the per-sentence Python objects of one group are freed before the next is made, so
+    a big corpus holds the compact table, not every intermediate object at once (the same
+    units either way)."""
+    frames = []
+    for first in range(0, len(transcripts), group):
+        part = transcripts[first : first + group]
+        frames.append(units_frame(segment(part, nlp, settings, cache), part))
+    filled = [f for f in frames if len(f)]
+    if not filled:
+        return units_frame([], transcripts)
+    return pd.concat(filled, ignore_index=True) if len(filled) > 1 else filled[0]

@@ -279,7 +279,8 @@ class Store:
             db.executemany(
                 f"INSERT OR REPLACE INTO units ({', '.join(_q(c) for c in columns)}, last_run_id)"
                 f" VALUES ({', '.join('?' * len(columns))}, ?)",
-                [(*_plain(r), manifest["run_id"]) for r in rows.itertuples(index=False)],
+                # Generators, not lists: at 7,000 pages a list of rows took ~300 MB.
+                ((*_plain(r), manifest["run_id"]) for r in rows.itertuples(index=False)),
             )
             probability = (
                 suggestions["probability"]
@@ -289,7 +290,7 @@ class Store:
             db.executemany(
                 "INSERT INTO suggestions (run_id, unit_id, code_id, score, rank, margin,"
                 " probability) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
+                (
                     (
                         manifest["run_id"],
                         r.unit_id,
@@ -300,7 +301,7 @@ class Store:
                         None if p is None or p != p else float(p),
                     )
                     for r, p in zip(suggestions.itertuples(index=False), probability, strict=True)
-                ],
+                ),
             )
 
     def latest_run_id(self) -> str | None:

@@ -49,13 +49,23 @@ def test_unchanged_inputs_reuse_the_last_run_and_any_change_does_not(
     assert (codings["status"] == "accepted").sum() == 1
     assert code_transcripts(folder, CODEBOOK, out, settings) == second
 
+    # A privacy false alarm changes what is coded (the text is no longer redacted): a new run.
+    from pipeline.store import PrivacyMarks
+
+    with Store(out / "project.sqlite") as store:
+        PrivacyMarks(store).mark_false_alarm("ann", "Desmos", note="maths software")
+    marked = code_transcripts(folder, CODEBOOK, out, settings)
+    assert marked not in (first, second)
+    assert code_transcripts(folder, CODEBOOK, out, settings) == marked
+
     # Another setting, an edited transcript: new runs.
     third = code_transcripts(folder, CODEBOOK, out, Settings(cache_dir=cache_dir, threshold=0.5))
-    assert third not in (first, second)
+    assert third not in (first, second, marked)
     path.write_text(path.read_text(encoding="utf-8") + "\nInterviewer: Thanks.\n")
     fourth = code_transcripts(folder, CODEBOOK, out, Settings(cache_dir=cache_dir, threshold=0.5))
-    assert fourth not in (first, second, third)
-    assert runs_in(out / "project.sqlite") == [p.name for p in (first, second, third, fourth)]
+    assert fourth not in (first, second, marked, third)
+    runs = [p.name for p in (first, second, marked, third, fourth)]
+    assert runs_in(out / "project.sqlite") == runs
 
 
 def test_precision_is_recorded_and_fp32_and_bf16_vectors_never_mix(prefect_harness, tmp_path):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pipeline.ingest import read_transcript
-from pipeline.segment import segment, unit_id, units_frame
+from pipeline.segment import segment, segment_frame, unit_id, units_frame
 from pipeline.settings import Settings
 from tests.conftest import write
 
@@ -78,3 +78,15 @@ def test_sample_units_match_their_source(sample_transcripts, nlp):
     assert {"role", "local_authority", "workstream"} <= set(frame.columns)
     group = frame[frame["transcript_id"] == "WP-07"]
     assert set(group.loc[group["speaker"] == "P2", "local_authority"]) == {"LA-F"}
+
+
+def test_segmenting_in_groups_gives_the_same_table(sample_transcripts, nlp):
+    """The flow segments a group of transcripts at a time (memory); nothing else changes."""
+    import pandas as pd
+
+    transcripts, _ = sample_transcripts
+    whole = units_frame(segment(transcripts, nlp, Settings()), transcripts)
+    for group in (1, 3, 64):
+        grouped = segment_frame(transcripts, nlp, Settings(), group=group)
+        pd.testing.assert_frame_equal(grouped, whole)
+    assert len(segment_frame([], nlp, Settings())) == 0
