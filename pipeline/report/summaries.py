@@ -187,17 +187,18 @@ def build_summaries(
         ["transcript_id", "speaker", "role", "local_authority"]
     ]
     total_interviews = units["transcript_id"].nunique()
-    attributed = units.assign(
-        attribution=[
-            attribution({"role": r, "local_authority": la, "workstream": w})
-            for r, la, w in zip(
-                units["role"], units["local_authority"], units["workstream"], strict=True
-            )
-        ]
-    )
     joined = codings[["unit_id", "code_id", "score", "status"]].merge(
-        attributed, on="unit_id", how="inner"
+        units, on="unit_id", how="inner"
     )
+    # One attribution per distinct combination of attributes (a few dozen), not per unit:
+    # at 7,000 pages a string per unit cost ~150 MB.
+    people_keys = ["role", "local_authority", "workstream"]
+    combos = joined[people_keys].drop_duplicates()
+    combos["attribution"] = [
+        attribution({"role": r, "local_authority": la, "workstream": w})
+        for r, la, w in combos.itertuples(index=False)
+    ]
+    joined = joined.merge(combos, on=people_keys, how="left")
     # A person's acceptance outranks any machine score when choosing quotes.
     joined["score"] = joined["score"].fillna(0.0)
     joined["accepted"] = joined["status"] == "accepted"
