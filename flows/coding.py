@@ -106,9 +106,18 @@ def preload(settings: Settings, sentencizer: bool = False) -> None:
     other work: the temporary Prefect server's start, or spaCy on new paragraphs. Errors
     surface where the flow itself needs them."""
     jobs: dict[str, Callable[[], object]] = {}
+    privacy_first = sentencizer and settings.privacy != "off"
     if settings.task_runner == "local":  # Dask workers load their own model
         encoder = get_encoder(settings.model, settings.precision)
-        jobs[f"encoder {settings.model} {settings.precision}"] = lambda: encoder.model
+
+        def load_model() -> object:
+            if privacy_first:
+                # Presidio imports torch and transformers too: one thread imports them, and
+                # the privacy check (which comes first) gets its analyzer sooner.
+                _presidio_imported.wait(timeout=300)
+            return encoder.model
+
+        jobs[f"encoder {settings.model} {settings.precision}"] = load_model
     if sentencizer:
         jobs["spaCy"] = lambda: _load_spacy_models(settings)
     for name, job in jobs.items():
@@ -120,14 +129,21 @@ def preload(settings: Settings, sentencizer: bool = False) -> None:
             _preloads[name] = thread
 
 
+_presidio_imported = threading.Event()
+
+
 def _load_spacy_models(settings: Settings) -> None:
-    """The sentencizer, then the privacy check's analyzer (its own spaCy pipeline) in the same
-    thread: two threads importing one package at once can break the import."""
-    get_sentencizer()
+    """The sentencizer, then the privacy check's analyzer (its own spaCy pipeline). The
+    encoder's thread waits until Presidio's imports are done: two threads importing one
+    package at once can break the import."""
+    try:
+        get_sentencizer()
+        if settings.privacy != "off":
+            # Presidio and its recognisers, which import torch and transformers.
+            import presidio_analyzer.predefined_recognizers  # noqa: F401
+    finally:
+        _presidio_imported.set()
     if settings.privacy != "off":
-        for name, thread in list(_preloads.items()):
-            if name.startswith("encoder"):
-                thread.join()  # Presidio imports transformers, as the encoder's thread does
         shared_analyzer(load_project_names(settings.privacy_names))
 
 
@@ -136,7 +152,13 @@ def _quietly(job: Callable[[], object]) -> None:
         job()
 
 
-def _finish_preloads() -> None:
+def _finish_preloads(name: str | None = None) -> None:
+    """Wait for the preload thread ``name`` (default: all of them)."""
+    if name is not None:
+        thread = _preloads.pop(name, None)
+        if thread is not None:
+            thread.join()
+        return
     while _preloads:
         _preloads.popitem()[1].join()
 
@@ -424,9 +446,10 @@ def privacy_task(
     """Find personal data; code the redacted text (or stop), as the privacy policy says."""
     logger = get_run_logger()
     if settings.privacy != "off":
-        # The analyzer imports spaCy; a preload thread may be importing it too, and two threads
-        # importing one package at once can break the import.
-        _finish_preloads()
+        # The analyzer imports spaCy and Presidio; the spaCy preload thread may be doing so,
+        # and two threads importing one package at once can break the import. The encoder's
+        # thread goes on loading the model while this scans.
+        _finish_preloads("spaCy")
     to_code, findings, summary = check_before_coding(
         transcripts, settings.privacy, settings.privacy_names, store_path
     )
