@@ -99,6 +99,7 @@ def default_cache_dir() -> Path:
 
 
 _preloads: dict[str, threading.Thread] = {}
+SPACY_PRELOAD = "spaCy"  # the thread loading the sentencizer and the privacy analyzer
 
 
 def preload(settings: Settings, sentencizer: bool = False) -> None:
@@ -119,7 +120,7 @@ def preload(settings: Settings, sentencizer: bool = False) -> None:
 
         jobs[f"encoder {settings.model} {settings.precision}"] = load_model
     if sentencizer:
-        jobs["spaCy"] = lambda: _load_spacy_models(settings)
+        jobs[SPACY_PRELOAD] = lambda: _load_spacy_models(settings)
     for name, job in jobs.items():
         if name not in _preloads:
             thread = threading.Thread(
@@ -449,7 +450,7 @@ def privacy_task(
         # The analyzer imports spaCy and Presidio; the spaCy preload thread may be doing so,
         # and two threads importing one package at once can break the import. The encoder's
         # thread goes on loading the model while this scans.
-        _finish_preloads("spaCy")
+        _finish_preloads(SPACY_PRELOAD)
     to_code, findings, summary = check_before_coding(
         transcripts, settings.privacy, settings.privacy_names, store_path
     )

@@ -64,20 +64,21 @@ def _name_list(name: str) -> list[str]:
     return words
 
 
-def _first_names() -> set[str]:
-    """First names from the gazetteer that are not also everyday words, in lower case."""
-    unsafe = {n.lower() for n in _name_list("lower_case_unsafe.txt")}
-    return {n.lower() for n in _name_list("first_names.txt")} - unsafe
+def _gazetteer() -> tuple[set[str], set[str]]:
+    """(first names that are not everyday words, first names that are: "Will", "Rose")."""
+    unsafe = set(_name_list("lower_case_unsafe.txt"))
+    return set(_name_list("first_names.txt")) - unsafe, unsafe
 
 
-FIRST_NAMES = _first_names()
+# The safe first names in lower case: a sentence holding one is always sent to NER.
+FIRST_NAMES = {n.lower() for n in _gazetteer()[0]}
 
 
 def first_name_patterns() -> list[tuple[str, str, float]]:
     """Regexes for first names (optionally with a surname) from a generic gazetteer. Names that
     are also English words only count when capitalised in mid-sentence."""
-    unsafe = set(_name_list("lower_case_unsafe.txt"))
-    safe = sorted(set(_name_list("first_names.txt")) - unsafe, key=len, reverse=True)
+    names, unsafe = _gazetteer()
+    safe = sorted(names, key=len, reverse=True)
     return [
         ("first name", r"\b(?i:" + "|".join(safe) + r")\b" + SURNAME, 0.5),
         (
@@ -318,7 +319,7 @@ NER_BATCH = 256
 NER_CONTEXT = 1
 NER_KINDS = {"PERSON": "PERSON", "GPE": "PLACE", "LOC": "PLACE", "FAC": "PLACE"}
 NER_SCORE = 0.85  # what Presidio's spaCy recogniser gave every entity
-NER_GROUP = 32  # transcripts whose docs are held at once: memory stays flat on big corpora
+NER_GROUP = 32  # transcripts whose NER inputs are gathered at once: memory stays flat
 
 
 def _pieces(speech: str) -> list[tuple[int, int]]:

@@ -81,14 +81,10 @@ def test_ner_shortcut_finds_what_ner_on_every_sentence_finds(analyzer, folder, m
 
 def test_lower_case_transcripts_send_everything_to_ner(tmp_path, analyzer, monkeypatch):
     """Capitals say nothing in an all-lower-case transcript: no sentence is skipped."""
-    body = LEAKY.split("---\n", 2)[2].lower().replace("interviewer:", "Interviewer:")
+    _, front, body = LEAKY.split("---\n", 2)
+    body = body.lower().replace("interviewer:", "Interviewer:")
     body = body.replace("participant:", "Participant:")
-    transcript = read_transcript(
-        write(
-            tmp_path / "low.md",
-            LEAKY.split("---\n", 2)[1] and "---\n" + LEAKY.split("---\n", 2)[1] + "---\n" + body,
-        )
-    )
+    transcript = read_transcript(write(tmp_path / "low.md", f"---\n{front}---\n{body}"))
     asked = []
     monkeypatch.setattr(privacy, "_may_name", lambda piece, ordinary: asked.append(piece))
     scan_transcript(transcript, analyzer)
