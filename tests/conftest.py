@@ -86,12 +86,11 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def _sample_project_template(
-    tmp_path_factory, nlp, encoder, codebook, sample_transcripts, embedding_cache
-):
-    """A project store holding one real run over the sample, built once per test session
-    with the real stages (no Prefect: the flow's own tests cover that path)."""
+def record_real_run(
+    path: Path, transcripts, problems, nlp, encoder, codebook, embedding_cache
+) -> Path:
+    """Code ``transcripts`` with the real stages (segment, embed, assign; no Prefect: the
+    flow's own tests cover that path) and record the run in a new project store at ``path``."""
     from datetime import UTC, datetime
 
     from pipeline.assign import assign_units, build_prototypes, embedded_mask
@@ -102,7 +101,6 @@ def _sample_project_template(
     from pipeline.store import Store
 
     settings = Settings()
-    transcripts, problems = sample_transcripts
     units = units_frame(segment(transcripts, nlp, settings), transcripts)
     vectors, encoded = embed_texts(
         units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, embedding_cache
@@ -124,10 +122,19 @@ def _sample_project_template(
         {},
         encoded,
     )
-    path = tmp_path_factory.mktemp("project") / "project.sqlite"
     with Store(path) as store:
         store.record_run(manifest, transcripts, units, suggestions, codebook)
     return path
+
+
+@pytest.fixture(scope="session")
+def _sample_project_template(
+    tmp_path_factory, nlp, encoder, codebook, sample_transcripts, embedding_cache
+):
+    """A project store holding one real run over the sample, built once per test session."""
+    transcripts, problems = sample_transcripts
+    path = tmp_path_factory.mktemp("project") / "project.sqlite"
+    return record_real_run(path, transcripts, problems, nlp, encoder, codebook, embedding_cache)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from pipeline.interop.refi import (
     read_qdpx,
 )
 from pipeline.store import NewDecision, Store
+from tests.conftest import record_real_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "refi"
@@ -114,43 +115,14 @@ def _tiny_template(tmp_path_factory, nlp, encoder, codebook, embedding_cache):
     """A real project store (real ingest, spaCy, encoder, assignment) over three tiny
     interviews with é, curly quotes, emoji, a CRLF file and a group interview; two reviewers
     have decided on some units, with memos."""
-    from datetime import UTC, datetime
-
-    from pipeline.assign import assign_units, build_prototypes, embedded_mask
-    from pipeline.embed import embed_texts
     from pipeline.ingest import read_transcripts
-    from pipeline.outputs import build_manifest, new_run_id
-    from pipeline.segment import segment, units_frame
-    from pipeline.settings import Settings
 
     base = tmp_path_factory.mktemp("refi")
     transcripts, problems = read_transcripts(_write_transcripts(base / "transcripts"))
     assert [t.transcript_id for t in transcripts] == ["T-01", "T-02", "T-03"]
-    settings = Settings()
-    units = units_frame(segment(transcripts, nlp, settings), transcripts)
-    vectors, encoded = embed_texts(
-        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, embedding_cache
+    path = record_real_run(
+        base / "project.sqlite", transcripts, problems, nlp, encoder, codebook, embedding_cache
     )
-    prototypes = build_prototypes(codebook, encoder, embedding_cache)
-    suggestions, best = assign_units(units, vectors, prototypes, settings)
-    units = units.merge(best, on="unit_id", how="left")
-    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
-    manifest = build_manifest(
-        run_id,
-        datetime.now(UTC),
-        transcripts,
-        problems,
-        codebook,
-        settings,
-        {"name": encoder.name, "fingerprint": encoder.fingerprint},
-        units,
-        suggestions,
-        {},
-        encoded,
-    )
-    path = base / "project.sqlite"
-    with Store(path) as store:
-        store.record_run(manifest, transcripts, units, suggestions, codebook)
     shutil.copy(path, base / "undecided.sqlite")  # closed first: WAL checkpointed
     with Store(path) as store:
         trust = _unit(store, "T-01", "café meetings")
