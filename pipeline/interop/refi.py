@@ -41,6 +41,7 @@ from lxml import etree
 from pipeline import __version__
 from pipeline.codebook import Codebook
 from pipeline.decisions import current_codings, resolve_code
+from pipeline.interop import listed
 from pipeline.interop.qdc import (
     PROJECT_NS,
     RefiCode,
@@ -825,9 +826,7 @@ class QdpxImportReport:
                 f"{len(self.unplaced)} coded spans neither match a unit nor cover whole units "
                 "(not imported; code whole sentences, or re-run with --unit turn):"
             )
-            lines += [f"  {u}" for u in self.unplaced[:MAX_LISTED]]
-            if len(self.unplaced) > MAX_LISTED:
-                lines.append(f"  ... and {len(self.unplaced) - MAX_LISTED} more")
+            lines += listed(self.unplaced, MAX_LISTED)
         if self.partly_covered:
             lines.append(
                 f"{self.partly_covered} units were only partly inside a coded span and were not "

@@ -27,6 +27,7 @@ import pandas as pd
 from pipeline.codebook import Codebook
 from pipeline.decisions import current_codings, resolve_code, text_sha, unit_statuses
 from pipeline.errors import QcodeError
+from pipeline.interop import listed
 from pipeline.store import NewDecision, StaleUnitError, Store
 
 INFO_COLUMNS = [
@@ -383,9 +384,7 @@ class ImportReport:
                 f"{len(self.conflicts)} rows NOT imported (conflicts: the unit changed in the "
                 "project since the export; nothing was overwritten; export again to review them):"
             )
-            lines += [f"  {c}" for c in self.conflicts[:MAX_LISTED]]
-            if len(self.conflicts) > MAX_LISTED:
-                lines.append(f"  ... and {len(self.conflicts) - MAX_LISTED} more")
+            lines += listed(self.conflicts, MAX_LISTED)
         return "\n".join(lines)
 
 
