@@ -1,20 +1,27 @@
 """Privacy: find personal data left in transcripts before coding, and act by policy.
 
 Transcripts arrive "anonymised" but leak: a colleague's first name, a school, an email
-signature pasted from a chat. The check runs Microsoft Presidio's analyzer with our spaCy model
-for person names, plus recognisers for UK phone numbers (the ``phonenumbers`` library), UK
-postcodes, email addresses, school names (the project's list and the usual naming patterns) and
-the project's list of place names. Findings are reported with file, line and snippet, and by
-policy the run stops, continues with a warning, or also writes redacted copies. In every policy
-but ``off`` the run codes the redacted text ([NAME], [SCHOOL], ...), so no output, quote or
-report carries flagged text unless a person has marked it a false alarm (recorded with who).
+signature pasted from a chat, a name used as a speaker label or a file name. The check scans
+every channel of a transcript that can reach an output: the whole text (headers before the first
+speaker label, the labels, the speech), the attribute values (front matter and sidecar YAML),
+speaker names, the interview id and the file name. It finds person names (spaCy's NER and the US
+Census name lists shipped by the ``names`` package), UK phone numbers (``phonenumbers``),
+postcodes, emails, school names, places, street addresses, social-media handles, dates of birth,
+staff and payroll numbers and National Insurance numbers. By policy the run stops, continues
+with a warning, or also writes redacted copies. In every policy but ``off`` the run codes the
+redacted text ([NAME], [SCHOOL], ...), so no output, quote or report carries flagged text unless
+a person has marked it a false alarm (recorded with who). Nothing this module stores or logs
+holds flagged text: cached scans keep offsets and hashes, snippets are masked whole words.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,19 @@ import yaml
 from pipeline.errors import QcodeError
 from pipeline.ingest import Transcript, Turn
 
-KINDS = ("PERSON", "EMAIL", "PHONE", "POSTCODE", "SCHOOL", "PLACE")
+KINDS = (
+    "PERSON",
+    "EMAIL",
+    "PHONE",
+    "POSTCODE",
+    "SCHOOL",
+    "PLACE",
+    "ADDRESS",
+    "HANDLE",
+    "DATE_OF_BIRTH",
+    "STAFF_ID",
+    "NI_NUMBER",
+)
 PLACEHOLDERS = {
     "PERSON": "[NAME]",
     "EMAIL": "[EMAIL]",
@@ -31,10 +50,29 @@ PLACEHOLDERS = {
     "POSTCODE": "[POSTCODE]",
     "SCHOOL": "[SCHOOL]",
     "PLACE": "[PLACE]",
+    "ADDRESS": "[ADDRESS]",
+    "HANDLE": "[HANDLE]",
+    "DATE_OF_BIRTH": "[DATE OF BIRTH]",
+    "STAFF_ID": "[STAFF ID]",
+    "NI_NUMBER": "[NI NUMBER]",
 }
 # When findings overlap, the more specific kind wins.
-PRIORITY = {"EMAIL": 6, "PHONE": 5, "POSTCODE": 4, "SCHOOL": 3, "PERSON": 2, "PLACE": 1}
+PRIORITY = {
+    "EMAIL": 11,
+    "NI_NUMBER": 10,
+    "DATE_OF_BIRTH": 9,
+    "HANDLE": 8,
+    "PHONE": 7,
+    "STAFF_ID": 6,
+    "POSTCODE": 5,
+    "ADDRESS": 4,
+    "SCHOOL": 3,
+    "PERSON": 2,
+    "PLACE": 1,
+}
 POLICIES = ("off", "warn", "redact", "stop")
+# The file a transcripts folder may hold with its project's names (used when none is given).
+NAMES_FILE = "privacy_names.yaml"
 
 EMAIL = r"\b[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 UK_PHONE = (
@@ -46,63 +84,113 @@ SCHOOL_WORDS = (
     r"Nursery|Grammar School|School|College|Early Years Centre|Learning Centre"
 )
 SCHOOL = (
-    r"\b(?:St\.? |Saint |Our Lady of |Holy )?(?:[A-Z][a-z’'.-]+ ){1,4}(?:RC |R\.C\. )?(?:"
+    r"\b(?:St\.? |Saint |Our Lady of |Holy )?(?:[A-Z][a-z’'-]+ ){1,4}(?:RC |R\.C\. )?(?:"
     + SCHOOL_WORDS
     + r")\b"
 )
-TITLED_NAME = r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sister|Father)\.? (?:Mac|Mc|O['’])?[A-Z][A-Za-z'’-]+"
-SURNAME = r"(?: (?:Mac|Mc|O['’])?[A-Z][a-z'’]+(?:-[A-Z][a-z'’]+)?)?"
+TITLED_NAME = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sister|Father)\.? (?:Mac|Mc|O['’])?[A-Z][A-Za-z'’-]+"
+)
+STREET_WORDS = (
+    r"Street|St|Road|Rd|Avenue|Ave|Lane|Drive|Crescent|Place|Terrace|Gardens|Court|Way|Close|"
+    r"Grove|Park|Square|Wynd|Brae|Row|View|Walk|Gate|Quadrant|Circus|Mews|Parade|Boulevard|Loan"
+)
+ADDRESS = re.compile(
+    r"\b(?:(?:Flat|Unit|Apartment|Suite)\s+[\w/]+,?\s+)?(?:\d{1,2}/\d{1,2},?\s+)?"
+    r"\d{1,4}[A-Za-z]?,?\s+(?:[A-Z][a-z'’]+\s+){1,3}(?:" + STREET_WORDS + r")\b"
+)
+HANDLE = re.compile(r"(?<![\w@.])@[A-Za-z_][A-Za-z0-9_.]{1,29}[A-Za-z0-9_]")
+NI_NUMBER = re.compile(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+MONTHS = (
+    "January|February|March|April|May|June|July|August|September|October|November|December|"
+    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+)
+A_DATE = re.compile(
+    r"\b(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?(?: of)? (?:{MONTHS}),? \d{{4}}"
+    rf"|(?:{MONTHS}) \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}})\b"
+)
+BIRTH_CUE = re.compile(r"(?i)\b(?:born|d\.? ?o\.? ?b\b\.?|date of birth|birthday|birth date)")
+STAFF_CUE = re.compile(
+    r"(?i)\b(?:staff|employee|payroll|personnel|HR)\s*(?:id|no\b\.?|number|num\b|ref\b|reference)"
+)
+STAFF_NUMBER = re.compile(r"\b(?:[A-Z]{1,4}-?)?\d{4,10}\b")
+CUE_REACH = 60  # characters after a cue in which its date or number must start
 DATA = Path(__file__).parent / "data"
 Raw = tuple[int, int, str, float, str]  # start, end, kind, score, recogniser
 
 
-def _name_list(name: str) -> list[str]:
-    words = []
-    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            words += line.split()
-    return words
+# ---- name data ---------------------------------------------------------------------------
 
 
-def _gazetteer() -> tuple[set[str], set[str]]:
-    """(first names that are not everyday words, first names that are: "Will", "Rose")."""
-    unsafe = set(_name_list("lower_case_unsafe.txt"))
-    return set(_name_list("first_names.txt")) - unsafe, unsafe
+def _census_names(file: str) -> set[str]:
+    """Names (lower case) from the US Census 1990 lists that the ``names`` package ships."""
+    from importlib.resources import files
+
+    text = (files("names") / file).read_text(encoding="utf-8")
+    return {line.split()[0].lower() for line in text.splitlines() if line.strip()}
 
 
-# The safe first names in lower case: a sentence holding one is always sent to NER.
-FIRST_NAMES = {n.lower() for n in _gazetteer()[0]}
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """5,163 first names (1990 US Census, public domain; MIT-licensed ``names`` package)."""
+    return frozenset(_census_names("dist.male.first") | _census_names("dist.female.first"))
 
 
-def first_name_patterns() -> list[tuple[str, str, float]]:
-    """Regexes for first names (optionally with a surname) from a generic gazetteer. Names that
-    are also English words only count when capitalised in mid-sentence."""
-    names, unsafe = _gazetteer()
-    safe = sorted(names, key=len, reverse=True)
-    return [
-        ("first name", r"\b(?i:" + "|".join(safe) + r")\b" + SURNAME, 0.5),
-        (
-            "first name mid-sentence",
-            r"(?<=[a-z,;:] )(?:"
-            + "|".join(sorted(unsafe, key=len, reverse=True))
-            + r")\b"
-            + SURNAME,
-            0.45,
-        ),
-        ("title and surname", TITLED_NAME, 0.85),
-    ]
+@lru_cache(maxsize=1)
+def surnames() -> frozenset[str]:
+    """88,799 surnames (1990 US Census, as above)."""
+    return frozenset(_census_names("dist.all.last"))
 
 
-# Phrases in this field's transcripts that look like names but are not personal data.
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """Everyday English words: the lower-case entries of Webster's Second International
+    (public domain, shipped by the MIT-licensed ``english-words`` package). A first name that is
+    also a word ("grace", "will") is only a name when the text says so."""
+    from english_words import get_english_words_set
+
+    return frozenset(
+        w for w in get_english_words_set(["web2"], lower=False, alpha=True) if w.islower()
+    )
+
+
+def everyday(word: str) -> bool:
+    """Is ``word`` (lower case) an everyday English word, inflected or not ("numbers")?"""
+    words = english_words()
+    if word in words or word in _stop_words():
+        return True
+    stems = [word[:-1], word[:-2], word[:-3] + "y", word[:-2] + "e", word[:-3], word[:-3] + "e"]
+    return any(
+        word.endswith(end) and stem in words
+        for end, stem in zip(("s", "es", "ies", "ed", "ing", "ing"), stems, strict=True)
+    )
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(STOP_WORDS)
+
+
+def name_words() -> frozenset[str]:
+    """First names that are not everyday words: a name in any case, anywhere."""
+    return _name_words()
+
+
+@lru_cache(maxsize=1)
+def _name_words() -> frozenset[str]:
+    return frozenset(n for n in first_names() if not everyday(n))
+
+
+# Phrases that look like names but are never personal data, in any evaluation. An evaluation's
+# own programme and network names go in its names file (``allow:``), e.g.
+# transcripts_sample/privacy_names.yaml.
 ALWAYS_ALLOWED = {
-    "West Online School",
-    "West OS",
-    "West Partnership",
     "Education Scotland",
-    "Improving our Classrooms",
     "Teams",
     "Microsoft Teams",
-    "Glow",
     "Twitter",
     "WhatsApp",
     "Zoom",
@@ -113,13 +201,11 @@ ALWAYS_ALLOWED = {
     "Wales",
     "Ireland",
     "Europe",
-    "West",
     "Gmail",
     "Email",
     "Maths",
     "Geography",
     "LA",
-    "the West Partnership",
     "UK",
     "Covid",
     "Omicron",
@@ -132,11 +218,9 @@ ALWAYS_ALLOWED = {
     "GTCS",
     "QIO",
     "RIC",
-    "CLN",
-    "CLTA",
-    "LEI",
     "Interviewer",
     "Participant",
+    "Speaker",
     "Head Teacher",
     "Regional Improvement Collaborative",
     "Curriculum for Excellence",
@@ -147,7 +231,7 @@ ALWAYS_ALLOWED = {
     "Gaelic",
     "Team",
 }
-# School stages (P1-P7, S1-S6) and the evaluation's anonymised authorities and interviews.
+# School stages (P1-P7, S1-S6), anonymised authorities and interview codes.
 NEVER_PERSONAL = re.compile(r"^(?:[PS][1-7]|LA-[A-Z]|[A-Z]{1,4}-\d+)$")
 GENERIC_FIRST_WORDS = {
     "st",
@@ -176,17 +260,28 @@ class PrivacyError(QcodeError):
 class Finding:
     transcript_id: str
     path: str
-    line: int
+    line: int  # 0 when the finding is not in the text (an attribute, the id, the file name)
     start: int
     end: int
     kind: str
     text: str
     score: float
     recogniser: str
-    snippet: str
+    snippet: str  # masked: whole words around the finding, every finding replaced
+    channel: str = "text"  # or "id", "file name", "attribute KEY", "speaker N" ...
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line}" if self.channel == "text" else self.channel
 
     def __str__(self) -> str:
-        return f"{self.path}, line {self.line}: {self.kind} '{self.text}' in \"{self.snippet}\""
+        """For the person running the check (the terminal): the text itself, so they can fix
+        it or mark a false alarm, with a masked snippet. Never logged or stored."""
+        return f'{self.path}, {self.where}: {self.kind} "{self.text}" in "{self.snippet}"'
+
+    def masked(self) -> str:
+        """Where and what kind, without the text: safe for logs and errors."""
+        return f'{self.path}, {self.where}: {self.kind} in "{self.snippet}"'
 
 
 @dataclass
@@ -217,40 +312,37 @@ def load_project_names(path: Path | None) -> ProjectNames:
     )
 
 
+def names_file(given: Path | None, transcripts_dir: Path | None) -> Path | None:
+    """The names file to use: the one given, else ``privacy_names.yaml`` in the transcripts'
+    folder if there is one."""
+    if given is not None or transcripts_dir is None:
+        return given
+    candidate = Path(transcripts_dir) / NAMES_FILE
+    return candidate if candidate.is_file() else None
+
+
 def build_analyzer(names: ProjectNames | None = None) -> Any:
-    """Presidio's analyzer on our spaCy model with the recognisers above; load once.
+    """Presidio's analyzer on our spaCy model with our pattern recognisers; load once. The
+    project's names are matched outside it, so one analyzer serves every project.
 
     Presidio's own email recogniser is not used: it looks up the public suffix list online.
     """
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-    names = names or ProjectNames()
     registry = RecognizerRegistry(supported_languages=["en"])
-    registry.add_recognizer(
-        PatternRecognizer(
-            supported_entity="PERSON",
-            name="qcode names",
-            patterns=[Pattern(n, rx, score) for n, rx, score in first_name_patterns()],
-            global_regex_flags=re.MULTILINE,
-        )
-    )
     registry.add_recognizer(PhoneRecognizer(supported_regions=("GB",), context=[]))
     patterns = [
-        ("EMAIL", [Pattern("email", EMAIL, 0.9)], None),
-        ("PHONE", [Pattern("uk phone", UK_PHONE, 0.6)], None),
-        ("POSTCODE", [Pattern("uk postcode", POSTCODE, 0.7)], None),
-        ("SCHOOL", [Pattern("school name", SCHOOL, 0.6)], names.schools or None),
-        ("PLACE", [], names.places or None),
+        ("EMAIL", Pattern("email", EMAIL, 0.9)),
+        ("PHONE", Pattern("uk phone", UK_PHONE, 0.6)),
+        ("POSTCODE", Pattern("uk postcode", POSTCODE, 0.7)),
+        ("SCHOOL", Pattern("school name", SCHOOL, 0.6)),
     ]
-    for entity, pattern_list, deny in patterns:
-        if not pattern_list and not deny:
-            continue
+    for entity, pattern in patterns:
         registry.add_recognizer(
             PatternRecognizer(
                 supported_entity=entity,
-                patterns=pattern_list or None,
-                deny_list=deny,
+                patterns=[pattern],
                 name=f"qcode {entity.lower()}",
                 global_regex_flags=re.IGNORECASE
                 if entity in ("POSTCODE", "EMAIL")
@@ -282,24 +374,59 @@ def _lean_spacy_engine() -> Any:
     return engine
 
 
-def _snippet(text: str, start: int, end: int, width: int = 40) -> str:
-    left = text.rfind("\n", 0, start) + 1
-    right = text.find("\n", end)
-    right = len(text) if right == -1 else right
-    return text[max(left, start - width) : min(right, end + width)].strip()
+# ---- where to look: the channels of a transcript -------------------------------------------
+
+MAX_BLOCK = 2000  # characters: a long paragraph is scanned in pieces (spaCy has a length limit)
+SEPARATORS = re.compile(r"[_.\-+]")  # in ids and file names: "interview_siobhan_oneill"
 
 
-def _resolve_overlaps(
-    found: list[tuple[int, int, str, float, str]],
-) -> list[tuple[int, int, str, float, str]]:
-    """Keep one finding per stretch of text: the more specific kind, then the longer span."""
-    ordered = sorted(found, key=lambda f: (-PRIORITY[f[2]], -(f[1] - f[0]), f[0]))
-    kept: list[tuple[int, int, str, float, str]] = []
-    for candidate in ordered:
-        if all(candidate[1] <= k[0] or candidate[0] >= k[1] for k in kept):
-            kept.append(candidate)
-    return sorted(kept)
+def _fields(transcript: Transcript) -> list[tuple[str, str]]:
+    """(channel, value) for everything beside the text that reaches an output. Speaker names
+    are numbered, so the channel's name never repeats the value."""
+    fields = [
+        ("id", transcript.transcript_id),
+        ("file name", Path(transcript.source_path).name),
+    ]
+    fields += [
+        (f"attribute {key}", value)
+        for key, value in transcript.attributes.items()
+        if key != "interview_id"
+    ]
+    for number, speaker in enumerate(_speakers(transcript), start=1):
+        fields.append((f"speaker {number}", speaker))
+        for key, value in transcript.participants.get(speaker, {}).items():
+            fields.append((f"speaker {number} attribute {key}", value))
+    return fields
 
+
+def _speakers(transcript: Transcript) -> list[str]:
+    """Speaker names as the outputs show them (turns, and the participants' attribute keys)."""
+    return list(dict.fromkeys([*(t.speaker for t in transcript.turns), *transcript.participants]))
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    """Lines of text, long ones cut at spaces into pieces of at most MAX_BLOCK characters."""
+    blocks, offset = [], 0
+    for line in text.split("\n"):
+        start, end = offset, offset + len(line)
+        offset = end + 1
+        while end - start > MAX_BLOCK:
+            cut = text.rfind(" ", start + MAX_BLOCK // 2, start + MAX_BLOCK)
+            cut = cut if cut > start else start + MAX_BLOCK
+            blocks.append((start, cut))
+            start = cut
+        if text[start:end].strip():
+            blocks.append((start, end))
+    return blocks
+
+
+def content_key(transcript: Transcript) -> str:
+    """What a cached scan depends on in a transcript: its text and every other channel."""
+    payload = json.dumps([transcript.text, _fields(transcript)], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# ---- recognisers -------------------------------------------------------------------------
 
 # Sentence-sized pieces for NER, and the words that make a piece worth running NER on.
 PIECE_END = re.compile(r"(?<=[.!?…])[\"'’”)\]]*\s+")
@@ -307,6 +434,7 @@ CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*")
 TITLE_BEFORE = re.compile(r"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|St)\.$")
 LOWER_CASE_WORD = re.compile(r"\b[a-z][\w'’-]*")
 NEVER_A_NAME = {"I", "I'm", "I’m", "I've", "I’ve", "I'd", "I’d", "I'll", "I’ll", "OK"}
+NEVER_A_NAME.update(["Mon", "Tue", "Tues", "Wed", "Thu", "Thur", "Thurs", "Fri", "Sat", "Sun"])
 MONTHS_AND_DAYS = (
     "January February March April May June July August September October November December "
     "Monday Tuesday Wednesday Thursday Friday Saturday Sunday"
@@ -315,15 +443,17 @@ NEVER_A_NAME.update(MONTHS_AND_DAYS.split())
 SPOKEN_WORDS = {"yeah", "yep", "yes", "no", "um", "uh", "erm", "er", "hmm", "mm", "oh", "aye"}
 SPOKEN_WORDS |= {"okay", "ok", "right", "sorry", "thanks", "thank"}
 WORD = re.compile(r"[\w'’-]+")
+TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 NER_BATCH = 256
 NER_CONTEXT = 1
 NER_KINDS = {"PERSON": "PERSON", "GPE": "PLACE", "LOC": "PLACE", "FAC": "PLACE"}
 NER_SCORE = 0.85  # what Presidio's spaCy recogniser gave every entity
 NER_GROUP = 32  # transcripts whose NER inputs are gathered at once: memory stays flat
+LABEL_START = re.compile(r"^\W*[A-Z][\w .'’()/&-]{0,40}?:\s*")  # "Speaker 1: " before a piece
 
 
 def _pieces(speech: str) -> list[tuple[int, int]]:
-    """Sentence-like stretches of one turn (a cheap split: NER only needs short inputs)."""
+    """Sentence-like stretches of one block (a cheap split: NER only needs short inputs)."""
     pieces, start = [], 0
     for match in PIECE_END.finditer(speech):
         if TITLE_BEFORE.search(speech, 0, match.start()):
@@ -339,10 +469,11 @@ def _may_name(piece: str, ordinary: set[str]) -> bool:
     mid-sentence, or first in the sentence but also written in lower case somewhere in these
     interviews ("Sarah said", not "So we"), and not an acronym, a code, a month or a term the
     project allows ("West Partnership"). About one sentence in six in interviews; the rest
-    skip NER, which is most of the scan's time. First names the gazetteer knows are found
+    skip NER, which is most of the scan's time. First names the name list knows are found
     without NER; the recall sets measure what the shortcut costs (README)."""
-    if any(w.lower() in FIRST_NAMES for w in WORD.findall(piece)):
-        return True  # "it was jenny mcgregor": NER may find the surname the gazetteer cannot
+    known = name_words()
+    if any(w.lower() in known for w in WORD.findall(piece)):
+        return True  # "it was jenny mcgregor": NER may find the surname the list cannot
     for match in CAPITALISED.finditer(piece):
         word = match.group().rstrip(".")
         if word in NEVER_A_NAME or word in ordinary or word.isupper():
@@ -369,33 +500,79 @@ def _windows(chosen: list[int], count: int, context: int) -> list[tuple[int, int
     return runs
 
 
-def _ner_entities(transcripts: list[Transcript], nlp: Any, allowed: set[str]) -> list[list[Raw]]:
-    """People and places spaCy's NER finds in these transcripts' spoken text (transcript
-    offsets), from one ``nlp.pipe`` over the candidate pieces of all of them.
+@dataclass
+class _Scan:
+    """One transcript's channels, flattened into one string for the recognisers: the text,
+    then one line per field (separators in ids and file names turned into spaces)."""
 
-    A transcript written mostly in lower case (some automatic transcripts) sends every piece
-    to NER, since capitals say nothing there."""
-    jobs: list[tuple[int, int, str]] = []  # (transcript, offset in its text, window text)
-    for number, transcript in enumerate(transcripts):
+    transcript: Transcript
+    text: str
+    blocks: list[tuple[int, int]]
+    fields: list[tuple[str, int, int]]  # channel, start and end in ``text``
+    ordinary: set[str]
+    allowed: set[str]
+
+    @classmethod
+    def of(cls, transcript: Transcript, allowed: set[str]) -> _Scan:
+        body = transcript.text
+        parts, fields, offset = [body], [], len(body) + 1
+        for channel, value in _fields(transcript):
+            value = value.replace("\n", " ")
+            if channel in ("id", "file name"):
+                value = SEPARATORS.sub(" ", value)
+            parts.append(value)
+            fields.append((channel, offset, offset + len(value)))
+            offset += len(value) + 1
+        text = "\n".join(parts)
+        blocks = _blocks(body) + [(s, e) for _, s, e in fields if e > s]
         # Words that, capitalised, do not suggest a name. From this transcript alone, so that
         # its findings never depend on which others are scanned with it (scans are cached).
-        ordinary = allowed | set(LOWER_CASE_WORD.findall(transcript.text))
-        speeches = [(t.start, transcript.text[t.start : t.end]) for t in transcript.turns]
-        pieces = [_pieces(speech) for _, speech in speeches]
-        starts = [
-            speech[s] for (_, speech), ps in zip(speeches, pieces, strict=True) for s, _ in ps
+        ordinary = allowed | set(LOWER_CASE_WORD.findall(body))
+        return cls(transcript, text, blocks, fields, ordinary, allowed)
+
+    def channel_of(self, offset: int) -> tuple[str, int]:
+        """(channel, where that channel starts in ``text``)."""
+        for channel, start, end in self.fields:
+            if start <= offset <= end:
+                return channel, start
+        return "text", 0
+
+
+def _ner_jobs(scan: _Scan) -> list[tuple[int, str]]:
+    """(offset, text) of the stretches of one transcript to send to NER."""
+    pieces = [[(b + s, b + e) for s, e in _pieces(scan.text[b:e])] for b, e in scan.blocks]
+    starts = []
+    for block in pieces:
+        for s, e in block:
+            piece = scan.text[s:e]
+            label = LABEL_START.match(piece)
+            rest = piece[label.end() :] if label else piece
+            if rest[:1].isalpha():
+                starts.append(rest[0])
+    # A transcript written mostly in lower case (some automatic transcripts) sends every piece
+    # to NER, since capitals say nothing there.
+    capitalised = sum(c.isupper() for c in starts) >= 0.5 * len(starts)
+    body_end = len(scan.transcript.text)
+    jobs = []
+    for block in pieces:
+        chosen = [
+            i
+            for i, (s, e) in enumerate(block)
+            if not capitalised or s >= body_end or _may_name(scan.text[s:e], scan.ordinary)
         ]
-        capitalised = sum(c.isupper() for c in starts) >= 0.5 * len(starts)
-        for (turn_start, speech), turn_pieces in zip(speeches, pieces, strict=True):
-            chosen = [
-                i
-                for i, (s, e) in enumerate(turn_pieces)
-                if not capitalised or _may_name(speech[s:e], ordinary)
-            ]
-            for first, last in _windows(chosen, len(turn_pieces), NER_CONTEXT):
-                s, e = turn_pieces[first][0], turn_pieces[last][1]
-                jobs.append((number, turn_start + s, speech[s:e]))
-    found: list[list[Raw]] = [[] for _ in transcripts]
+        for first, last in _windows(chosen, len(block), NER_CONTEXT):
+            s, e = block[first][0], block[last][1]
+            jobs.append((s, scan.text[s:e]))
+    return jobs
+
+
+def _ner_entities(scans: list[_Scan], nlp: Any) -> list[list[Raw]]:
+    """People and places spaCy's NER finds in these transcripts (offsets in each scan's text),
+    from one ``nlp.pipe`` over the candidate pieces of all of them."""
+    jobs = [
+        (number, offset, text) for number, s in enumerate(scans) for offset, text in _ner_jobs(s)
+    ]
+    found: list[list[Raw]] = [[] for _ in scans]
     texts = (text for _, _, text in jobs)
     for (number, offset, _), doc in zip(jobs, nlp.pipe(texts, batch_size=NER_BATCH), strict=True):
         for ent in doc.ents:
@@ -412,41 +589,8 @@ def _ner_entities(transcripts: list[Transcript], nlp: Any, allowed: set[str]) ->
     return found
 
 
-def scan_transcript(
-    transcript: Transcript,
-    analyzer: Any,
-    names: ProjectNames | None = None,
-    false_alarms: set[tuple[str, str]] | None = None,
-    min_score: float = 0.4,
-) -> list[Finding]:
-    """Personal data in one transcript's spoken text (speaker labels are not scanned)."""
-    return next(iter_scans([transcript], analyzer, names, false_alarms, min_score))
-
-
-def iter_scans(
-    transcripts: list[Transcript],
-    analyzer: Any,
-    names: ProjectNames | None = None,
-    false_alarms: set[tuple[str, str]] | None = None,
-    min_score: float = 0.4,
-) -> Iterator[list[Finding]]:
-    """Findings per transcript, in order; NER batched over groups of transcripts."""
-    nlp = analyzer.nlp_engine.nlp["en"]
-    from spacy.lang.en.stop_words import STOP_WORDS
-
-    allowed = {
-        w for phrase in (*ALWAYS_ALLOWED, *(names or ProjectNames()).allow) for w in phrase.split()
-    }
-    allowed |= STOP_WORDS | SPOKEN_WORDS
-    for first in range(0, len(transcripts), NER_GROUP):
-        group = transcripts[first : first + NER_GROUP]
-        for transcript, entities in zip(group, _ner_entities(group, nlp, allowed), strict=True):
-            candidates = entities + _pattern_matches(transcript, analyzer)
-            yield _findings(transcript, candidates, names, false_alarms or set(), min_score)
-
-
-def _pattern_matches(transcript: Transcript, analyzer: Any) -> list[Raw]:
-    """What Presidio's pattern recognisers (regexes, phone numbers, lists) find, turn by turn.
+def _pattern_matches(scan: _Scan, analyzer: Any) -> list[Raw]:
+    """What Presidio's pattern recognisers (regexes, phone numbers) find, block by block.
     Our recognisers use no context words, so Presidio gets no spaCy analysis of its own."""
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
@@ -459,109 +603,449 @@ def _pattern_matches(transcript: Transcript, analyzer: Any) -> list[Raw]:
         language="en",
     )
     supported = set(analyzer.get_supported_entities("en"))
-    entities = [e for e in ("PERSON", "PHONE_NUMBER", *KINDS) if e in supported]
+    entities = [e for e in ("PHONE_NUMBER", *KINDS) if e in supported]
     found: list[Raw] = []
-    for turn in transcript.turns:
-        speech = transcript.text[turn.start : turn.end]
+    for block_start, block_end in scan.blocks:
+        block = scan.text[block_start:block_end]
         for result in analyzer.analyze(
-            text=speech, language="en", entities=entities, nlp_artifacts=nothing
+            text=block, language="en", entities=entities, nlp_artifacts=nothing
         ):
             recogniser = (result.recognition_metadata or {}).get("recognizer_name", "")
             kind = {"PHONE_NUMBER": "PHONE"}.get(result.entity_type, result.entity_type)
-            start, end = turn.start + result.start, turn.start + result.end
+            start, end = block_start + result.start, block_start + result.end
             found.append((start, end, kind, float(result.score), recogniser))
     return found
 
 
-def _findings(
-    transcript: Transcript,
+def _context_matches(scan: _Scan) -> list[Raw]:
+    """Addresses, handles and NI numbers by their shape; dates of birth and staff numbers by
+    their shape and a cue before them ("born", "DOB", "payroll number")."""
+    found: list[Raw] = []
+    for block_start, block_end in scan.blocks:
+        block = scan.text[block_start:block_end]
+
+        def add(
+            start: int, end: int, kind: str, score: float, name: str, base: int = block_start
+        ) -> None:
+            found.append((base + start, base + end, kind, score, name))
+
+        for m in ADDRESS.finditer(block):
+            add(m.start(), m.end(), "ADDRESS", 0.7, "qcode address")
+        for m in HANDLE.finditer(block):
+            add(m.start(), m.end(), "HANDLE", 0.8, "qcode handle")
+        for m in NI_NUMBER.finditer(block):
+            add(m.start(), m.end(), "NI_NUMBER", 0.8, "qcode NI number")
+        for cue_pattern, value, kind in (
+            (BIRTH_CUE, A_DATE, "DATE_OF_BIRTH"),
+            (STAFF_CUE, STAFF_NUMBER, "STAFF_ID"),
+        ):
+            for cue in cue_pattern.finditer(block):
+                for m in value.finditer(block, cue.end(), min(len(block), cue.end() + CUE_REACH)):
+                    if not re.search(r"[.!?]\s", block[cue.end() : m.start()]):
+                        add(m.start(), m.end(), kind, 0.7, f"qcode {kind.lower()}")
+    return found
+
+
+def _name_matches(scan: _Scan, names: ProjectNames) -> list[Raw]:
+    """Names from the lists: first names (with the surname after them), titled names, and
+    the project's schools and places.
+
+    A first name that is not an everyday word counts in any case ("sandra mitchell"); one that
+    is ("Grace", "will") counts capitalised mid-sentence, or in lower case when a surname from
+    the list follows that this interview never uses as an ordinary word ("will patterson")."""
+    known, last = name_words(), surnames()
+    found: list[Raw] = []
+    text = scan.text
+    for block_start, block_end in scan.blocks:
+        tokens = list(TOKEN.finditer(text, block_start, block_end))
+        for i, token in enumerate(tokens):
+            word = token.group().rstrip("'’-")
+            low = word.lower()
+            if low not in first_names():
+                continue
+            after = tokens[i + 1] if i + 1 < len(tokens) else None
+            joined = after is not None and text[token.end() : after.start()] == " "
+            nxt = after.group().rstrip("'’-") if after is not None and joined else ""
+            is_surname = bool(nxt) and _surname(nxt, last)
+            if low in _stop_words() and ((len(low) < 4 and low != "may") or not is_surname):
+                continue  # "So", "May", "will" alone
+            if low in known:
+                if word in NEVER_A_NAME:
+                    continue
+                if (
+                    word[0].isupper()
+                    and word.lower() in scan.ordinary
+                    and _sentence_start(text, token.start(), block_start)
+                ):
+                    continue
+                score, name = 0.5, "first name"
+            elif word[0].isupper() and not word.isupper():
+                at_start = _sentence_start(text, token.start(), block_start)
+                if (at_start or word in NEVER_A_NAME) and not (is_surname and nxt[0].isupper()):
+                    continue
+                score, name = 0.45, "first name mid-sentence"
+            elif word.islower() and is_surname and not nxt[0].isupper():
+                score, name = 0.45, "lower-case name and surname"
+            else:
+                continue
+            end = after.start() + len(nxt) if is_surname and after is not None else token.end()
+            found.append((token.start(), end, "PERSON", score, f"qcode {name}"))
+        for m in TITLED_NAME.finditer(text, block_start, block_end):
+            found.append((m.start(), m.end(), "PERSON", 0.85, "qcode title and surname"))
+    for kind, phrases in (("SCHOOL", names.schools), ("PLACE", names.places)):
+        for phrase in phrases:
+            for m in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", text):
+                found.append((m.start(), m.end(), kind, 0.9, f"qcode project {kind.lower()}s"))
+    return found
+
+
+def _surname(word: str, last: frozenset[str]) -> bool:
+    """A surname after a first name: on the list, or capitalised and no everyday word; in
+    lower case, on the list and no everyday word ("patterson", not "period")."""
+    low = word.lower().replace("'", "").replace("’", "")
+    if word in NEVER_A_NAME or low in NEVER_A_NAME_LOWER or _bare(word).upper() == _bare(word):
+        return False
+    if word[0].isupper():
+        return low in last or not everyday(low)
+    return low in last and not everyday(low) and len(low) > 2
+
+
+NEVER_A_NAME_LOWER = {w.lower() for w in NEVER_A_NAME} | {"and", "or", "the", "of", "i"}
+
+
+def _sentence_start(text: str, offset: int, block_start: int) -> bool:
+    """Is the word at ``offset`` first in its sentence (or after a speaker label)?"""
+    before = text[block_start:offset].rstrip()
+    return not before or before[-1] in '.!?:…"“()[]-–—' or bool(LABEL_START.fullmatch(before + " "))
+
+
+# ---- from candidates to findings -----------------------------------------------------------
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "'’_"
+
+
+def _align(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span to whole words, so that a redaction never cuts one ("do[PLACE]")."""
+    while start > 0 and _is_word_char(text[start - 1]) and _is_word_char(text[start]):
+        start -= 1
+    while end < len(text) and _is_word_char(text[end]) and _is_word_char(text[end - 1]):
+        end += 1
+    return start, end
+
+
+def _plausible(kind: str, text: str, recogniser: str, ordinary: set[str]) -> bool:
+    """NER's people and places must look like names: capitalised words, not codes or
+    everyday words ("N5", "Partnership", "Goodwill", "don’t")."""
+    if kind in ("PERSON", "SCHOOL", "PLACE") and NEVER_PERSONAL.match(text):
+        return False
+    if kind == "PERSON" and not any(ch.isalpha() for ch in text):
+        return False
+    if recogniser != "spaCy NER":
+        return True
+    words = [w for w in TOKEN.findall(text) if w.lower() not in ("of", "the", "upon", "on")]
+    if not words or any(ch.isdigit() for ch in text) or not all(w[0].isupper() for w in words):
+        return False
+    if any(w.isupper() and len(w) > 1 for w in words):
+        return False  # acronyms: "CLPL", "RIC"
+    bare = [_bare(w) for w in words]
+    if kind == "PERSON":
+        # A person needs a first name the lists know; or, with more than one word, a surname
+        # or no everyday word; alone, a word that is no everyday word and no surname.
+        if len(bare) > 1:
+            return any(b in first_names() for b in bare) or not any(everyday(b) for b in bare)
+        if bare[0] in first_names():
+            return not everyday(bare[0]) or bare[0] not in ordinary  # "Graham", not "Page"
+        return UNKNOWN_SINGLE_NAMES and not everyday(bare[0]) and bare[0] not in surnames()
+    if re.search(r"\w\.\w", text):
+        return False  # "B.L"
+    return not all(everyday(b) for b in bare)  # "Partnership", "the City Region"
+
+
+def _plausible_school(text: str, allowed: set[str]) -> bool:
+    """A school pattern's name words must not all be everyday or allowed words ("Initial
+    School", "Improving Our School", "West Partnership Online School"); a saint's is."""
+    if re.match(r"(?:St\.?|Saint|Our Lady|Holy)\b", text):
+        return True
+    words = TOKEN.findall(re.sub(SCHOOL_WORDS.replace("|", "$|") + "$", "", text))
+    return not all(everyday(_bare(w)) or w in allowed for w in words)
+
+
+UNKNOWN_SINGLE_NAMES = True  # NER's one-word people that no list knows ("Morag", "Desmos")
+
+
+def _bare(word: str) -> str:
+    """A word without its possessive or apostrophes, in lower case: "O'Neill's" -> "oneill"."""
+    return re.sub(r"['’]s$", "", word).lower().replace("'", "").replace("’", "")
+
+
+def _to_findings(
+    scan: _Scan,
     candidates: list[Raw],
     names: ProjectNames | None,
-    false_alarms: set[tuple[str, str]],
     min_score: float,
-) -> list[Finding]:
+) -> list[Raw]:
     names = names or ProjectNames()
     allowed = {a.lower() for a in (*ALWAYS_ALLOWED, *names.allow)}
-    found: list[Raw] = []
+    kept: list[Raw] = []
     for start, end, kind, score, recogniser in candidates:
         if kind not in KINDS or score < min_score:
             continue
-        text = transcript.text[start:end]
-        stripped = text.strip(" .,;:'’\"()")
-        if not stripped or stripped.lower() in allowed or NEVER_PERSONAL.match(stripped):
+        start, end = _align(scan.text, start, end)
+        text = scan.text[start:end]
+        stripped = re.sub(r"['’]s$", "", text.strip(" .,;:'’\"()")).strip(" .,;:'’\"()")
+        if not stripped or stripped.lower() in allowed:
             continue
-        if kind == "PERSON" and not any(ch.isalpha() for ch in stripped):
+        if stripped.lower().removeprefix("the ") in allowed:
             continue
         offset = text.find(stripped)
         start, end = start + offset, start + offset + len(stripped)
-        if (transcript.transcript_id, stripped) in false_alarms or (
-            "*",
-            stripped,
-        ) in false_alarms:
+        if not _plausible(kind, stripped, recogniser, scan.ordinary):
             continue
-        found.append((start, end, kind, score, recogniser))
-    found += _school_short_forms(transcript, found, names)
-    return [
-        Finding(
-            transcript.transcript_id,
-            transcript.source_path,
-            transcript.line_of(s),
-            s,
-            e,
-            k,
-            transcript.text[s:e],
-            score,
-            recogniser,
-            _snippet(transcript.text, s, e),
-        )
-        for s, e, k, score, recogniser in _resolve_overlaps(found)
-    ]
+        if recogniser == "qcode school" and not _plausible_school(stripped, scan.allowed):
+            continue
+        kept.append((start, end, kind, score, recogniser))
+    kept += _school_short_forms(scan, kept, names)
+    return _resolve_overlaps(kept)
 
 
-def _school_short_forms(
-    transcript: Transcript, found: list[tuple[int, int, str, float, str]], names: ProjectNames
-) -> list[tuple[int, int, str, float, str]]:
+def _resolve_overlaps(found: list[Raw]) -> list[Raw]:
+    """Keep one finding per stretch of text: the more specific kind, then the longer span."""
+    ordered = sorted(found, key=lambda f: (-PRIORITY[f[2]], -(f[1] - f[0]), f[0]))
+    kept: list[Raw] = []
+    for candidate in ordered:
+        if all(candidate[1] <= k[0] or candidate[0] >= k[1] for k in kept):
+            kept.append(candidate)
+    return sorted(kept)
+
+
+def _school_short_forms(scan: _Scan, found: list[Raw], names: ProjectNames) -> list[Raw]:
     """People shorten school names ("Bankhead Academy" -> "at Bankhead"): once a school is
     named in an interview (or is on the project's list), its distinctive first word alone is
     flagged too."""
-    full = [transcript.text[s:e] for s, e, k, *_ in found if k == "SCHOOL"] + names.schools
+    full = [scan.text[s:e] for s, e, k, *_ in found if k == "SCHOOL"] + names.schools
     words = {n.split()[0].strip("'’") for n in full if n.split()}
     words = {w for w in words if w.lower() not in GENERIC_FIRST_WORDS and len(w) > 3}
     extra = []
     for word in sorted(words):
-        for match in re.finditer(rf"\b{re.escape(word)}\b", transcript.text):
-            if any(t.start <= match.start() < t.end for t in transcript.turns):
-                extra.append((match.start(), match.end(), "SCHOOL", 0.5, "qcode school short form"))
+        for match in re.finditer(rf"\b{re.escape(word)}\b", scan.text):
+            extra.append((match.start(), match.end(), "SCHOOL", 0.5, "qcode school short form"))
     return extra
 
 
+def _finding_objects(scan: _Scan, raws: list[Raw]) -> list[Finding]:
+    """Findings with their channel, line and masked snippet (every finding masked in it)."""
+    t = scan.transcript
+    body_end = len(t.text)
+    findings = []
+    for s, e, kind, score, recogniser in raws:
+        if s < body_end:
+            channel, base, line = "text", 0, t.line_of(s)
+        else:
+            channel, base = scan.channel_of(s)
+            line = 0
+        # the value as the transcript holds it (ids and file names were spaced out to scan)
+        value = _field_value(t, channel) if channel != "text" else t.text
+        findings.append(
+            Finding(
+                t.transcript_id,
+                t.source_path,
+                line,
+                s - base,
+                e - base,
+                kind,
+                value[s - base : e - base],
+                score,
+                recogniser,
+                _masked_snippet(scan.text, raws, s, e, kind),
+                channel,
+            )
+        )
+    return findings
+
+
+def _field_value(transcript: Transcript, channel: str) -> str:
+    return dict(_fields(transcript))[channel].replace("\n", " ")
+
+
+SNIPPET_WORDS = 6
+
+
+def _masked_snippet(text: str, raws: list[Raw], start: int, end: int, kind: str) -> str:
+    """Up to SNIPPET_WORDS whole words each side of the finding, on its line, with every
+    finding there replaced by its placeholder: no fragment of any finding survives."""
+    left = text.rfind("\n", 0, start) + 1
+    right = text.find("\n", end)
+    right = len(text) if right == -1 else right
+    head = _mask_range(text, raws, left, start)
+    tail = _mask_range(text, raws, end, right)
+    head_words = head.split()[-SNIPPET_WORDS:]
+    tail_words = tail.split()[:SNIPPET_WORDS]
+    if head[-1:].strip() and head_words:  # the finding is glued to the word before it
+        head_words[-1] += PLACEHOLDERS[kind]
+        middle = ""
+    else:
+        middle = PLACEHOLDERS[kind]
+    if tail[:1].strip() and tail_words:
+        tail_first = tail_words.pop(0)
+        middle += tail_first
+    pieces = [*head_words, middle, *tail_words]
+    return " ".join(p for p in pieces if p)
+
+
+def _mask_range(text: str, raws: list[Raw], start: int, end: int) -> str:
+    out, cursor = [], start
+    for s, e, k, *_ in raws:
+        if e <= start or s >= end:
+            continue
+        out += [text[cursor : max(s, cursor)], PLACEHOLDERS[k]]
+        cursor = max(cursor, e)
+    out.append(text[cursor:end])
+    return "".join(out)
+
+
+def scan_transcript(
+    transcript: Transcript,
+    analyzer: Any,
+    names: ProjectNames | None = None,
+    false_alarms: set[tuple[str, str]] | None = None,
+    min_score: float = 0.4,
+) -> list[Finding]:
+    """Personal data in every channel of one transcript."""
+    found = next(iter_scans([transcript], analyzer, names, min_score))
+    return _without_false_alarms(found, false_alarms or set())
+
+
+def _allowed_words(names: ProjectNames | None) -> set[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    allowed = {
+        w for phrase in (*ALWAYS_ALLOWED, *(names or ProjectNames()).allow) for w in phrase.split()
+    }
+    return allowed | STOP_WORDS | SPOKEN_WORDS
+
+
+def iter_raw_scans(
+    transcripts: list[Transcript],
+    analyzer: Any,
+    names: ProjectNames | None = None,
+    min_score: float = 0.4,
+) -> Iterator[tuple[_Scan, list[Raw]]]:
+    """(scan, raw findings) per transcript, in order; NER batched over groups of them."""
+    nlp = analyzer.nlp_engine.nlp["en"]
+    allowed = _allowed_words(names)
+    names = names or ProjectNames()
+    for first in range(0, len(transcripts), NER_GROUP):
+        scans = [_Scan.of(t, allowed) for t in transcripts[first : first + NER_GROUP]]
+        for scan, entities in zip(scans, _ner_entities(scans, nlp), strict=True):
+            candidates = (
+                entities
+                + _pattern_matches(scan, analyzer)
+                + _context_matches(scan)
+                + _name_matches(scan, names)
+            )
+            yield scan, _to_findings(scan, candidates, names, min_score)
+
+
+def iter_scans(
+    transcripts: list[Transcript],
+    analyzer: Any,
+    names: ProjectNames | None = None,
+    min_score: float = 0.4,
+) -> Iterator[list[Finding]]:
+    """Findings per transcript, in order."""
+    for scan, raws in iter_raw_scans(transcripts, analyzer, names, min_score):
+        yield _finding_objects(scan, raws)
+
+
 def redact(transcript: Transcript, findings: list[Finding]) -> Transcript:
-    """The transcript with each finding replaced by its placeholder, offsets kept consistent:
-    turns are shifted so that every unit still slices the (redacted) text exactly."""
+    """The transcript with each finding replaced by its placeholder, in every channel.
+
+    In the text, turns are shifted so that every unit still slices the redacted text exactly.
+    An id or file name that held a finding gets the placeholder plus a short hash (two
+    redacted ids never collide); speaker names and attribute values get the placeholder."""
     if not findings:
         return transcript
+    by_channel: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_channel.setdefault(f.channel, []).append(f)
+    text, turns = transcript.text, transcript.turns
+    if "text" in by_channel:
+        text, shifts = _replace_spans(transcript.text, by_channel.pop("text"))
+
+        def moved(offset: int) -> int:
+            delta = 0
+            for start, end, length in shifts:
+                if offset >= end:
+                    delta += length - (end - start)
+                elif offset > start:  # inside a redacted span: snap to the placeholder's end
+                    return start + delta + length
+            return offset + delta
+
+        turns = [replace(t, start=moved(t.start), end=moved(t.end)) for t in transcript.turns]
+    values = dict(_fields(transcript))
+    redacted = {ch: _replace_spans(values[ch], fs)[0] for ch, fs in by_channel.items()}
+    tag = transcript.sha256[:8]
+    transcript_id = transcript.transcript_id
+    if "id" in redacted:
+        transcript_id = f"{redacted['id']}-{tag}"
+    source = Path(transcript.source_path)
+    if "file name" in redacted:
+        source = source.with_name(f"{Path(redacted['file name']).stem}-{tag}{source.suffix}")
+    attributes = {
+        k: redacted.get(f"attribute {k}", v) for k, v in transcript.attributes.items()
+    } | {"interview_id": transcript_id}
+    speakers = {}
+    for number, speaker in enumerate(_speakers(transcript), start=1):
+        new = redacted.get(f"speaker {number}", speaker)
+        speakers[speaker] = new if new == speaker else f"{new} {number}"
+    participants = _participants_renumbered(transcript, speakers, redacted)
+    turns = [
+        Turn(
+            transcript_id,
+            t.index,
+            speakers.get(t.speaker, t.speaker),
+            t.speaker_kind,
+            t.start,
+            t.end,
+        )
+        for t in turns
+    ]
+    return replace(
+        transcript,
+        transcript_id=transcript_id,
+        text=text,
+        turns=turns,
+        attributes=attributes,
+        participants=participants,
+        source_path=str(source),
+    )
+
+
+def _participants_renumbered(
+    transcript: Transcript, speakers: dict[str, str], redacted: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    numbers = {s: n for n, s in enumerate(_speakers(transcript), start=1)}
+    return {
+        speakers.get(s, s): {
+            k: redacted.get(f"speaker {numbers[s]} attribute {k}", v) for k, v in attrs.items()
+        }
+        for s, attrs in transcript.participants.items()
+    }
+
+
+def _replace_spans(text: str, findings: list[Finding]) -> tuple[str, list[tuple[int, int, int]]]:
     pieces, cursor, shifts = [], 0, []
     for f in sorted(findings, key=lambda f: f.start):
+        if f.start < cursor:
+            continue
         placeholder = PLACEHOLDERS[f.kind]
-        pieces += [transcript.text[cursor : f.start], placeholder]
+        pieces += [text[cursor : f.start], placeholder]
         shifts.append((f.start, f.end, len(placeholder)))
         cursor = f.end
-    pieces.append(transcript.text[cursor:])
-
-    def moved(offset: int) -> int:
-        delta = 0
-        for start, end, length in shifts:
-            if offset >= end:
-                delta += length - (end - start)
-            elif offset > start:  # inside a redacted span: snap to the placeholder's end
-                return start + delta + length
-        return offset + delta
-
-    turns = [
-        Turn(t.transcript_id, t.index, t.speaker, t.speaker_kind, moved(t.start), moved(t.end))
-        for t in transcript.turns
-    ]
-    return replace(transcript, text="".join(pieces), turns=turns)
+    pieces.append(text[cursor:])
+    return "".join(pieces), shifts
 
 
 def redacted_source(transcript: Transcript) -> str:
@@ -581,20 +1065,56 @@ def check_policy(policy: str) -> str:
     return policy
 
 
+SCAN_VERSION = 3  # 3: every channel; the cache keeps offsets and hashes, never text
+
+
 def scan_config(names: ProjectNames) -> str:
     """What a cached scan depends on: the recognisers' version and the project's lists."""
-    import hashlib
-
-    key = json_dumps(
-        {"v": 2, "schools": names.schools, "places": names.places, "allow": names.allow}
+    key = json.dumps(
+        {"v": SCAN_VERSION, "schools": names.schools, "places": names.places, "allow": names.allow},
+        sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def json_dumps(value: object) -> str:
-    import json
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
-    return json.dumps(value, sort_keys=True)
+
+def _cache_rows(raws: list[Raw], scan: _Scan) -> list[dict]:
+    """What the store keeps of a scan: offsets, kinds and a hash of each finding, no text."""
+    return [
+        {
+            "start": s,
+            "end": e,
+            "kind": k,
+            "score": score,
+            "recogniser": r,
+            "sha": _digest(scan.text[s:e]),
+        }
+        for s, e, k, score, r in raws
+    ]
+
+
+def _from_cache(rows: list[dict], scan: _Scan) -> list[Raw] | None:
+    raws = []
+    for row in rows:
+        if not isinstance(row, dict) or "sha" not in row:
+            return None  # an older cache entry: scan again
+        if _digest(scan.text[row["start"] : row["end"]]) != row["sha"]:
+            return None
+        raws.append((row["start"], row["end"], row["kind"], row["score"], row["recogniser"]))
+    return raws
+
+
+def _without_false_alarms(
+    findings: list[Finding], false_alarms: set[tuple[str, str]]
+) -> list[Finding]:
+    return [
+        f
+        for f in findings
+        if (f.transcript_id, f.text) not in false_alarms and ("*", f.text) not in false_alarms
+    ]
 
 
 def scan_transcripts(
@@ -608,38 +1128,46 @@ def scan_transcripts(
     ``analyzer_factory()`` is called at most once, and only if something needs scanning."""
     config = scan_config(names)
     false_alarms = marks.false_alarms() if marks is not None else set()
+    if marks is not None and hasattr(marks, "forget_other_scans"):
+        marks.forget_other_scans(config)  # older versions kept findings' text
+    allowed = _allowed_words(names)
     found: dict[int, list[Finding]] = {}
     to_scan: list[int] = []
     for i, transcript in enumerate(transcripts):
-        cached = marks.cached_scan(transcript.sha256, config) if marks is not None else None
-        if cached is None:
+        cached = marks.cached_scan(content_key(transcript), config) if marks is not None else None
+        scan = _Scan.of(transcript, allowed)
+        raws = _from_cache(cached, scan) if cached is not None else None
+        if raws is None:
             to_scan.append(i)
         else:
-            found[i] = [Finding(**f) for f in cached]
+            found[i] = _finding_objects(scan, raws)
     if to_scan:
         analyzer = analyzer_factory()
-        scanned = iter_scans([transcripts[i] for i in to_scan], analyzer, names)
-        for i, findings in zip(to_scan, scanned, strict=True):
-            found[i] = findings
+        scanned = iter_raw_scans([transcripts[i] for i in to_scan], analyzer, names)
+        for i, (scan, raws) in zip(to_scan, scanned, strict=True):
+            found[i] = _finding_objects(scan, raws)
             if marks is not None:
-                marks.save_scan(transcripts[i].sha256, config, [vars(f) for f in findings])
-    return [
-        f
-        for i in range(len(transcripts))
-        for f in found[i]
-        if (f.transcript_id, f.text) not in false_alarms and ("*", f.text) not in false_alarms
-    ]
+                marks.save_scan(content_key(transcripts[i]), config, _cache_rows(raws, scan))
+    every = [f for i in range(len(transcripts)) for f in found[i]]
+    return _without_false_alarms(every, false_alarms)
 
 
 def masked_snippet(finding: Finding, others: list[Finding] | None = None) -> str:
-    """The snippet with the finding (and every other finding of its interview) replaced by
-    placeholders: safe to keep in run outputs and logs."""
-    snippet = finding.snippet
-    texts = {(f.text, f.kind) for f in (others or []) if f.transcript_id == finding.transcript_id}
-    texts.add((finding.text, finding.kind))
-    for text, kind in sorted(texts, key=lambda t: -len(t[0])):
-        snippet = snippet.replace(text, PLACEHOLDERS[kind])
-    return snippet
+    """The finding's snippet: already masked (every finding replaced, whole words only)."""
+    return finding.snippet
+
+
+def stop_message(findings: list[Finding]) -> str:
+    """Why a 'stop' run coded nothing: where and what kind, never the flagged text (the
+    message reaches logs)."""
+    listed = "\n  ".join(f.masked() for f in findings[:20])
+    more = f"\n  ... and {len(findings) - 20} more" if len(findings) > 20 else ""
+    return (
+        f"{len(findings)} likely pieces of personal data found, so nothing was coded "
+        f"(privacy policy 'stop'):\n  {listed}{more}\nSee them with 'qcode check-privacy', "
+        "remove them from the transcripts, run with --privacy redact, or mark false alarms "
+        "with 'qcode false-alarm'."
+    )
 
 
 def apply_policy(
@@ -650,13 +1178,7 @@ def apply_policy(
     if policy == "off" or not findings:
         return transcripts
     if policy == "stop":
-        listed = "\n  ".join(str(f) for f in findings[:20])
-        more = f"\n  ... and {len(findings) - 20} more" if len(findings) > 20 else ""
-        raise PrivacyError(
-            f"{len(findings)} likely pieces of personal data found, so nothing was coded "
-            f"(privacy policy 'stop'):\n  {listed}{more}\nRemove them from the transcripts, run "
-            "with --privacy redact, or mark false alarms with 'qcode false-alarm'."
-        )
+        raise PrivacyError(stop_message(findings))
     by_transcript: dict[str, list[Finding]] = {}
     for f in findings:
         by_transcript.setdefault(f.transcript_id, []).append(f)
@@ -670,8 +1192,6 @@ def measure_detection(folder: Path) -> dict[str, dict]:
     ``project_names.yaml``. A planted item is found when a finding of its kind overlaps it;
     findings overlapping no planted item are false alarms.
     """
-    import json
-
     from pipeline.ingest import read_transcripts
 
     names = load_project_names(folder / "project_names.yaml")
@@ -693,7 +1213,11 @@ def measure_detection(folder: Path) -> dict[str, dict]:
                 "end": position + len(a["text"]),
             }
         )
-    findings = scan_transcripts(transcripts, lambda: build_analyzer(names), names)
+    findings = [
+        f
+        for f in scan_transcripts(transcripts, lambda: shared_analyzer(), names)
+        if f.channel == "text"
+    ]
 
     def overlaps(f: Finding, p: dict) -> bool:
         return f.transcript_id == p["transcript_id"] and f.start < p["end"] and f.end > p["start"]
@@ -720,36 +1244,60 @@ def measure_detection(folder: Path) -> dict[str, dict]:
 _ANALYZERS: dict[str, Any] = {}
 
 
-def shared_analyzer(names: ProjectNames) -> Any:
-    """One analyzer per process and list of names (it loads a spaCy model)."""
-    key = scan_config(names)
-    if key not in _ANALYZERS:
-        _ANALYZERS[key] = build_analyzer(names)
-    return _ANALYZERS[key]
+def shared_analyzer(names: ProjectNames | None = None) -> Any:
+    """One analyzer per process (it loads a spaCy model); the project's names are matched
+    outside it, so ``names`` is accepted and ignored."""
+    if "analyzer" not in _ANALYZERS:
+        _ANALYZERS["analyzer"] = build_analyzer()
+    return _ANALYZERS["analyzer"]
+
+
+@dataclass(frozen=True)
+class PrivacyStopped:
+    """What the coding flow returns, instead of a run folder, when policy 'stop' found
+    personal data: the message holds no flagged text."""
+
+    message: str
 
 
 def check_before_coding(
-    transcripts: list[Transcript], policy: str, names_path: Path | None, store_path: Path
+    transcripts: list[Transcript],
+    policy: str,
+    names_path: Path | None,
+    store_path: Path,
+    transcripts_dir: Path | None = None,
 ) -> tuple[list[Transcript], list[Finding], dict]:
     """The flow's privacy step: scan (cached per transcript in the store), then apply the policy.
 
-    Returns the transcripts to code, the findings, and a summary for the run manifest (kinds
-    and counts only: the manifest is an output and must not carry the flagged text).
+    Returns the transcripts to code (none under 'stop' with findings), the findings (with the
+    ids and paths of the redacted transcripts), and a summary for the run manifest (kinds and
+    counts only: the manifest is an output and must not carry the flagged text).
     """
     check_policy(policy)
     if policy == "off":
         return transcripts, [], {"policy": "off"}
     from pipeline.store import PrivacyMarks, Store
 
-    names = load_project_names(names_path)
+    names = load_project_names(names_file(names_path, transcripts_dir))
     with Store(store_path) as store:
         findings = scan_transcripts(
             transcripts, lambda: shared_analyzer(names), names, PrivacyMarks(store)
         )
-    to_code = apply_policy(transcripts, findings, policy)
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1
+    if policy == "stop" and findings:
+        summary = {"policy": policy, "findings": len(findings), "by_kind": counts}
+        return [], findings, {**summary, "stopped": stop_message(findings)}
+    to_code = apply_policy(transcripts, findings, policy)
+    renamed = {
+        old.transcript_id: (new.transcript_id, new.source_path)
+        for old, new in zip(transcripts, to_code, strict=True)
+    }
+    findings = [
+        replace(f, transcript_id=renamed[f.transcript_id][0], path=renamed[f.transcript_id][1])
+        for f in findings
+    ]
     summary = {
         "policy": policy,
         "findings": len(findings),
@@ -763,20 +1311,22 @@ def findings_table(findings: list[Finding]) -> Any:
     """Findings for the run folder: where and what kind, with the text itself masked."""
     import pandas as pd
 
+    columns = ["transcript_id", "path", "channel", "line", "kind", "start", "end", "snippet"]
     return pd.DataFrame(
         [
             {
                 "transcript_id": f.transcript_id,
                 "path": f.path,
+                "channel": f.channel,
                 "line": f.line,
                 "kind": f.kind,
                 "start": f.start,
                 "end": f.end,
-                "snippet": masked_snippet(f, findings),
+                "snippet": f.snippet,
             }
             for f in findings
         ],
-        columns=["transcript_id", "path", "line", "kind", "start", "end", "snippet"],
+        columns=columns,
     )
 
 
