@@ -46,10 +46,9 @@ from pipeline.ingest import Transcript, find_transcripts, read_transcripts
 from pipeline.outputs import build_manifest, inputs_key, new_run_id, reusable_run, write_run
 from pipeline.privacy import (
     Finding,
+    PrivacyStopped,
     check_before_coding,
     findings_table,
-    load_project_names,
-    masked_snippet,
     shared_analyzer,
     write_redacted_copies,
 )
@@ -145,7 +144,7 @@ def _load_spacy_models(settings: Settings) -> None:
     finally:
         _presidio_imported.set()
     if settings.privacy != "off":
-        shared_analyzer(load_project_names(settings.privacy_names))
+        shared_analyzer()
 
 
 def _quietly(job: Callable[[], object]) -> None:
@@ -442,9 +441,15 @@ def reuse_task(
 
 @task(name="privacy check", cache_policy=NO_CACHE)
 def privacy_task(
-    transcripts: list[Transcript], settings: Settings, store_path: Path, out_dir: Path
+    transcripts: list[Transcript],
+    settings: Settings,
+    store_path: Path,
+    out_dir: Path,
+    transcripts_dir: Path | None = None,
 ) -> tuple[list[Transcript], list[Finding], dict]:
-    """Find personal data; code the redacted text (or stop), as the privacy policy says."""
+    """Find personal data; code the redacted text (or code nothing, under 'stop': the flow
+    then returns a ``PrivacyStopped`` rather than raise, so that no traceback, and no flagged
+    text, goes to the terminal or Prefect's database)."""
     logger = get_run_logger()
     if settings.privacy != "off":
         # The analyzer imports spaCy and Presidio; the spaCy preload thread may be doing so,
@@ -452,18 +457,14 @@ def privacy_task(
         # thread goes on loading the model while this scans.
         _finish_preloads(SPACY_PRELOAD)
     to_code, findings, summary = check_before_coding(
-        transcripts, settings.privacy, settings.privacy_names, store_path
+        transcripts, settings.privacy, settings.privacy_names, store_path, transcripts_dir
     )
     for finding in findings:
-        # The log shows where and what kind, not the text: logs are kept by Prefect.
-        logger.warning(
-            'privacy: %s, line %d: %s in "%s"',
-            finding.path,
-            finding.line,
-            finding.kind,
-            masked_snippet(finding, findings),
-        )
-    if findings:
+        # Where and what kind, with a masked snippet, never the text: Prefect keeps its logs.
+        logger.warning("privacy: %s", finding.masked())
+    if summary.get("stopped"):
+        logger.error("privacy: nothing was coded (policy 'stop'); see 'qcode check-privacy'.")
+    elif findings:
         logger.warning(
             "privacy: %d likely pieces of personal data; coding the redacted text. See them "
             "with 'qcode check-privacy', mark false alarms with 'qcode false-alarm'.",
@@ -534,8 +535,9 @@ def code_transcripts(
     codebook_path: Path,
     out_dir: Path = Path("outputs"),
     settings: Settings | None = None,
-) -> Path:
-    """Code every transcript in a folder against a codebook; returns the run folder."""
+) -> Path | PrivacyStopped:
+    """Code every transcript in a folder against a codebook; returns the run folder (or, if
+    the privacy policy 'stop' found personal data, why nothing was coded)."""
     settings = settings or Settings()
     started = datetime.now(UTC)
     timings: dict[str, float] = {}
@@ -556,8 +558,13 @@ def code_transcripts(
         return reused
 
     clock = time.perf_counter()
-    transcripts, findings, privacy = privacy_task(transcripts, settings, store_path, Path(out_dir))
+    transcripts, findings, privacy = privacy_task(
+        transcripts, settings, store_path, Path(out_dir), Path(transcripts_dir)
+    )
     timings["privacy"] = time.perf_counter() - clock
+    if privacy.get("stopped"):
+        _finish_preloads()
+        return PrivacyStopped(privacy["stopped"])  # type: ignore[return-value]
 
     clock = time.perf_counter()
     units = segment_task(transcripts, settings, cache_dir)

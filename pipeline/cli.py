@@ -155,6 +155,10 @@ def run(
         from flows.coding import code_transcripts
 
         run_dir = code_transcripts(transcripts, codebook, out, settings)
+        from pipeline.privacy import PrivacyError, PrivacyStopped
+
+        if isinstance(run_dir, PrivacyStopped):
+            raise PrivacyError(run_dir.message)
     except QcodeError as error:
         fail(error)
     import json
@@ -565,7 +569,11 @@ def review(
 def check_privacy(
     transcripts: Annotated[Path, typer.Argument(help="Folder of transcripts to check.")],
     names: Annotated[
-        Path | None, typer.Option(help="YAML list of the project's school and place names.")
+        Path | None,
+        typer.Option(
+            help="YAML list of the project's school and place names (default: "
+            "privacy_names.yaml in the folder, if there is one)."
+        ),
     ] = None,
     store: Annotated[
         Path | None, typer.Option(help="Project database (false-alarm marks, scan cache).")
@@ -575,37 +583,46 @@ def check_privacy(
     ] = None,
 ) -> None:
     """Find personal data left in transcripts (names, emails, phones, postcodes, schools,
-    places); exits 1 if any is found."""
+    places, addresses, handles, dates of birth, staff and NI numbers) in every part that can
+    reach an output; exits 1 if any is found, 2 if a file could not be read as a transcript."""
     from pipeline.ingest import read_transcripts
     from pipeline.privacy import (
         apply_policy,
-        build_analyzer,
         load_project_names,
+        names_file,
+        raw_transcript,
         redacted_source,
         scan_transcripts,
+        shared_analyzer,
     )
     from pipeline.store import PrivacyMarks, Store
 
+    unreadable: list[str] = []
     try:
-        project_names = load_project_names(names)
+        project_names = load_project_names(names_file(names, transcripts))
         found, problems = read_transcripts(transcripts)
+        # A file that is not a readable transcript is still checked, as raw text.
+        raw = []
+        for problem in problems:
+            if problem.severity != "skipped":
+                continue
+            unreadable.append(str(problem))
+            try:
+                raw.append(raw_transcript(Path(problem.path)))
+            except (QcodeError, OSError) as error:
+                unreadable[-1] += f" (its text could not be checked: {error})"
         project = Store(store) if store is not None else None
         marks = PrivacyMarks(project) if project is not None else None
-        findings = scan_transcripts(
-            found, lambda: build_analyzer(project_names), project_names, marks
-        )
+        findings = scan_transcripts(found + raw, shared_analyzer, project_names, marks)
     except QcodeError as error:
         fail(error)
-    for problem in problems:
-        if problem.severity == "skipped":
-            typer.secho(f"Skipped {problem}", fg=typer.colors.YELLOW, err=True)
     for finding in findings:
         typer.echo(str(finding))
     counts: dict[str, int] = {}
     for finding in findings:
         counts[finding.kind] = counts.get(finding.kind, 0) + 1
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
-    typer.echo(f"{len(found)} transcripts checked: {summary} found.")
+    typer.echo(f"{len(found) + len(raw)} files checked: {summary} found.")
     if redact_to is not None:
         redact_to.mkdir(parents=True, exist_ok=True)
         for transcript in apply_policy(found, findings, "redact"):
@@ -613,6 +630,16 @@ def check_privacy(
                 redacted_source(transcript), encoding="utf-8"
             )
         typer.echo(f"Redacted copies: {redact_to}")
+    if unreadable:
+        for line in unreadable:
+            typer.secho(f"Not readable as a transcript: {line}", fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"{len(unreadable)} file(s) could not be read as transcripts: fix them (see above) "
+            "and check again; their raw text was checked for personal data where possible.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(code=2)
     if findings:
         raise typer.Exit(code=1)
 

@@ -160,11 +160,17 @@ def everyday(word: str) -> bool:
     words = english_words()
     if word in words or word in _stop_words():
         return True
+    for british, american in BRITISH_SPELLINGS:  # the dictionary is American: "centre"
+        if british in word and everyday(word.replace(british, american, 1)):
+            return True
     stems = [word[:-1], word[:-2], word[:-3] + "y", word[:-2] + "e", word[:-3], word[:-3] + "e"]
     return any(
         word.endswith(end) and stem in words
         for end, stem in zip(("s", "es", "ies", "ed", "ing", "ing"), stems, strict=True)
     )
+
+
+BRITISH_SPELLINGS = (("tre", "ter"), ("our", "or"), ("ise", "ize"), ("yse", "yze"), ("ogue", "og"))
 
 
 @lru_cache(maxsize=1)
@@ -807,7 +813,33 @@ def _to_findings(
             continue
         kept.append((start, end, kind, score, recogniser))
     kept += _school_short_forms(scan, kept, names)
+    kept += _name_parts(scan, kept)
     return _resolve_overlaps(kept)
+
+
+TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sister", "father", "cllr", "councillor"}
+
+
+def _name_parts(scan: _Scan, found: list[Raw]) -> list[Raw]:
+    """Once a person is found in an interview ("Wojciech Nowak"), each distinctive part of the
+    name ("Wojciech") is flagged wherever else it is written there, capitalised."""
+    parts = set()
+    for s, e, kind, *_ in found:
+        if kind == "PERSON":
+            for word in TOKEN.findall(scan.text[s:e]):
+                bare = _bare(word)
+                if (
+                    word[0].isupper()
+                    and len(bare) > 2
+                    and bare not in TITLES
+                    and not everyday(bare)
+                ):
+                    parts.add(re.sub(r"['’]s$", "", word))
+    extra = []
+    for word in sorted(parts):
+        for match in re.finditer(rf"(?<![\w'’-]){re.escape(word)}(?![\w-])", scan.text):
+            extra.append((match.start(), match.end(), "PERSON", 0.5, "qcode name part"))
+    return extra
 
 
 def _resolve_overlaps(found: list[Raw]) -> list[Raw]:
@@ -1150,6 +1182,28 @@ def scan_transcripts(
                 marks.save_scan(content_key(transcripts[i]), config, _cache_rows(raws, scan))
     every = [f for i in range(len(transcripts)) for f in found[i]]
     return _without_false_alarms(every, false_alarms)
+
+
+def raw_transcript(path: Path) -> Transcript:
+    """A file that could not be read as a transcript, as one block of raw text: its personal
+    data is still found (and the check still fails for it). Raises ``QcodeError`` if even the
+    text cannot be had."""
+    from pipeline.ingest import _decode, _docx_text
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise PrivacyError(f"cannot be read ({error.strerror})", path) from None
+    text = _docx_text(path) if path.suffix.lower() == ".docx" else _decode(data, path)
+    return Transcript(
+        transcript_id=path.stem,
+        text=text,
+        attributes={},
+        turns=[],
+        source_path=str(path),
+        format=path.suffix.lstrip("."),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
 
 
 def masked_snippet(finding: Finding, others: list[Finding] | None = None) -> str:

@@ -485,6 +485,14 @@ class PrivacyMarks:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def forget_other_scans(self, config: str) -> None:
+        """Drop cached scans made under another configuration (older ones kept text)."""
+        if self.store.db.execute(
+            "SELECT 1 FROM privacy_scans WHERE config != ? LIMIT 1", (config,)
+        ).fetchone():
+            with self.store.write() as db:
+                db.execute("DELETE FROM privacy_scans WHERE config != ?", (config,))
+
     def save_scan(self, sha256: str, config: str, findings: list[dict]) -> None:
         with self.store.write() as db:
             db.execute(
