@@ -844,7 +844,9 @@ def _name_parts(scan: _Scan, found: list[Raw]) -> list[Raw]:
 
 def _resolve_overlaps(found: list[Raw]) -> list[Raw]:
     """Keep one finding per stretch of text: the more specific kind, then the longer span."""
-    ordered = sorted(found, key=lambda f: (-PRIORITY[f[2]], -(f[1] - f[0]), f[0]))
+    ordered = sorted(
+        found, key=lambda f: (-PRIORITY[f[2]], -(f[1] - f[0]), f[4] == "spaCy NER", f[0])
+    )
     kept: list[Raw] = []
     for candidate in ordered:
         if all(candidate[1] <= k[0] or candidate[0] >= k[1] for k in kept):
@@ -1195,6 +1197,9 @@ def raw_transcript(path: Path) -> Transcript:
     except OSError as error:
         raise PrivacyError(f"cannot be read ({error.strerror})", path) from None
     text = _docx_text(path) if path.suffix.lower() == ".docx" else _decode(data, path)
+    for sidecar in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
+        if sidecar.is_file():  # its attributes would reach the outputs too
+            text += "\n" + _decode(sidecar.read_bytes(), sidecar)
     return Transcript(
         transcript_id=path.stem,
         text=text,
