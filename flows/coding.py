@@ -49,6 +49,7 @@ from pipeline.privacy import (
     PrivacyStopped,
     check_before_coding,
     findings_table,
+    names_file,
     shared_analyzer,
     write_redacted_copies,
 )
@@ -424,10 +425,15 @@ def reuse_task(
     model_fingerprint: str,
     out_root: Path,
     store_path: Path,
+    transcripts_dir: Path | None = None,
 ) -> tuple[str, Path | None]:
     """The inputs key of this run, and the newest run folder if it was made from exactly the
     same inputs (nothing changed: its outputs stand, and nothing is rewritten)."""
     state, latest = store_state(store_path)
+    names = names_file(settings.privacy_names, transcripts_dir)
+    if settings.privacy != "off" and names is not None and names.is_file():
+        # The privacy check's names file decides what is redacted, hence what is coded.
+        state += "\x00" + hashlib.sha256(names.read_bytes()).hexdigest()
     key = inputs_key(transcripts, problems, codebook, settings, model_fingerprint, state)
     reused = reusable_run(out_root, key, latest)
     if reused is not None:
@@ -551,7 +557,14 @@ def code_transcripts(
     encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
     store_path = Path(settings.store or Path(out_dir) / "project.sqlite")
     key, reused = reuse_task(
-        transcripts, problems, codebook, settings, encoder.fingerprint, Path(out_dir), store_path
+        transcripts,
+        problems,
+        codebook,
+        settings,
+        encoder.fingerprint,
+        Path(out_dir),
+        store_path,
+        Path(transcripts_dir),
     )
     if reused is not None:
         _finish_preloads()  # only if a head start guessed wrong

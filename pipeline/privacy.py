@@ -52,9 +52,9 @@ PLACEHOLDERS = {
     "PLACE": "[PLACE]",
     "ADDRESS": "[ADDRESS]",
     "HANDLE": "[HANDLE]",
-    "DATE_OF_BIRTH": "[DATE OF BIRTH]",
-    "STAFF_ID": "[STAFF ID]",
-    "NI_NUMBER": "[NI NUMBER]",
+    "DATE_OF_BIRTH": "[DATE_OF_BIRTH]",
+    "STAFF_ID": "[STAFF_ID]",
+    "NI_NUMBER": "[NI_NUMBER]",
 }
 # When findings overlap, the more specific kind wins.
 PRIORITY = {
@@ -1345,10 +1345,8 @@ def check_before_coding(
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1
-    if policy == "stop" and findings:
-        summary = {"policy": policy, "findings": len(findings), "by_kind": counts}
-        return [], findings, {**summary, "stopped": stop_message(findings)}
-    to_code = apply_policy(transcripts, findings, policy)
+    # Redacted even under 'stop': findings then name redacted ids and file names.
+    to_code = apply_policy(transcripts, findings, "warn")
     renamed = {
         old.transcript_id: (new.transcript_id, new.source_path)
         for old, new in zip(transcripts, to_code, strict=True)
@@ -1357,12 +1355,10 @@ def check_before_coding(
         replace(f, transcript_id=renamed[f.transcript_id][0], path=renamed[f.transcript_id][1])
         for f in findings
     ]
-    summary = {
-        "policy": policy,
-        "findings": len(findings),
-        "by_kind": counts,
-        "redacted_transcripts": sorted({f.transcript_id for f in findings}),
-    }
+    summary = {"policy": policy, "findings": len(findings), "by_kind": counts}
+    if policy == "stop" and findings:
+        return [], findings, {**summary, "stopped": stop_message(findings)}
+    summary["redacted_transcripts"] = sorted({f.transcript_id for f in findings})
     return to_code, findings, summary
 
 

@@ -419,7 +419,8 @@ def test_no_planted_identifier_is_stored_in_clear(tmp_path):
         ),
     )
     home = tmp_path / "prefect_home"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(home)
 
     def qcode(*args):
         return subprocess.run(
