@@ -601,6 +601,8 @@ def check_privacy(
     try:
         project_names = load_project_names(names_file(names, transcripts))
         found, problems = read_transcripts(transcripts)
+        if not found and not problems:
+            raise QcodeError("no .txt, .md, .docx or .vtt transcripts in this folder", transcripts)
         # A file that is not a readable transcript is still checked, as raw text.
         raw = []
         for problem in problems:

@@ -352,6 +352,16 @@ def test_check_privacy_finds_everything_in_a_one_turn_per_line_file(tmp_path, an
         assert "could not be read" in result.output
 
 
+def test_check_privacy_on_an_empty_folder_fails(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["check-privacy", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "no .txt" in result.output
+
+
 def test_every_channel_is_scanned_and_redacted(tmp_path, analyzer):
     """Header text, a name as a speaker label, front matter, sidecar, id from the file name."""
     text = (
