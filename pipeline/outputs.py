@@ -135,6 +135,7 @@ def build_manifest(
                 "transcript_id": t.transcript_id,
                 "path": t.source_path,
                 "format": t.format,
+                "layout": t.layout,
                 "sha256": t.sha256,
                 "turns": len(t.turns),
                 "units": int(per_transcript.get(t.transcript_id, 0)),
