@@ -19,6 +19,7 @@ import yaml
 from pipeline import layouts
 from pipeline.errors import Problem, QcodeError, SegmentsFileError, TranscriptError
 from pipeline.layouts import LABEL  # noqa: F401  (other stages find labels with it)
+from pipeline.paths import safe_file_stem
 
 TRANSCRIPT_SUFFIXES = (".txt", ".md", ".docx", ".vtt", ".srt")
 # A 45-minute interview is ~50 kB of text (a .docx a few hundred kB); 50 MB is no transcript.
@@ -513,14 +514,16 @@ def read_transcripts(
     """Read every transcript in a folder; bad ones are skipped and reported (or stop the run)."""
     transcripts: list[Transcript] = []
     problems: list[Problem] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # file name of each id's saved text -> the file it came from
     for path in find_transcripts(folder):
         try:
             transcript = read_transcript(path)
-            if transcript.transcript_id in seen:
+            stem = safe_file_stem(transcript.transcript_id).casefold()
+            if stem in seen:
                 raise TranscriptError(
-                    f"interview_id '{transcript.transcript_id}' is also used by "
-                    f"{seen[transcript.transcript_id]}; give each interview its own id",
+                    f"interview_id '{transcript.transcript_id}' is also used by {seen[stem]}, "
+                    "or differs from its id only in letter case or characters a file name "
+                    "cannot hold; give each interview its own id",
                     path,
                 )
         except QcodeError as error:
@@ -528,7 +531,17 @@ def read_transcripts(
                 raise
             problems.append(Problem.from_error(error))
             continue
-        seen[transcript.transcript_id] = path.name
+        except Exception as error:  # a reader's bug must not stop the other transcripts
+            failure = TranscriptError(
+                f"qcode could not read this file ({type(error).__name__}); it was skipped. "
+                "Please report this, with the file if you can share it",
+                path,
+            )
+            if on_error == "stop":
+                raise failure from None
+            problems.append(Problem.from_error(failure))
+            continue
+        seen[stem] = path.name
         transcripts.append(transcript)
         problems.extend(transcript.problems)
     return transcripts, problems

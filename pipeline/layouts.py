@@ -122,11 +122,18 @@ def candidates(body: str, known: Callable[[str], bool]) -> list[Candidate]:
     starts = {
         i for i, (_, t) in enumerate(lines) if t.strip() and (i == 0 or not lines[i - 1][1].strip())
     }
+    paragraphs = _candidate(
+        "paragraphs", lines, lambda i, t: LABEL.match(t) if i in starts else None, known
+    )
+    by_line = _candidate("lines", lines, lambda _i, t: LABEL.match(t), known)
+    speakers = {o.label for o in paragraphs.openings}
+    if len(speakers) >= 2:
+        # Turns are paragraphs here: inside one, only those speakers (or a known speaker word)
+        # open a turn; "Step: ..." twice in an answer is speech.
+        by_line.openings = [o for o in by_line.openings if o.label in speakers or known(o.label)]
     return [
-        _candidate(
-            "paragraphs", lines, lambda i, t: LABEL.match(t) if i in starts else None, known
-        ),
-        _candidate("lines", lines, lambda _i, t: LABEL.match(t), known),
+        paragraphs,
+        by_line,
         _candidate("timestamped", lines, lambda _i, t: STAMPED.match(t), known),
         _candidate("speaker-time", lines, lambda _i, t: HEADING.match(t), known),
     ]
