@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import QcodeError
 from pipeline.ingest import read_transcript, read_transcripts
@@ -81,3 +83,37 @@ def test_the_folder_reader_reports_each_layout(tmp_path):
     transcripts, problems = read_transcripts(tmp_path)
     assert {t.layout for t in transcripts} == {"lines", "speaker-time", "srt"}
     assert [Path(p.path).name for p in problems if p.severity == "skipped"] == ["err_no_labels.txt"]
+
+
+LINE_STYLES = st.sampled_from(
+    [
+        "Interviewer: {}",
+        "PARTICIPANT: {}",
+        "[00:01:02] Speaker 1: {}",
+        "00:01:05 Speaker 2: {}",
+        "Speaker 2 (00:01:09): {}",
+        "Speaker 1  0:03",
+        "Q: {}",
+        "a: {}",
+        "{}",
+        "",
+        "1",
+        "00:00:01,000 --> 00:00:02,000",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(LINE_STYLES, st.text(max_size=30)), max_size=20))
+def test_fuzz_mixed_layouts_never_crash(tmp_path_factory, lines):
+    text = "\n".join(style.format(speech) for style, speech in lines)
+    path = tmp_path_factory.mktemp("fuzz") / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    try:
+        transcript = read_transcript(path)
+    except QcodeError as error:
+        assert error.message.startswith("[E")
+        return
+    for turn in transcript.turns:
+        assert 0 <= turn.start < turn.end <= len(transcript.text)
+        assert transcript.text[turn.start : turn.end].strip()
