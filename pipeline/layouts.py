@@ -37,6 +37,7 @@ HEADING = re.compile(
     rf"^[ \t]*(?:\*\*)?(?:{_STAMP}[ \t]*[-–|]?[ \t]*(?P<before>{_NAME})"
     rf"|(?P<after>{_NAME})[ \t]*[-–|]?[ \t]*{_STAMP})(?:\*\*)?[ \t]*:?[ \t]*$"
 )
+LEADING_STAMP = re.compile(rf"(?:\[{TIME}\]|\({TIME}\))[ \t]*")
 CUE_TIMING = re.compile(r"^\s*(?P<start>\S+)\s+-->\s+(?P<end>\S+)")
 CUE_TIME = re.compile(r"^(?:\d+:)?\d{1,2}:\d{2}[.,]\d{3}$")
 
@@ -109,7 +110,8 @@ def _candidate(
         m = match(index, text)
         label = _label_of(m) if m else None
         if m and label:
-            found.append(_Opening(index, label, offset + m.end()))
+            stamp = LEADING_STAMP.match(text, m.end())  # "Interviewer: [00:01:02] speech"
+            found.append(_Opening(index, label, offset + (stamp.end() if stamp else m.end())))
     counts: dict[str, int] = {}
     for o in found:
         counts[o.label] = counts.get(o.label, 0) + 1
