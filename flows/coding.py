@@ -15,6 +15,7 @@ import gc
 import hashlib
 import inspect
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -41,9 +42,16 @@ from pipeline.embed import (
     default_precision,
     load_encoder,
 )
-from pipeline.errors import Problem
+from pipeline.errors import NothingToCodeError, Problem, QcodeError
 from pipeline.ingest import Transcript, find_transcripts, read_transcripts
-from pipeline.outputs import build_manifest, inputs_key, new_run_id, reusable_run, write_run
+from pipeline.outputs import (
+    build_manifest,
+    clean_partial_runs,
+    inputs_key,
+    new_run_id,
+    reusable_run,
+    write_run,
+)
 from pipeline.privacy import (
     Finding,
     PrivacyStopped,
@@ -66,6 +74,20 @@ if TYPE_CHECKING:
 # objects torch, spaCy and pandas leave behind: 1.6-1.8 s of every `qcode run` here, for
 # memory the operating system takes back anyway.
 atexit.register(gc.freeze)
+
+
+class _NoTracebackForInputErrors(logging.Filter):
+    """A QcodeError is a message for a person (file, line, fix); Prefect logs it without a
+    Python traceback, which tells a user nothing (the CLI prints the message itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], QcodeError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.flow_runs", "prefect.task_runs"):
+    logging.getLogger(_name).addFilter(_NoTracebackForInputErrors())
 
 _factory_lock = threading.Lock()  # a preloading thread and the flow may ask at once
 
@@ -549,10 +571,18 @@ def code_transcripts(
     timings: dict[str, float] = {}
     cache_dir = Path(settings.cache_dir or default_cache_dir())
 
+    clean_partial_runs(Path(out_dir))  # hidden folders of killed runs
     clock = time.perf_counter()
     codebook = load_codebook(codebook_path)
     transcripts, problems = ingest_task(Path(transcripts_dir), settings.on_error)
     timings["ingest"] = time.perf_counter() - clock
+    if not transcripts:
+        raise NothingToCodeError(
+            "no transcript could be read, so nothing was coded:\n"
+            + "\n".join(f"  - {p}" for p in problems if p.severity == "skipped")
+            + "\nFix the files as each line says and run again.",
+            transcripts_dir,
+        )
 
     encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
     store_path = Path(settings.store or Path(out_dir) / "project.sqlite")
@@ -582,6 +612,13 @@ def code_transcripts(
     clock = time.perf_counter()
     units = segment_task(transcripts, settings, cache_dir)
     timings["segment"] = time.perf_counter() - clock
+    if not units["codable"].any():
+        raise NothingToCodeError(
+            f"the {len(transcripts)} transcript(s) read hold no unit to code: no participant "
+            f"sentence has {settings.min_unit_words} or more words (min_unit_words). Check that "
+            "the participants' turns are labelled, or lower min_unit_words",
+            transcripts_dir,
+        )
     coder = None
     if settings.classifier is not None:
         from pipeline.classify import TrainedCoder

@@ -71,7 +71,9 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
 
 @app.command()
 def run(
-    transcripts: Annotated[Path, typer.Argument(help="Folder of .txt/.md/.docx/.vtt transcripts.")],
+    transcripts: Annotated[
+        Path, typer.Argument(help="Folder of .txt/.md/.docx/.vtt/.srt transcripts.")
+    ],
     codebook: CodebookOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for run outputs.")] = Path(
         "outputs"
@@ -151,7 +153,9 @@ def run(
 
         load_codebook(codebook)  # fail fast, before Prefect starts
         if not find_transcripts(transcripts):
-            raise QcodeError("no .txt, .md, .docx or .vtt transcripts in this folder", transcripts)
+            raise QcodeError(
+                "no .txt, .md, .docx, .vtt or .srt transcripts in this folder", transcripts
+            )
         from flows.coding import code_transcripts
 
         run_dir = code_transcripts(transcripts, codebook, out, settings)
@@ -627,8 +631,10 @@ def check_privacy(
     typer.echo(f"{len(found) + len(raw)} files checked: {summary} found.")
     if redact_to is not None:
         redact_to.mkdir(parents=True, exist_ok=True)
+        from pipeline.paths import safe_file_stem
+
         for transcript in apply_policy(found, findings, "redact"):
-            (redact_to / f"{transcript.transcript_id}.md").write_text(
+            (redact_to / f"{safe_file_stem(transcript.transcript_id)}.md").write_text(
                 redacted_source(transcript), encoding="utf-8"
             )
         typer.echo(f"Redacted copies: {redact_to}")

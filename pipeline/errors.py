@@ -40,6 +40,12 @@ class TranscriptError(QcodeError):
     code = "E100"
 
 
+class NothingToCodeError(QcodeError):
+    """A run found nothing to code: every transcript was skipped, or no unit is codable."""
+
+    code = "E150"
+
+
 class CodebookError(QcodeError):
     """The codebook is missing, malformed or breaks a rule."""
 

@@ -1,4 +1,4 @@
-"""Ingest: read anonymised transcripts (.txt/.md, .docx, Teams .vtt) into plain data.
+"""Ingest: read anonymised transcripts (.txt/.md, .docx, .vtt, .srt) into plain data.
 
 Every transcript becomes one plain ``text`` that all offsets point into, its participant
 attributes, and its speaker turns. Raw speaker labels are normalised to ``Interviewer`` and
@@ -9,7 +9,6 @@ a Teams export never reaches an output.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pipeline import layouts
 from pipeline.errors import Problem, QcodeError, SegmentsFileError, TranscriptError
+from pipeline.layouts import LABEL  # noqa: F401  (other stages find labels with it)
+from pipeline.paths import safe_file_stem
 
-TRANSCRIPT_SUFFIXES = (".txt", ".md", ".docx", ".vtt")
+TRANSCRIPT_SUFFIXES = (".txt", ".md", ".docx", ".vtt", ".srt")
 # A 45-minute interview is ~50 kB of text (a .docx a few hundred kB); 50 MB is no transcript.
 MAX_BYTES = 50 * 1024 * 1024
 ATTRIBUTES = ("interview_id", "role", "local_authority", "workstream", "network", "date")
@@ -40,12 +42,6 @@ INTERVIEWER_LABELS = {
 }
 PARTICIPANT_LABELS = {"participant", "interviewee", "respondent", "r", "a", "answer"}
 NUMBERED_PARTICIPANT = re.compile(r"^(?:P|R|Participant |Respondent )(\d{1,2})$", re.I)
-
-# A speaker label opens a paragraph: "Interviewer: ...", "**P2:** ...", "Head teacher: ...".
-LABEL = re.compile(
-    r"^(?:\*\*)?(?P<label>[A-Z][A-Za-z0-9 .'’()/&-]{0,40}?)(?:\*\*)?[ \t]*:(?:\*\*)?(?:[ \t]+|$)",
-    re.MULTILINE,  # so that ^ matches at the start of every paragraph, not only the file
-)
 
 
 @dataclass(frozen=True)
@@ -72,6 +68,7 @@ class Transcript:
     participants: dict[str, dict[str, str]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     first_line: int = 1  # line of the source file where ``text`` starts (after front matter)
+    layout: str = ""  # how the turns were found: paragraphs, lines, timestamped, ... (layouts)
 
     def line_of(self, offset: int) -> int:
         """Line of the source file holding character ``offset`` of ``text`` (for messages)."""
@@ -82,30 +79,6 @@ class Transcript:
         merged = {k: v for k, v in self.attributes.items() if k != "participants"}
         merged.update(self.participants.get(speaker, {}))
         return merged
-
-
-@dataclass
-class _Paragraph:
-    start: int
-    end: int
-    line: int
-
-
-def _paragraphs(text: str, first_line: int) -> list[_Paragraph]:
-    """Blocks of non-blank lines with their offsets and 1-based line numbers."""
-    paragraphs: list[_Paragraph] = []
-    offset, start, start_line = 0, None, 0
-    for number, line in enumerate(text.splitlines(keepends=True), start=first_line):
-        if line.strip():
-            if start is None:
-                start, start_line = offset, number
-        elif start is not None:
-            paragraphs.append(_Paragraph(start, offset, start_line))
-            start = None
-        offset += len(line)
-    if start is not None:
-        paragraphs.append(_Paragraph(start, offset, start_line))
-    return paragraphs
 
 
 def _decode(data: bytes, path: Path) -> str:
@@ -208,7 +181,7 @@ def _read_sidecar(path: Path) -> dict[str, object]:
 class _SpeakerNames:
     """Maps raw labels to anonymous, normalised speakers."""
 
-    def __init__(self, raw_labels: list[str], meta: dict[str, object]):
+    def __init__(self, raw_labels: list[str], meta: dict[str, object], guessed: str | None = None):
         declared = meta.get("speakers") or {}
         self.declared = (
             {str(k): str(v) for k, v in declared.items()} if isinstance(declared, dict) else {}
@@ -217,6 +190,8 @@ class _SpeakerNames:
         self.interviewers = (
             {str(x).lower() for x in interviewers} if isinstance(interviewers, list) else set()
         )
+        if guessed is not None:
+            self.interviewers.add(guessed.lower())
         participants = meta.get("participants") or {}
         self.participants = set(participants) if isinstance(participants, dict) else set()
         self.mapping: dict[str, tuple[str, str]] = {}
@@ -253,14 +228,58 @@ def _is_known_label(label: str, meta: dict[str, object]) -> bool:
     low = label.lower()
     declared = meta.get("speakers") or {}
     participants = meta.get("participants") or {}
+    interviewers = meta.get("interviewers") or []
     return (
         low in INTERVIEWER_LABELS
         or low in PARTICIPANT_LABELS
         or bool(NUMBERED_PARTICIPANT.match(label))
         or (isinstance(declared, dict) and label in declared)
         or (isinstance(participants, dict) and label in participants)
+        or (isinstance(interviewers, list) and low in {str(x).lower() for x in interviewers})
         or bool(re.match(r"^(interviewer|researcher|evaluator|facilitator)\b", low))
     )
+
+
+def _guess_interviewer(
+    turns: list[tuple[str, str]], meta: dict[str, object], path: Path, line: int
+) -> tuple[str | None, list[Problem]]:
+    """With no label that says who interviews ("Speaker 1", "Speaker 2"), the speaker most of
+    whose turns are questions is read as the interviewer, and the guess is reported."""
+    probe = _SpeakerNames([raw for raw, _ in turns], meta)
+    if any(probe(raw)[1] == "interviewer" for raw, _ in turns) or len(probe.mapping) < 2:
+        return None, []
+    share = {}
+    for raw in probe.mapping:
+        said = [speech for label, speech in turns if label == raw]
+        share[raw] = sum(s.rstrip().endswith("?") for s in said) / len(said)
+    ranked = sorted(share.items(), key=lambda item: -item[1])
+    if ranked[0][1] < 0.5 or ranked[0][1] == ranked[1][1]:
+        return None, []
+    guessed = ranked[0][0]
+    first = next(number for number, (raw, _) in enumerate(turns) if raw == guessed)
+    return guessed, [
+        Problem(
+            str(path),
+            line,
+            f"no speaker is labelled as the interviewer; the speaker of turn {first + 1}, who "
+            f"asks the questions ({ranked[0][1]:.0%} of their turns end with '?'), is read as "
+            "the interviewer. To be sure, name them in the front matter or a .yaml beside "
+            "the file: 'interviewers: [<their label>]'",
+        )
+    ]
+
+
+def _pre_label_problems(body: str, end: int, path: Path, first_line: int) -> list[Problem]:
+    """One warning per paragraph of text before the first speaker label (a title, notes)."""
+    problems = []
+    in_paragraph = False
+    for number, line in enumerate(body[:end].split("\n"), start=first_line):
+        if line.strip() and not in_paragraph:
+            problems.append(
+                Problem(str(path), number, "text before the first speaker label is not coded")
+            )
+        in_paragraph = bool(line.strip())
+    return problems
 
 
 def parse_turns(
@@ -269,56 +288,42 @@ def parse_turns(
     meta: dict[str, object],
     path: Path,
     first_line: int,
-) -> tuple[list[Turn], list[Problem]]:
-    """Split speaker-labelled paragraphs into turns with offsets into ``body``."""
-    paragraphs = _paragraphs(body, first_line)
-    candidates: list[tuple[_Paragraph, str, int] | tuple[_Paragraph, None, int]] = []
-    counts: dict[str, int] = {}
-    for p in paragraphs:
-        match = LABEL.match(body, p.start, p.end)
-        if match and len(match.group("label").split()) <= 4:
-            label = match.group("label").strip()
-            counts[label] = counts.get(label, 0) + 1
-            candidates.append((p, label, match.end()))
-        else:
-            candidates.append((p, None, p.start))
-    # A label is real if it is a known speaker word or is used for at least two turns;
-    # this keeps "Honestly: ..." inside someone's answer from becoming a speaker.
-    real = {lab for lab, n in counts.items() if n >= 2 or _is_known_label(lab, meta)}
-    raw_turns: list[tuple[str, int, int, int]] = []  # raw label, start, end, line
-    problems: list[Problem] = []
-    for p, label, speech_start in candidates:
-        if label in real:
-            raw_turns.append((label, speech_start, p.end, p.line))
-        elif raw_turns:
-            last = raw_turns[-1]
-            raw_turns[-1] = (last[0], last[1], p.end, last[3])
-        else:
-            problems.append(
-                Problem(str(path), p.line, "text before the first speaker label is not coded")
-            )
-    if not raw_turns:
+) -> tuple[list[Turn], list[Problem], str]:
+    """Find the layout of ``body`` and split it into turns with offsets into ``body``; return
+    the turns, the problems found and the layout's name."""
+    found = layouts.candidates(body, lambda label: _is_known_label(label, meta))
+    chosen, problems = layouts.choose(found, body, path, first_line)
+    if chosen is None:
         raise TranscriptError(
             "no speaker labels found: start each turn with the speaker and a colon, e.g. "
-            "'Interviewer: ...' and 'Participant: ...'",
+            "'Interviewer: ...' and 'Participant: ...' (timestamps before or after the "
+            "speaker are fine, e.g. '[00:01:02] Speaker 1: ...')",
             path,
             first_line,
         )
-    names = _SpeakerNames([t[0] for t in raw_turns], meta)
-    turns = []
-    for raw, start, end, _line in raw_turns:
-        segment = body[start:end]
+    raw = layouts.raw_turns(body, chosen, first_line)
+    first_offset = body.rfind("\n", 0, raw[0].start) + 1
+    problems = _pre_label_problems(body, first_offset, path, first_line) + problems
+    spans = []
+    for turn in raw:
+        segment = body[turn.start : turn.end]
         lead = len(segment) - len(segment.lstrip())
         trail = len(segment.rstrip())
-        speaker, kind = names(raw)
-        if trail <= lead:
-            continue
-        turns.append(Turn(transcript_id, len(turns), speaker, kind, start + lead, start + trail))
+        if trail > lead:
+            spans.append((turn.label, turn.start + lead, turn.start + trail))
+    guessed, guess_problems = _guess_interviewer(
+        [(label, body[s:e]) for label, s, e in spans], meta, path, first_line
+    )
+    names = _SpeakerNames([t.label for t in raw], meta, guessed)
+    turns = []
+    for label, start, end in spans:
+        speaker, kind = names(label)
+        turns.append(Turn(transcript_id, len(turns), speaker, kind, start, end))
     if not any(t.speaker_kind == "participant" for t in turns):
         raise TranscriptError(
             "only interviewer turns were found, so there is nothing to code", path, first_line
         )
-    return turns, problems
+    return turns, problems + guess_problems, chosen.layout
 
 
 def _docx_text(path: Path) -> str:
@@ -350,71 +355,62 @@ def _docx_text(path: Path) -> str:
     return "\n\n".join(p.strip() for p in paragraphs if p.strip()) + "\n"
 
 
-def _vtt_cues(text: str, path: Path) -> list[tuple[str | None, str, int]]:
-    """(voice, text, line) per cue of a WebVTT file."""
-    import webvtt
-    from webvtt.errors import MalformedFileError
-
-    try:
-        captions = webvtt.from_buffer(io.StringIO(text))
-    except MalformedFileError as error:
-        raise TranscriptError(f"not a valid WebVTT file ({error})", path) from None
-    except Exception as error:  # webvtt raises bare errors on broken cue timings
-        raise TranscriptError(f"not a valid WebVTT file ({error})", path) from None
-    lines = text.split("\n")
-    cursor = 0
-    cues: list[tuple[str | None, str, int]] = []
-    for caption in captions:
-        # Line of the timing line, found by walking forward through the file.
-        timing = f"{caption.start} -->"
-        while cursor < len(lines) and not lines[cursor].startswith(timing):
-            cursor += 1
-        cue_text = " ".join(caption.text.split())
-        if cue_text:
-            cues.append((caption.voice, cue_text, cursor + 1))
-    if not cues:
-        raise TranscriptError("the WebVTT file has no captions", path)
-    return cues
-
-
-def _vtt_transcript(
-    text: str, path: Path, meta: dict[str, object], transcript_id: str
+def _cue_transcript(
+    text: str, path: Path, meta: dict[str, object], transcript_id: str, kind: str
 ) -> tuple[str, list[Turn], list[Problem]]:
-    """Merge consecutive cues by voice into turns and build 'Speaker: text' plain text."""
+    """Merge consecutive cues by speaker into turns and build 'Speaker: text' plain text.
+
+    The speaker is the cue's voice tag (Teams: ``<v Name>``) or a label starting the cue's
+    text (Zoom: ``Name: text``); a cue with neither continues the turn before it."""
+    cues, problems = layouts.parse_cues(text, path, kind)
+    labelled: list[tuple[str | None, str, int]] = []
+    for cue in cues:
+        match = layouts.LABEL.match(cue.text) if cue.voice is None else None
+        label = layouts._label_of(match) if match else None
+        if label:
+            labelled.append((label, cue.text[match.end() :].strip(), cue.line))
+        else:
+            labelled.append((cue.voice, cue.text, cue.line))
+    counts: dict[str, int] = {}
+    for cue, (label, _, _) in zip(cues, labelled, strict=True):
+        if label and cue.voice is None:
+            counts[label] = counts.get(label, 0) + 1
     merged: list[tuple[str, str, int]] = []
-    problems: list[Problem] = []
-    for voice, cue_text, line in _vtt_cues(text, path):
-        raw = voice
-        if raw is None:
-            match = LABEL.match(cue_text)
-            if match and _is_known_label(match.group("label"), meta):
-                raw, cue_text = match.group("label"), cue_text[match.end() :]
+    for cue, (label, speech, line) in zip(cues, labelled, strict=True):
+        raw = label
+        if cue.voice is None and label and counts[label] < 2 and not _is_known_label(label, meta):
+            raw, speech = None, cue.text  # "Honestly: ..." once is speech, not a speaker
         if raw is None:
             if not merged:
                 problems.append(Problem(str(path), line, "caption without a speaker is not coded"))
                 continue
             raw = merged[-1][0]
+        if not speech:
+            continue
         if merged and merged[-1][0] == raw:
-            merged[-1] = (raw, f"{merged[-1][1]} {cue_text}", merged[-1][2])
+            merged[-1] = (raw, f"{merged[-1][1]} {speech}", merged[-1][2])
         else:
-            merged.append((raw, cue_text, line))
+            merged.append((raw, speech, line))
     if not merged:
-        raise TranscriptError("no captions carry a speaker (<v Name> voice tag)", path)
-    names = _SpeakerNames([m[0] for m in merged], meta)
+        raise TranscriptError(
+            "no captions carry a speaker (a <v Name> voice tag or 'Name: ' before the text)", path
+        )
+    guessed, guess_problems = _guess_interviewer([(m[0], m[1]) for m in merged], meta, path, 1)
+    names = _SpeakerNames([m[0] for m in merged], meta, guessed)
     parts: list[str] = []
     turns: list[Turn] = []
     offset = 0
     for raw, speech, _line in merged:
-        speaker, kind = names(raw)
+        speaker, kind_ = names(raw)
         prefix = f"{speaker}: "
         start = offset + len(prefix)
-        turns.append(Turn(transcript_id, len(turns), speaker, kind, start, start + len(speech)))
+        turns.append(Turn(transcript_id, len(turns), speaker, kind_, start, start + len(speech)))
         block = prefix + speech
         parts.append(block)
         offset += len(block) + 2
     if not any(t.speaker_kind == "participant" for t in turns):
         raise TranscriptError("only interviewer captions were found, nothing to code", path)
-    return "\n\n".join(parts) + "\n", turns, problems
+    return "\n\n".join(parts) + "\n", turns, problems + guess_problems
 
 
 def read_transcript(path: str | Path) -> Transcript:
@@ -438,14 +434,15 @@ def read_transcript(path: str | Path) -> Transcript:
         raise TranscriptError(f"cannot be read ({error.strerror})", path) from None
     sha = hashlib.sha256(data).hexdigest()
     sidecar = _read_sidecar(path)
-    if suffix == ".vtt":
+    if suffix in (".vtt", ".srt"):
         raw_text = _decode(data, path)
-        if not raw_text.lstrip().startswith("WEBVTT"):
+        kind = suffix.lstrip(".")
+        if kind == "vtt" and not raw_text.lstrip().startswith("WEBVTT"):
             raise TranscriptError("a .vtt file must start with 'WEBVTT'", path, 1)
         meta = dict(sidecar)
         transcript_id = str(meta.get("interview_id") or path.stem)
-        text, turns, problems = _vtt_transcript(raw_text, path, meta, transcript_id)
-        first_line = 1  # of the text extracted from the captions
+        text, turns, problems = _cue_transcript(raw_text, path, meta, transcript_id, kind)
+        first_line, layout = 1, kind  # line 1 of the text extracted from the captions
     else:
         raw_text = _docx_text(path) if suffix == ".docx" else _decode(data, path)
         front, body, first_line = split_front_matter(raw_text, path)
@@ -453,8 +450,13 @@ def read_transcript(path: str | Path) -> Transcript:
         transcript_id = str(meta.get("interview_id") or path.stem)
         if not body.strip():
             raise TranscriptError("the transcript has attributes but no text", path, first_line)
-        turns, problems = parse_turns(transcript_id, body, meta, path, first_line)
-        text = body
+        cues = layouts.detect_cues(body)
+        if cues is not None:  # subtitles saved as .txt
+            text, turns, problems = _cue_transcript(body, path, meta, transcript_id, cues)
+            first_line, layout = 1, cues
+        else:
+            turns, problems, layout = parse_turns(transcript_id, body, meta, path, first_line)
+            text = body
     participants_raw = meta.get("participants") or {}
     participants: dict[str, dict[str, str]] = {}
     if isinstance(participants_raw, dict):
@@ -488,6 +490,7 @@ def read_transcript(path: str | Path) -> Transcript:
         participants=participants,
         problems=problems,
         first_line=first_line,
+        layout=layout,
     )
 
 
@@ -511,14 +514,16 @@ def read_transcripts(
     """Read every transcript in a folder; bad ones are skipped and reported (or stop the run)."""
     transcripts: list[Transcript] = []
     problems: list[Problem] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # file name of each id's saved text -> the file it came from
     for path in find_transcripts(folder):
         try:
             transcript = read_transcript(path)
-            if transcript.transcript_id in seen:
+            stem = safe_file_stem(transcript.transcript_id).casefold()
+            if stem in seen:
                 raise TranscriptError(
-                    f"interview_id '{transcript.transcript_id}' is also used by "
-                    f"{seen[transcript.transcript_id]}; give each interview its own id",
+                    f"interview_id '{transcript.transcript_id}' is also used by {seen[stem]}, "
+                    "or differs from its id only in letter case or characters a file name "
+                    "cannot hold; give each interview its own id",
                     path,
                 )
         except QcodeError as error:
@@ -526,7 +531,17 @@ def read_transcripts(
                 raise
             problems.append(Problem.from_error(error))
             continue
-        seen[transcript.transcript_id] = path.name
+        except Exception as error:  # a reader's bug must not stop the other transcripts
+            failure = TranscriptError(
+                f"qcode could not read this file ({type(error).__name__}); it was skipped. "
+                "Please report this, with the file if you can share it",
+                path,
+            )
+            if on_error == "stop":
+                raise failure from None
+            problems.append(Problem.from_error(failure))
+            continue
+        seen[stem] = path.name
         transcripts.append(transcript)
         problems.extend(transcript.problems)
     return transcripts, problems

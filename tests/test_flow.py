@@ -33,6 +33,8 @@ def test_run_writes_every_output(sample_run):
     manifest = json.loads((sample_run / "manifest.json").read_text())
     assert manifest["counts"]["transcripts"] == 8 and manifest["counts"]["skipped"] == 0
     assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    layouts = {i["transcript_id"]: i["layout"] for i in manifest["inputs"]}
+    assert layouts["WP-05"] == "vtt" and layouts["WP-01"] == "paragraphs"
     assert len(manifest["codebook"]["sha256"]) == 64
     assert manifest["model"]["fingerprint"] and manifest["settings"]["threshold"] == 0.42
     assert set(manifest["timings_s"]) == {"ingest", "privacy", "segment", "embed", "assign"}
