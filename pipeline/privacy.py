@@ -463,7 +463,7 @@ def _pieces(speech: str) -> list[tuple[int, int]]:
     """Sentence-like stretches of one block (a cheap split: NER only needs short inputs)."""
     pieces, start = [], 0
     for match in PIECE_END.finditer(speech):
-        if TITLE_BEFORE.search(speech, 0, match.start()):
+        if TITLE_BEFORE.search(speech, max(0, match.start() - 8), match.start()):
             continue  # "Mr. O'Neill" is one name, not two sentences
         pieces.append((start, match.start()))
         start = match.end()

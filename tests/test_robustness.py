@@ -153,9 +153,9 @@ def test_flow_codes_the_good_file_beside_bad_ones(prefect_harness, tmp_path, cac
         "Interviewer: Tell me everything?\n\nParticipant: " + oversized_paragraph() + "\n",
     )
     # Whole turns as units: the megabyte turn still goes through spaCy (sentence spans), but
-    # is embedded once rather than as 16,000 sentences. Privacy off: the privacy check on such
-    # a paragraph belongs to the privacy stage (not yet bounded there; see issue 12).
-    settings = Settings(cache_dir=cache_dir, unit="turn", privacy="off")
+    # is embedded once rather than as 16,000 sentences. The privacy check (default "warn")
+    # scans the megabyte paragraph too, in bounded blocks.
+    settings = Settings(cache_dir=cache_dir, unit="turn")
     run = code_transcripts(folder, CODEBOOK, tmp_path / "out", settings)
     manifest = json.loads((Path(run) / "manifest.json").read_text())
     coded = {i["transcript_id"]: i["units"] for i in manifest["inputs"]}
