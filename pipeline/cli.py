@@ -190,7 +190,8 @@ def validate_codebook(
     )
     for group in book.groups:
         codes = [c for c in book.codes if c.group == group.id]
-        typer.echo(f"  {group.label}: " + ", ".join(f"{c.id} ({c.kind})" for c in codes))
+        listed = ", ".join(f"{c.id} ({c.kind})" if c.kind else c.id for c in codes)
+        typer.echo(f"  {group.label}: {listed}")
 
 
 @app.command("code-segments")
