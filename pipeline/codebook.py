@@ -158,7 +158,9 @@ class Codebook(BaseModel):
     def counterparts(self, code_id: str) -> list[Code]:
         """Codes of the opposite kind in the same group (enablers for an inhibitor...)."""
         code = self.code(code_id)
-        opposite = {"enabler": "inhibitor", "inhibitor": "enabler"}.get(code.kind)
+        opposite = {"enabler": "inhibitor", "inhibitor": "enabler"}.get(code.kind or "")
+        if opposite is None:
+            return []
         return [c for c in self.codes if c.group == code.group and c.kind == opposite]
 
     @property
@@ -314,12 +316,15 @@ def _node_lines(root: yaml.Node | None) -> tuple[dict[str, int], list[int], dict
     return top, code_lines, group_lines
 
 
-def _first_error(error: ValidationError) -> str:
+def field_problem(error: ValidationError) -> str:
+    """The first problem pydantic found, in a person's words."""
     e = error.errors()[0]
     field = ".".join(str(p) for p in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "missing":
         return f"'{field}' is missing"
+    if e["type"] == "string_too_short":
+        return f"'{field}' is empty"
     if e["type"] == "literal_error":
         return f"'{field}' is '{e['input']}', but must be one of: {', '.join(KINDS)}"
     if e["type"] == "extra_forbidden":
@@ -402,7 +407,7 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
         try:
             groups.append(Group(**{"label": str(gid), **body, "id": str(gid)}))
         except (ValidationError, TypeError) as error:
-            detail = _first_error(error) if isinstance(error, ValidationError) else str(error)
+            detail = field_problem(error) if isinstance(error, ValidationError) else str(error)
             raise CodebookError(f"group '{gid}': {detail}", path, line) from None
     group_ids = {g.id for g in groups}
 
@@ -428,7 +433,7 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
         try:
             code = Code(**fields)
         except ValidationError as error:
-            raise CodebookError(f"code '{name}': {_first_error(error)}", path, line) from None
+            raise CodebookError(f"code '{name}': {field_problem(error)}", path, line) from None
         if code.id in seen:
             raise CodebookError(
                 f"code '{code.id}' is defined twice (first at line {seen[code.id]}): "
@@ -482,7 +487,7 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
             **extra,
         )
     except ValidationError as error:  # every field is checked above; kept as a safety net
-        raise CodebookError(f"{_first_error(error)}", path) from None
+        raise CodebookError(f"{field_problem(error)}", path) from None
 
 
 def applicable(codebook: Codebook, attributes: Mapping[str, str]) -> np.ndarray:

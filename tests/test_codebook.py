@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.codebook import load_codebook, parse_codebook
+from pipeline.codebook import applicable, applicable_to_units, load_codebook, parse_codebook
 from pipeline.errors import CodebookError
+from pipeline.interop.codebook_table import import_codebook_table
+from tests.conftest import write
 
 REQUIRED_IDS = [
     "structure.focus_priorities",
@@ -369,3 +374,146 @@ def test_any_yaml_gives_a_codebook_or_a_codebook_error(text):
         assert book.codes and book.sha256
         for code in book.codes:
             code.applies({"question": "x"})
+
+
+# -- optional kind and group; applies_to (issue 13) ----------------------------------------------
+
+PLAIN = """\
+name: Survey
+codes:
+  - id: staff
+    label: Staff
+    definition: Comments about the staff.
+  - id: waiting
+    label: Waiting
+    definition: Comments about waiting times.
+    applies_to: {question: ["What could we do better?", "Anything else?"]}
+  - id: praise
+    label: Praise
+    definition: Thanks and praise.
+    applies_to: {question: "What went well?", site: [North, 3]}
+"""
+
+
+def test_kind_and_group_are_optional():
+    book = parse_codebook(PLAIN)
+    assert [g.id for g in book.groups] == ["codes"]
+    assert all(c.group == "codes" and c.kind is None for c in book.codes)
+    assert book.counterparts("staff") == []
+    mixed = MINIMAL + "  - id: other\n    label: Other\n    definition: Anything else.\n"
+    book = parse_codebook(mixed)
+    assert [g.id for g in book.groups] == ["four_ts", "codes"]
+    assert book.code("other").group == "codes" and book.code("ts.trust").kind == "enabler"
+
+
+def test_a_named_group_must_still_be_declared():
+    text = PLAIN.replace("label: Staff\n", "label: Staff\n    group: people\n")
+    assert "group 'people'" in _refusal(text).problem
+
+
+def test_applies_to_scopes_codes_to_attribute_values():
+    book = parse_codebook(PLAIN)
+    assert book.scoped_by == ["question", "site"]
+    assert book.code("praise").applies_to == {
+        "question": ("What went well?",),
+        "site": ("North", "3"),
+    }
+    better = {"question": "what could  we do better?"}  # spacing and case do not matter
+    assert applicable(book, better).tolist() == [True, True, False]
+    assert applicable(book, {"question": "What went well?", "site": "north"}).tolist() == [
+        True,
+        False,
+        True,
+    ]
+    assert applicable(book, {"question": "What went well?", "site": "South"}).tolist() == [
+        True,
+        False,
+        False,
+    ]
+    # A unit without the attribute a code is scoped by does not get the code.
+    assert applicable(book, {}).tolist() == [True, False, False]
+    mask = applicable_to_units(book, [better, {}, better, {"question": "Anything else?"}])
+    assert mask.shape == (4, 3) and mask[:, 1].tolist() == [True, False, True, True]
+    assert applicable_to_units(parse_codebook(MINIMAL), [{}, {}]).all()
+
+
+def test_applies_to_keeps_the_hash_of_unscoped_codebooks():
+    plain = parse_codebook(MINIMAL)
+    assert "applies_to" not in str(plain.sha256)
+    scoped = parse_codebook(
+        MINIMAL.replace("    kind: enabler\n", "    kind: enabler\n    applies_to: {q: [a]}\n", 1)
+    )
+    assert scoped.sha256 != plain.sha256
+
+
+# -- import-codebook: a spreadsheet into YAML -----------------------------------------------------
+
+SHEET = (
+    "ID,Label,Definition,Group,Kind,Examples,Applies to: Question,Notes\n"
+    'staff,Staff,Comments about staff.,People,,"Kind nurses; rude porter",,x\n'
+    'waiting,Waiting,Waiting times.,Access,inhibitor,"Long wait\nNo slots","What could we do '
+    'better?;Anything else?",\n'
+    ",,,,,,,\n"
+    "praise,Praise,Thanks and praise.,People,enabler,,,\n"
+)
+
+
+def test_import_codebook_from_csv_writes_a_loadable_yaml(tmp_path):
+    out = tmp_path / "book.yaml"
+    result = import_codebook_table(write(tmp_path / "my_codes.csv", SHEET), out)
+    book = load_codebook(out)
+    assert book.ids == ["staff", "waiting", "praise"] and book.name == "my codes"
+    assert [(g.id, g.label) for g in book.groups] == [("people", "People"), ("access", "Access")]
+    waiting = book.code("waiting")
+    assert waiting.kind == "inhibitor" and waiting.examples == ("Long wait", "No slots")
+    assert waiting.applies_to == {"question": ("What could we do better?", "Anything else?")}
+    assert book.code("staff").examples == ("Kind nurses", "rude porter")
+    assert book.code("staff").kind is None and book.code("staff").applies_to == {}
+    assert any("'notes'" in w for w in result.warnings)
+
+
+def test_import_codebook_from_xlsx(tmp_path):
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    for row in csv.reader(io.StringIO(SHEET)):
+        sheet.append(row)
+    workbook.save(tmp_path / "codes.xlsx")
+    import_codebook_table(tmp_path / "codes.xlsx", tmp_path / "codes.yaml", name="Survey")
+    book = load_codebook(tmp_path / "codes.yaml")
+    assert book.name == "Survey" and book.ids == ["staff", "waiting", "praise"]
+
+
+@pytest.mark.parametrize(
+    ("sheet", "line", "expected"),
+    [
+        ("label,definition\nA,a\n", 1, "missing column(s) id"),
+        ("", 1, "first row must name the columns"),
+        ("id,label,definition\n", 2, "no codes"),
+        ("id,label,definition\na,A,a.\n,B,b.\n", 3, "row 3: the id is empty"),
+        ("id,label,definition\na,A,a.\na,B,b.\n", 3, "also used on row 2"),
+        ("id,label,definition\na,A,a.\nb,B,\n", 3, "row 3 (code 'b'): 'definition' is empty"),
+        ("id,label,definition\na,,a.\n", 2, "'label' is empty"),
+        ("id,label,definition\na b,A,a.\n", 2, "must not contain spaces"),
+        ("id,label,definition,kind\na,A,a.,helper\n", 2, "kind 'helper' must be one of"),
+        ("id,label,definition,group\na,A,a.,X-Y\nb,B,b.,X Y\n", 3, "the same id 'x_y'"),
+        ("id,label,definition,id\na,A,a.,b\n", 1, "two columns are called 'id'"),
+        ("id,label,definition,applies_to:\na,A,a.,b\n", 1, "names no attribute"),
+    ],
+)
+def test_import_codebook_names_the_bad_row(tmp_path, sheet, line, expected):
+    out = tmp_path / "out.yaml"
+    with pytest.raises(CodebookError) as error:
+        import_codebook_table(write(tmp_path / "codes.csv", sheet), out)
+    assert expected in error.value.problem and error.value.line == line
+    assert f"codes.csv, line {line}" in error.value.message
+    assert not out.exists()
+
+
+def test_import_codebook_refuses_files_it_cannot_read(tmp_path):
+    (tmp_path / "codes.xlsx").write_bytes(b"not a workbook")
+    with pytest.raises(CodebookError, match="not an Excel workbook"):
+        import_codebook_table(tmp_path / "codes.xlsx", tmp_path / "o.yaml")
+    with pytest.raises(CodebookError, match=r"must end in \.yaml"):
+        import_codebook_table(write(tmp_path / "c.csv", SHEET), tmp_path / "o.csv")
