@@ -591,12 +591,27 @@ def review(
         Path | None,
         typer.Option(help="Embedding cache the runs used, for quote ranking (default ./.cache)."),
     ] = None,
+    trusted_proxy: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of a reverse proxy in front of the page: only its X-Forwarded-For "
+            "is believed (default: none is)."
+        ),
+    ] = None,
 ) -> None:
     """Open the local review page: accept, reject or change the machine's suggestions."""
     from pipeline.review import serve
 
     try:
-        serve(store, host=host, port=port, token=token, blind=blind, cache_dir=cache_dir)
+        serve(
+            store,
+            host=host,
+            port=port,
+            token=token,
+            blind=blind,
+            cache_dir=cache_dir,
+            trusted_proxy=trusted_proxy,
+        )
     except QcodeError as error:
         fail(error)
 
