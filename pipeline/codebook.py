@@ -278,8 +278,9 @@ def _read_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
             "is not a codebook (is this the right file?)",
             path,
         )
-    loader = _LimitedLoader(text, path)
+    loader = None
     try:
+        loader = _LimitedLoader(text, path)  # its reader refuses control characters at once
         root = loader.get_single_node()
         if root is None:
             return None, None
@@ -297,7 +298,8 @@ def _read_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
     except RecursionError:
         raise CodebookLimitError("the YAML is nested too deeply to be a codebook", path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _node_lines(root: yaml.Node | None) -> tuple[dict[str, int], list[int], dict[str, int]]:

@@ -352,6 +352,9 @@ def _codebook_like(draw) -> str:
                         '"',
                         "!!python/int ",
                         "<<: *a\n",
+                        "\x00",
+                        "\x07",
+                        "\ufeff",
                     ]
                 ),
             ),

@@ -810,6 +810,7 @@ def _give_name(page, name: str) -> None:
     assert page.inner_text("#reviewer-name") == name
 
 
+@pytest.mark.required
 def test_browser_review_by_mouse(page, project_store):
     _give_name(page, "Mouse")
     unit_id = units_with_suggestions(project_store, 2)[0]
@@ -845,6 +846,7 @@ def test_browser_review_by_mouse(page, project_store):
 KEY_PLAN = ("1", "a", "r", "x")  # accept the first code, accept all, reject all, reject first
 
 
+@pytest.mark.required
 def test_browser_review_by_keyboard(page, project_store):
     _give_name(page, "Keys")
     page.goto("/")
@@ -920,6 +922,7 @@ def test_browser_review_by_keyboard(page, project_store):
     assert set(stored["source"]) == {"web"}
 
 
+@pytest.mark.required
 def test_browser_cross_port_page_cannot_save_a_decision(page, browser, project_store, live_server):
     """The attack of issue 12 in a real browser: a page on another port of 127.0.0.1 overwrites
     the session cookie (Set-Cookie ignores ports) and posts a form carrying the value it chose."""
