@@ -139,3 +139,42 @@ def test_eval_takes_gold_without_text_and_lists_unknown_predicted_codes(tmp_path
     # Without --pred the gold texts are coded now, so the text column is needed.
     result = invoke("eval", "--gold", str(gold), "--codebook", str(CODEBOOK))
     assert result.returncode == 2 and "missing column(s) text" in result.output
+
+
+def test_a_codebook_without_kinds_or_groups_codes_reports_and_reviews(
+    tmp_path, nlp, encoder, embedding_cache, cache_dir, sample_transcripts
+):
+    """kind and group are optional: a run, the theme report and the review page work without."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from pipeline.codebook import parse_codebook
+    from pipeline.report.batch import build_report
+    from pipeline.report.project import load_project
+    from pipeline.report.render import write_theme_report
+    from pipeline.review import create_app
+    from pipeline.settings import Settings
+    from tests.conftest import record_real_run
+
+    text = re.sub(r"\n    (kind|group): \w+", "", CODEBOOK.read_text())
+    text = re.sub(r"\ngroups:\n(  .*\n|    .*\n)+", "\n", text)
+    text = re.sub(r"\nkinds:\n(  .*\n)+", "\n", text)
+    book = parse_codebook(text)
+    assert [g.id for g in book.groups] == ["codes"] and {c.kind for c in book.codes} == {None}
+    transcripts, problems = sample_transcripts
+    store = record_real_run(
+        tmp_path / "project.sqlite", transcripts, problems, nlp, encoder, book, embedding_cache
+    )
+    report = build_report(load_project(store), Settings(cache_dir=cache_dir), True)
+    written = write_theme_report(report, tmp_path / "reports")
+    markdown = next(p for p in written if p.suffix == ".md").read_text()
+    assert "Trust" in markdown and "None" not in markdown
+    client = TestClient(create_app(store), base_url="http://127.0.0.1")
+    page = client.get("/reviewer")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    client.post("/reviewer", data={"csrf": csrf, "name": "Ann", "next": "/"})
+    queue = client.get("/")
+    unit = re.search(r'href="/unit/([^"?]+)', queue.text).group(1)
+    html = client.get(f"/unit/{unit}").text
+    assert "None" not in html and "codes" in html
