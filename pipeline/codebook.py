@@ -257,8 +257,9 @@ def _expanded_size(root: yaml.Node, path: str) -> int:
             total += size(child)
             if total > MAX_NODES:
                 raise CodebookLimitError(
-                    f"expands to more than {MAX_NODES:,} values (YAML aliases repeating "
-                    "aliases?): a codebook is far smaller; write the values out",
+                    f"expands to more than {MAX_NODES:,} values once YAML aliases (*name) are "
+                    "written out: a codebook is far smaller; remove the aliases, or check that "
+                    "this is the right file",
                     path,
                     node.start_mark.line + 1,
                 )

@@ -177,4 +177,4 @@ def test_a_codebook_without_kinds_or_groups_codes_reports_and_reviews(
     queue = client.get("/")
     unit = re.search(r'href="/unit/([^"?]+)', queue.text).group(1)
     html = client.get(f"/unit/{unit}").text
-    assert "None" not in html and "codes" in html
+    assert "· None" not in html and 'class="kind">None' not in html and "codes" in html
