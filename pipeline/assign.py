@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline.codebook import Codebook
+from pipeline.codebook import Codebook, applicable_to_units
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pipeline.classify import TrainedCoder
 
 SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin"]
+OUT_OF_SCOPE = -1.0  # the score of a code that does not apply to a unit: the lowest cosine
 
 
 @dataclass(frozen=True)
@@ -185,13 +186,24 @@ def code_texts(
     settings: Settings,
     cache: EmbeddingCache | None = None,
     coder: TrainedCoder | None = None,
+    attributes: list[dict[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Suggestions for free-standing texts (survey answers): ``segment_id, code, score, ...``."""
+    """Suggestions for free-standing texts (survey answers): ``segment_id, code, score, ...``.
+
+    ``attributes``: one dict per text (e.g. ``{"question": "..."}``); codes scoped with
+    ``applies_to`` are never suggested for texts outside their scope."""
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     keep = [i for i, t in enumerate(texts) if t.strip()]
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
     scores = score_matrix(vectors, prototypes, settings.example_weight)
-    frame = suggest_scores(
-        scores, vectors, [ids[i] for i in keep], prototypes.code_ids, settings, coder
-    )
+    kept_ids = [ids[i] for i in keep]
+    mask = None
+    if attributes is not None:
+        mask = applicable_to_units(codebook, [attributes[i] for i in keep])
+        scores = np.where(mask, scores, OUT_OF_SCOPE).astype(np.float32)
+    frame = suggest_scores(scores, vectors, kept_ids, prototypes.code_ids, settings, coder)
+    if mask is not None and len(frame):  # a trained coder decides by probability: drop here too
+        row = pd.Series(range(len(kept_ids)), index=kept_ids)[frame["unit_id"]].to_numpy()
+        col = pd.Series(range(len(prototypes.code_ids)), index=prototypes.code_ids)
+        frame = frame[mask[row, col[frame["code_id"]].to_numpy()]].reset_index(drop=True)
     return frame.rename(columns={"unit_id": "segment_id", "code_id": "code"})

@@ -39,6 +39,12 @@ ClassifierOption = Annotated[
 ModelOption = Annotated[
     str | None, typer.Option(help="Local sentence-transformers model folder (default: bundled).")
 ]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Any other setting as NAME=VALUE (repeatable), e.g. --set k_anonymity=5."
+    ),
+]
 
 
 def fail(error: QcodeError) -> None:
@@ -116,12 +122,7 @@ def run(
         typer.Option(help="Scheduler of an existing Dask cluster (with --task-runner dask)."),
     ] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Units per embed-and-assign task.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Any other setting as NAME=VALUE (repeatable), e.g. --set k_anonymity=5."
-        ),
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Segment, embed and code every transcript in a folder; write units, suggestions and
     draft summaries to OUT/<run id>/."""
@@ -198,18 +199,26 @@ def validate_codebook(
     )
     for group in book.groups:
         codes = [c for c in book.codes if c.group == group.id]
-        typer.echo(f"  {group.label}: " + ", ".join(f"{c.id} ({c.kind})" for c in codes))
+        listed = ", ".join(f"{c.id} ({c.kind})" if c.kind else c.id for c in codes)
+        typer.echo(f"  {group.label}: {listed}")
 
 
 @app.command("code-segments")
 def code_segments(
-    segments: Annotated[Path, typer.Argument(help="CSV with columns segment_id,text.")],
+    segments: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with columns segment_id,text; other columns (e.g. question) are attributes "
+            "for codes scoped with applies_to."
+        ),
+    ],
     codebook: CodebookOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")],
     threshold: ThresholdOption = None,
     top_k: TopKOption = None,
     model: ModelOption = None,
     classifier: ClassifierOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Code pre-segmented text (e.g. open survey answers); writes segment_id,code,score rows."""
     from pipeline.assign import code_texts
@@ -218,9 +227,21 @@ def code_segments(
     from pipeline.ingest import read_segments_csv
 
     try:
-        settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
+        overrides = parse_settings(set_ or [])  # an option given by name wins over --set
+        explicit = {"threshold": threshold, "top_k": top_k, "model": model}
+        overrides.update({k: v for k, v in explicit.items() if v is not None})
+        settings = Settings.from_overrides(**overrides)
         book = load_codebook(codebook)
         frame = read_segments_csv(segments)
+        columns = [c for c in frame.columns if c not in ("segment_id", "text")]
+        for name in book.scoped_by:
+            if name not in columns:
+                typer.secho(
+                    f"Warning: {segments} has no '{name}' column, so codes scoped to a "
+                    f"'{name}' (applies_to) are never suggested",
+                    fg=typer.colors.YELLOW,
+                    err=True,
+                )
         encoder = load_encoder(settings.model)
         coder = load_coder(classifier, book.ids, encoder.fingerprint)
         cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
@@ -232,6 +253,7 @@ def code_segments(
             settings,
             cache,
             coder,
+            attributes=frame[columns].to_dict("records"),
         )
     except QcodeError as error:
         fail(error)
@@ -284,15 +306,19 @@ def evaluate(
         predictions_by_segment,
         read_predictions,
         threshold_curve,
+        unknown_predicted_codes,
     )
 
     scores = None
+    unknown: dict[str, int] = {}
     try:
         settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
         book = load_codebook(codebook)
-        frame = load_gold(gold, book)
+        frame = load_gold(gold, book, need_text=pred is None)
         if pred is not None:
             predicted_frame = read_predictions(pred)
+            unknown = unknown_predicted_codes(predicted_frame, book)
+            predicted_frame["code"] = predicted_frame["code"].map(lambda c: book.renamed.get(c, c))
         else:
             encoder = load_encoder(settings.model)
             nlp = None
@@ -315,7 +341,15 @@ def evaluate(
     by_segment = predictions_by_segment(predicted_frame)
     ids = [str(s) for s in frame["segment_id"]]
     predicted = [by_segment.get(s, []) for s in ids]
-    result = agreement(frame["gold"].tolist(), predicted, book.ids)
+    code_ids = book.ids + list(unknown)  # codes not in the codebook count as wrong
+    result = agreement(frame["gold"].tolist(), predicted, code_ids)
+    if unknown:
+        typer.secho(
+            f"Warning: {len(unknown)} predicted code(s) are not in {codebook} and count as "
+            "wrong: " + ", ".join(f"{c} ({n} rows)" for c, n in unknown.items()),
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     table = result.per_code[result.per_code["support"] + result.per_code["predicted"] > 0]
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
@@ -330,7 +364,7 @@ def evaluate(
             + "; ".join(f"{g} -> {p} ({n})" for g, p, n in result.confused_pairs[:5])
         )
     errors = error_examples(
-        ids, frame["text"].tolist(), frame["gold"].tolist(), predicted, book.ids
+        ids, frame["text"].tolist(), frame["gold"].tolist(), predicted, code_ids
     )
     curve = (
         threshold_curve(scores, ids, frame["gold"].tolist(), book.ids, settings)
@@ -347,7 +381,13 @@ def evaluate(
     if json_out is not None:
         json_out.write_text(
             json.dumps(
-                {"settings": used, **result.as_dict(), "threshold_curve": curve, "errors": errors},
+                {
+                    "settings": used,
+                    **result.as_dict(),
+                    "unknown_predicted_codes": unknown,
+                    "threshold_curve": curve,
+                    "errors": errors,
+                },
                 indent=2,
             )
         )
@@ -559,12 +599,27 @@ def review(
         Path | None,
         typer.Option(help="Embedding cache the runs used, for quote ranking (default ./.cache)."),
     ] = None,
+    trusted_proxy: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of a reverse proxy in front of the page: only its X-Forwarded-For "
+            "is believed (default: none is)."
+        ),
+    ] = None,
 ) -> None:
     """Open the local review page: accept, reject or change the machine's suggestions."""
     from pipeline.review import serve
 
     try:
-        serve(store, host=host, port=port, token=token, blind=blind, cache_dir=cache_dir)
+        serve(
+            store,
+            host=host,
+            port=port,
+            token=token,
+            blind=blind,
+            cache_dir=cache_dir,
+            trusted_proxy=trusted_proxy,
+        )
     except QcodeError as error:
         fail(error)
 
@@ -894,6 +949,30 @@ def export_qdc_command(
     except QcodeError as error:
         fail(error)
     typer.echo(f"Wrote {path}: {len(book.codes)} codes in {len(book.groups)} groups.")
+
+
+@app.command("import-codebook")
+def import_codebook_command(
+    table: Annotated[
+        Path,
+        typer.Argument(
+            help="Spreadsheet (.csv or .xlsx), one row per code: id, label, definition, and "
+            "optionally group, kind, include, exclude, examples, applies_to:ATTRIBUTE."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Codebook YAML to write.")],
+    name: Annotated[
+        str | None, typer.Option(help="The codebook's name (default: the file name).")
+    ] = None,
+) -> None:
+    """Turn a codebook kept in a spreadsheet into a qcode codebook (YAML)."""
+    from pipeline.interop.codebook_table import import_codebook_table
+
+    try:
+        result = import_codebook_table(table, out, name)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(result.summary())
 
 
 @app.command("import-qdc")

@@ -1,28 +1,46 @@
 """Codebook: load, validate and describe the codes units are coded against.
 
 A codebook is a YAML file (see ``codebooks/west_partnership.yaml``). Validation rejects what a
-person would get wrong by hand: duplicate ids, groups or kinds not declared, empty definitions,
-renames that point nowhere; each message names the code and its line.
+person would get wrong by hand: duplicate ids or keys, groups or kinds not declared, empty
+definitions, renames that point nowhere, fields of the wrong shape; each message names the code
+and its line. Hostile files (alias bombs, deep nesting, huge files) are refused before they cost
+time or memory. A code may be scoped to some questions or attributes with ``applies_to``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import CodebookError
+from pipeline.errors import CodebookError, CodebookLimitError
 
 Kind = Literal["enabler", "inhibitor", "context"]
 KINDS: tuple[str, ...] = ("enabler", "inhibitor", "context")
+# Limits that no real codebook comes near (the shipped one: 55 kB, depth 5, no aliases) but that
+# stop a hostile file early: a 636-byte YAML "alias bomb" otherwise expands to billions of
+# nodes and runs for minutes before running out of memory.
+MAX_BYTES = 2_000_000
+MAX_DEPTH = 40
+MAX_ALIASES = 100
+MAX_NODES = 200_000
+DEFAULT_GROUP = "codes"
+SECTIONS = ("name", "version", "description", "source", "groups", "kinds", "codes", "renamed")
+
+
+def _plain(value: str) -> str:
+    """How attribute values are compared: spacing and case do not matter."""
+    return " ".join(value.split()).casefold()
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     id: str
     label: str
@@ -32,16 +50,19 @@ class Group(BaseModel):
 class Code(BaseModel):
     """One codebook entry, e.g. ``ts.trust``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     id: str = Field(min_length=1)
     label: str = Field(min_length=1)
-    group: str
-    kind: Kind
+    group: str = DEFAULT_GROUP
+    kind: Kind | None = None  # enabler/inhibitor pairs give the coder a stance; optional
     definition: str
     include: str = ""
     exclude: str = ""
     examples: tuple[str, ...] = ()
+    # Attribute name -> values: the code applies only to units whose attribute has one of them,
+    # e.g. {"question": ("What could we do better?",)}. Empty: applies everywhere.
+    applies_to: dict[str, tuple[str, ...]] = {}
 
     @field_validator("id")
     @classmethod
@@ -62,6 +83,27 @@ class Code(BaseModel):
     def _tidy(cls, value: str) -> str:
         return " ".join((value or "").split())
 
+    @field_validator("applies_to", mode="before")
+    @classmethod
+    def _scope(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(
+                "must map an attribute to its values, e.g. applies_to: {question: [Q1, Q2]}"
+            )
+        scope: dict[str, tuple[str, ...]] = {}
+        for name, values in value.items():
+            if isinstance(name, dict | list) or not str(name).strip():
+                raise ValueError("names an attribute that is not a plain word")
+            items = values if isinstance(values, list) else [values]
+            if not items or any(isinstance(v, dict | list) or v is None for v in items):
+                raise ValueError(
+                    f"'{name}' must be a value or a list of values (text), e.g. [Q1, Q2]"
+                )
+            scope[str(name).strip()] = tuple(" ".join(str(v).split()) for v in items)
+        return scope
+
     @field_validator("examples")
     @classmethod
     def _examples_not_blank(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -69,6 +111,15 @@ class Code(BaseModel):
         if any(not e for e in tidy):
             raise ValueError("contains an empty example")
         return tidy
+
+    def applies(self, attributes: Mapping[str, str]) -> bool:
+        """Whether this code may be given to a unit with these attributes (a unit without an
+        attribute the code is scoped by does not get it)."""
+        for name, values in self.applies_to.items():
+            given = attributes.get(name)
+            if given is None or _plain(str(given)) not in {_plain(v) for v in values}:
+                return False
+        return True
 
     def prototype_texts(self) -> list[str]:
         """Texts whose embeddings stand for this code: its definition and its examples."""
@@ -107,14 +158,149 @@ class Codebook(BaseModel):
     def counterparts(self, code_id: str) -> list[Code]:
         """Codes of the opposite kind in the same group (enablers for an inhibitor...)."""
         code = self.code(code_id)
-        opposite = {"enabler": "inhibitor", "inhibitor": "enabler"}.get(code.kind)
+        opposite = {"enabler": "inhibitor", "inhibitor": "enabler"}.get(code.kind or "")
+        if opposite is None:
+            return []
         return [c for c in self.codes if c.group == code.group and c.kind == opposite]
+
+    @property
+    def scoped_by(self) -> list[str]:
+        """Attribute names some code's ``applies_to`` uses (the inputs must supply them)."""
+        return sorted({name for c in self.codes for name in c.applies_to})
 
     @property
     def sha256(self) -> str:
         """Hash of the content (not the file bytes): reformatting the YAML keeps the hash."""
         content = self.model_dump(exclude={"path"})
+        for code in content["codes"]:  # fields added later: absent keeps older hashes
+            if not code["applies_to"]:
+                del code["applies_to"]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts nesting and aliases while composing, and refuses duplicate
+    keys while constructing (plain PyYAML keeps the last value silently)."""
+
+    def __init__(self, text: str, path: str):
+        super().__init__(text)
+        self.path, self.depth, self.aliases = path, 0, 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                line = self.peek_event().start_mark.line + 1
+                raise CodebookLimitError(
+                    f"more than {MAX_ALIASES} YAML aliases (*name): write the values out; a "
+                    "codebook does not need aliases",
+                    self.path,
+                    line,
+                )
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            line = self.peek_event().start_mark.line + 1
+            raise CodebookLimitError(
+                f"nested more than {MAX_DEPTH} levels deep: a codebook needs about 5 (codes, "
+                "a code, its examples); check the indentation and brackets",
+                self.path,
+                line,
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else []:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                raise CodebookError(
+                    f"the key '{key_node.value}' appears twice in one mapping (lines "
+                    f"{seen[key_node.value]} and {line}); YAML would silently keep only the "
+                    "second: delete or merge one of them",
+                    self.path,
+                    line,
+                )
+            seen[key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: yaml.Node, path: str) -> int:
+    """Nodes the document has once aliases are expanded (what a program walking it sees)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise CodebookLimitError(
+                "a YAML alias refers to a list or mapping that contains it; write the values out",
+                path,
+                node.start_mark.line + 1,
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                raise CodebookLimitError(
+                    f"expands to more than {MAX_NODES:,} values once YAML aliases (*name) are "
+                    "written out: a codebook is far smaller; remove the aliases, or check that "
+                    "this is the right file",
+                    path,
+                    node.start_mark.line + 1,
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _read_yaml(text: str, path: str) -> tuple[object, yaml.Node | None]:
+    """(data, root node) of codebook YAML, within the limits above."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise CodebookLimitError(
+            f"the file is {size / 1e6:.1f} MB; a codebook larger than {MAX_BYTES / 1e6:.0f} MB "
+            "is not a codebook (is this the right file?)",
+            path,
+        )
+    loader = None
+    try:
+        loader = _LimitedLoader(text, path)  # its reader refuses control characters at once
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _expanded_size(root, path)
+        return loader.construct_document(root), root
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(error, "problem", None) or str(error)
+        raise CodebookError(
+            f"not valid YAML ({problem}); check the indentation and quotes near this line",
+            path,
+            line,
+        ) from None
+    except RecursionError:
+        raise CodebookLimitError("the YAML is nested too deeply to be a codebook", path) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _node_lines(root: yaml.Node | None) -> tuple[dict[str, int], list[int], dict[str, int]]:
@@ -133,56 +319,108 @@ def _node_lines(root: yaml.Node | None) -> tuple[dict[str, int], list[int], dict
     return top, code_lines, group_lines
 
 
-def _first_error(error: ValidationError) -> str:
+def field_problem(error: ValidationError) -> str:
+    """The first problem pydantic found, in a person's words."""
     e = error.errors()[0]
     field = ".".join(str(p) for p in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "missing":
         return f"'{field}' is missing"
+    if e["type"] == "string_too_short":
+        return f"'{field}' is empty"
     if e["type"] == "literal_error":
         return f"'{field}' is '{e['input']}', but must be one of: {', '.join(KINDS)}"
     if e["type"] == "extra_forbidden":
         return f"'{field}' is not a codebook field (check the spelling)"
+    if e["type"] in ("string_type", "str_type"):
+        return f"'{field}' must be text, not {_shape(e['input'])}"
+    if e["type"] in ("tuple_type", "list_type"):
+        return f"'{field}' must be a list (one '- item' per line), not {_shape(e['input'])}"
+    if e["type"] == "dict_type":
+        return f"'{field}' must be a mapping ('name: value' lines), not {_shape(e['input'])}"
     return f"'{field}' {msg}"
+
+
+def _shape(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if value is None:
+        return "empty"
+    return f"'{value}'"
+
+
+def _text(value: object, what: str, path: str, line: int | None) -> str:
+    """A scalar as text (numbers and dates too); lists and mappings are an error."""
+    if isinstance(value, dict | list):
+        raise CodebookError(f"{what} must be text, not {_shape(value)}", path, line)
+    return "" if value is None else str(value)
+
+
+def _text_mapping(value: object, what: str, path: str, line: int | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CodebookError(
+            f"'{what}' must be a mapping of 'name: text' lines, not {_shape(value)}", path, line
+        )
+    return {
+        _text(k, f"a name in '{what}'", path, line): _text(v, f"'{what}: {k}'", path, line)
+        for k, v in value.items()
+    }
 
 
 def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
     """Validate codebook YAML text; raise ``CodebookError`` naming the code and line."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(error, "problem", None) or str(error)
-        raise CodebookError(f"not valid YAML ({problem})", path, line) from None
-    except RecursionError:
-        raise CodebookError("the YAML is nested too deeply to be a codebook", path) from None
+    data, root = _read_yaml(text, path)
     if not isinstance(data, dict):
-        raise CodebookError("expected a mapping with 'name', 'groups' and 'codes'", path, 1)
+        raise CodebookError(
+            "expected a mapping with 'name' and 'codes' (and optionally 'groups')", path, 1
+        )
     top, code_lines, group_lines = _node_lines(root)
-    for key in ("name", "groups", "codes"):
+    for key in ("name", "codes"):
         if key not in data:
             raise CodebookError(f"the codebook has no '{key}' section", path, 1)
+    unknown = [k for k in data if str(k) not in SECTIONS]
+    if unknown:
+        key = str(unknown[0])
+        raise CodebookError(
+            f"'{key}' is not a codebook section (sections: {', '.join(SECTIONS)})",
+            path,
+            top.get(key),
+        )
 
-    raw_groups = data["groups"]
-    if not isinstance(raw_groups, dict) or not raw_groups:
+    raw_groups = data.get("groups")
+    if raw_groups is not None and (not isinstance(raw_groups, dict) or not raw_groups):
         raise CodebookError(
             "'groups' must map each group id to a label and description", path, top.get("groups")
         )
     groups = []
-    for gid, body in raw_groups.items():
+    for gid, body in (raw_groups or {}).items():
+        line = group_lines.get(str(gid))
+        if isinstance(body, list):
+            raise CodebookError(
+                f"group '{gid}' must be a label or a mapping with 'label' and 'description', "
+                "not a list",
+                path,
+                line,
+            )
         body = body if isinstance(body, dict) else {"label": str(body or gid)}
         try:
-            groups.append(Group(id=str(gid), **{"label": str(gid), **body}))
+            groups.append(Group(**{"label": str(gid), **body, "id": str(gid)}))
         except (ValidationError, TypeError) as error:
-            detail = _first_error(error) if isinstance(error, ValidationError) else str(error)
-            raise CodebookError(f"group '{gid}': {detail}", path, group_lines.get(gid)) from None
+            detail = field_problem(error) if isinstance(error, ValidationError) else str(error)
+            raise CodebookError(f"group '{gid}': {detail}", path, line) from None
     group_ids = {g.id for g in groups}
 
     raw_codes = data["codes"]
     if not isinstance(raw_codes, list) or not raw_codes:
-        raise CodebookError("'codes' must be a non-empty list", path, top.get("codes"))
+        raise CodebookError(
+            "'codes' must be a non-empty list (one '- id: ...' entry per code)",
+            path,
+            top.get("codes"),
+        )
     codes: list[Code] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_codes):
@@ -190,10 +428,15 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
         if not isinstance(raw, dict):
             raise CodebookError(f"code #{index + 1} is not a mapping of fields", path, line)
         name = str(raw.get("id") or f"#{index + 1}")
+        fields = {str(k): v for k, v in raw.items()}
+        if fields.get("kind") is None:
+            fields.pop("kind", None)
+        if fields.get("group") is None:
+            fields["group"] = DEFAULT_GROUP
         try:
-            code = Code(**raw)
+            code = Code(**fields)
         except ValidationError as error:
-            raise CodebookError(f"code '{name}': {_first_error(error)}", path, line) from None
+            raise CodebookError(f"code '{name}': {field_problem(error)}", path, line) from None
         if code.id in seen:
             raise CodebookError(
                 f"code '{code.id}' is defined twice (first at line {seen[code.id]}): "
@@ -202,18 +445,20 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
                 line,
             )
         if code.group not in group_ids:
-            raise CodebookError(
-                f"code '{code.id}' has group '{code.group}', which is not declared under "
-                f"'groups' (declared: {', '.join(sorted(group_ids))})",
-                path,
-                line,
-            )
+            if code.group != DEFAULT_GROUP or raw.get("group") is not None:
+                declared = ", ".join(sorted(group_ids)) or "none"
+                raise CodebookError(
+                    f"code '{code.id}' has group '{code.group}', which is not declared under "
+                    f"'groups' (declared: {declared})",
+                    path,
+                    line,
+                )
+            groups.append(Group(id=DEFAULT_GROUP, label="Codes"))
+            group_ids.add(DEFAULT_GROUP)
         seen[code.id] = line or 0
         codes.append(code)
 
-    renamed = data.get("renamed") or {}
-    if not isinstance(renamed, dict):
-        raise CodebookError("'renamed' must map old code ids to new ones", path, top.get("renamed"))
+    renamed = _text_mapping(data.get("renamed"), "renamed", path, top.get("renamed"))
     for old, new in renamed.items():
         if old in seen:
             raise CodebookError(
@@ -228,30 +473,65 @@ def parse_codebook(text: str, path: str = "<codebook>") -> Codebook:
                 path,
                 top.get("renamed"),
             )
-    extra = {
-        k: v
-        for k, v in data.items()
-        if k in {"version", "description", "source", "kinds"} and v is not None
+    extra: dict[str, object] = {
+        key: _text(data[key], f"'{key}'", path, top.get(key))
+        for key in ("version", "description", "source")
+        if data.get(key) is not None
     }
-    if "version" in extra:
-        extra["version"] = str(extra["version"])
-    unknown = set(data) - {"name", "groups", "codes", "renamed", *extra}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise CodebookError(f"'{key}' is not a codebook section", path, top.get(key))
-    return Codebook(
-        name=str(data["name"]),
-        groups=tuple(groups),
-        codes=tuple(codes),
-        renamed={str(k): str(v) for k, v in renamed.items()},
-        path=path,
-        **extra,
+    kinds = _text_mapping(data.get("kinds"), "kinds", path, top.get("kinds"))
+    try:
+        return Codebook(
+            name=_text(data["name"], "'name'", path, top.get("name")),
+            groups=tuple(groups),
+            codes=tuple(codes),
+            renamed=renamed,
+            kinds=kinds,
+            path=path,
+            **extra,
+        )
+    except ValidationError as error:  # every field is checked above; kept as a safety net
+        raise CodebookError(f"{field_problem(error)}", path) from None
+
+
+def applicable(codebook: Codebook, attributes: Mapping[str, str]) -> np.ndarray:
+    """(codes,) bool: which codes a unit with these attributes may get, in codebook order."""
+    return np.fromiter(
+        (c.applies(attributes) for c in codebook.codes), dtype=bool, count=len(codebook.codes)
     )
+
+
+def applicable_to_units(codebook: Codebook, attributes: Sequence[Mapping[str, str]]) -> np.ndarray:
+    """(units, codes) bool mask for a score matrix: ``applicable`` for each unit's attributes.
+
+    Rows with the same values of the scoping attributes share one computation."""
+    names = codebook.scoped_by
+    mask = np.ones((len(attributes), len(codebook.codes)), dtype=bool)
+    if not names:
+        return mask
+    rows: dict[tuple, np.ndarray] = {}
+    for i, unit in enumerate(attributes):
+        key = tuple(None if unit.get(n) is None else _plain(str(unit[n])) for n in names)
+        if key not in rows:
+            rows[key] = applicable(codebook, unit)
+        mask[i] = rows[key]
+    return mask
 
 
 def load_codebook(path: str | Path) -> Codebook:
     path = Path(path)
+    if path.suffix.lower() in (".csv", ".xlsx", ".xls", ".tsv"):
+        raise CodebookError(
+            "this is a spreadsheet; a codebook is a YAML file. Turn the spreadsheet into one "
+            f"with: qcode import-codebook {path.name} --out {path.stem}.yaml",
+            path,
+        )
     try:
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            raise CodebookLimitError(
+                f"the file is {path.stat().st_size / 1e6:.1f} MB; a codebook larger than "
+                f"{MAX_BYTES / 1e6:.0f} MB is not a codebook (is this the right file?)",
+                path,
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CodebookError("file not found", path) from None

@@ -52,6 +52,12 @@ class CodebookError(QcodeError):
     code = "E200"
 
 
+class CodebookLimitError(CodebookError):
+    """The codebook file is too large, too deep or has too many aliases to be a codebook."""
+
+    code = "E201"
+
+
 class SegmentsFileError(QcodeError):
     """A CSV of pre-segmented text (survey answers, gold coding) is malformed."""
 

@@ -39,15 +39,19 @@ def split_codes(cell: str) -> list[str]:
     return [c.strip() for c in str(cell).split(";") if c.strip()]
 
 
-def load_gold(path: str | Path, codebook: Codebook) -> pd.DataFrame:
-    """Gold rows with a ``gold`` column of code lists; unknown codes are an error."""
+def load_gold(path: str | Path, codebook: Codebook, need_text: bool = True) -> pd.DataFrame:
+    """Gold rows with a ``gold`` column of code lists; unknown codes are an error.
+
+    ``need_text=False`` (predictions come from a file): a ``text`` column is optional."""
     path = Path(path)
     files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
     if not files:
         raise SegmentsFileError("no gold .csv files in this folder", path)
     frames = []
     for file in files:
-        frame = read_segments_csv(file)
+        frame = read_segments_csv(file, ("segment_id", "text") if need_text else ("segment_id",))
+        if "text" not in frame.columns:
+            frame["text"] = ""
         if "codes" not in frame.columns:
             raise SegmentsFileError("missing column 'codes'", file, 1)
         for number, cell in enumerate(frame["codes"], start=2):
@@ -80,6 +84,14 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         if column not in frame.columns:
             raise SegmentsFileError(f"missing column '{column}'", path, 1)
     return frame
+
+
+def unknown_predicted_codes(predictions: pd.DataFrame, codebook: Codebook) -> dict[str, int]:
+    """Predicted codes the codebook lacks (renamed ones count as known), with how many rows
+    carry each: they are scored as wrong and listed, so a typo or an old codebook shows."""
+    known = set(codebook.ids) | set(codebook.renamed)
+    counts = predictions.loc[~predictions["code"].isin(known), "code"].value_counts()
+    return {str(code): int(n) for code, n in counts.items()}
 
 
 def predictions_by_segment(predictions: pd.DataFrame) -> dict[str, list[str]]:

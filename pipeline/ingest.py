@@ -547,7 +547,9 @@ def read_transcripts(
     return transcripts, problems
 
 
-def read_segments_csv(path: str | Path) -> pd.DataFrame:
+def read_segments_csv(
+    path: str | Path, required: tuple[str, ...] = ("segment_id", "text")
+) -> pd.DataFrame:
     """Pre-segmented text (survey answers, gold coding): ``segment_id,text`` at least."""
     path = Path(path)
     if not path.is_file():
@@ -561,7 +563,7 @@ def read_segments_csv(path: str | Path) -> pd.DataFrame:
         line_match = re.search(r"line (\d+)", message)
         line = int(line_match.group(1)) if line_match else None
         raise SegmentsFileError(f"not a readable CSV ({message})", path, line) from None
-    missing = [c for c in ("segment_id", "text") if c not in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         raise SegmentsFileError(
             f"missing column(s) {', '.join(missing)}; the first row must name the columns "

@@ -145,3 +145,25 @@ def project_store(_sample_project_template, tmp_path):
     path = tmp_path / "project.sqlite"
     shutil.copy(_sample_project_template, path)
     return path
+
+
+# -- required tests: in CI a skip is a failure ---------------------------------------------------
+# Browser, PDF and crash tests skip on a machine without Chromium or LibreOffice; in CI (the
+# environment variable CI is set, as .ci/run does) such a skip would hide that nothing was
+# tested, so a skipped test marked ``required`` is reported as failed there.
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "required: must run in CI (env CI set): a skip there is a failure"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") and item.get_closest_marker("required"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"required test skipped in CI (install what it needs): {reason}"

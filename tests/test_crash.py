@@ -20,7 +20,7 @@ from pipeline.store import NewDecision, Store
 from tests.conftest import CODEBOOK, ROOT, SAMPLE
 
 KILLS = int(os.environ.get("QCODE_CRASH_KILLS", "20"))
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.required]
 
 
 def qcode_run(folder: Path, out: Path, cache: Path) -> subprocess.Popen:

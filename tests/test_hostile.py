@@ -1,11 +1,13 @@
 """Hostile input: broken files and property-based fuzzing. Every input must end in a clear
-``QcodeError`` or be handled; any other exception is a crash. The totals are written to
-.cache/hostile_inputs.json for the record."""
+``QcodeError`` or be handled; any other exception is a crash, and fails the input's own test
+(each input is a test of its own). The totals are written to .cache/hostile_inputs.json for the
+record."""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -34,9 +36,12 @@ def attempt(label: str, call) -> None:
     except QcodeError as error:
         assert error.message.startswith("[E")
         TALLY["clear_errors"] += 1
-    except Exception as error:  # a crash: record it, fail at the end with all of them
+    except Exception as error:  # a crash: record it and fail this input's test now
         TALLY["crashes"] += 1
         TALLY["crashed"].append(f"{label}: {type(error).__name__}: {error}"[:300])
+        raise AssertionError(
+            f"{label} crashed with {type(error).__name__} instead of a QcodeError: {error}"[:500]
+        ) from error
 
 
 def docx_renamed_zip() -> bytes:
@@ -218,6 +223,18 @@ def test_fuzz_codebook_structures(data):
     import yaml
 
     attempt("codebook structure", lambda: parse_codebook(yaml.safe_dump(data), "fuzz.yaml"))
+
+
+def test_a_crash_fails_the_test_of_its_own_input(monkeypatch):
+    """The guard itself: a crash raises at once (not only in the tally read at the end)."""
+    monkeypatch.setattr(sys.modules[__name__], "TALLY", {**TALLY, "crashed": []})
+
+    def crash() -> None:
+        raise KeyError("unit_id")
+
+    with pytest.raises(AssertionError, match=r"x\.txt crashed with KeyError"):
+        attempt("x.txt", crash)
+    attempt("y.txt", lambda: None)  # handled
 
 
 def test_zz_no_input_crashed():

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from pipeline.errors import QcodeError
 from pipeline.review import ReviewError, create_app, serve
+from pipeline.review.app import server_config
 from pipeline.review.project import decisions_from_form
 from pipeline.review.queue import (
     PAGE_SIZE,
@@ -89,11 +91,13 @@ def client_for(store: Path, *, reviewer: str | None = "Ann", **options) -> TestC
     return client
 
 
+def csrf_of(client: TestClient) -> str:
+    """The CSRF token the name form carries (the first page also sets the session cookie)."""
+    return dict(form_fields(client.get("/reviewer").text, "reviewer-form"))["csrf"]
+
+
 def sign_in(client: TestClient, name: str) -> None:
-    client.get("/reviewer")  # the first page sets the CSRF cookie
-    response = client.post(
-        "/reviewer", data={"csrf": client.cookies["qcode_csrf"], "name": name, "next": "/"}
-    )
+    response = client.post("/reviewer", data={"csrf": csrf_of(client), "name": name, "next": "/"})
     assert response.status_code == 200
 
 
@@ -315,8 +319,11 @@ def test_unit_page_shows_context_speaker_codes_and_shortcuts(project_store):
 
 def test_saving_the_form_records_accept_reject_add_and_memo(project_store):
     unit_id = units_with_suggestions(project_store, 2)[0]
-    first, second = suggested_codes(project_store, unit_id)[:2]
-    added = next(c for c in ("ts.time", "context.resources") if c not in (first, second))
+    suggested = suggested_codes(project_store, unit_id)
+    first, second = suggested[:2]
+    added = next(
+        c for c in ("ts.time", "context.resources", "context.pandemic") if c not in suggested
+    )
     client = client_for(project_store, reviewer="Ann Lee")
     response = submit_unit(
         client,
@@ -447,14 +454,111 @@ def test_wrong_tokens_are_rate_limited(project_store):
     assert other.get("/orphans?token=" + TOKEN, follow_redirects=False).status_code == 303
 
 
+def _unit_form(client: TestClient, project_store: Path) -> tuple[str, dict[str, str]]:
+    """A unit and its form fields as the page renders them, with one suggestion accepted."""
+    unit_id = units_with_suggestions(project_store, 1)[0]
+    fields = dict(form_fields(client.get(f"/unit/{unit_id}").text, "unit-form"))
+    fields[f"choice:{suggested_codes(project_store, unit_id)[0]}"] = "accept"
+    return unit_id, fields
+
+
+def test_a_session_cookie_forged_from_another_port_does_not_pass(project_store):
+    """Cookies ignore ports: a page on 127.0.0.1:other can set our session cookie to a value it
+    knows. The old double-submit check then accepted a form carrying that value; now the token
+    is an HMAC under this server's secret, which the other page cannot compute."""
+    client = client_for(project_store)
+    unit_id, fields = _unit_form(client, project_store)
+    known = "k" * 43
+    client.cookies.set("qcode_session", known)  # what the other port's Set-Cookie does
+    response = client.post(f"/unit/{unit_id}", data={**fields, "csrf": known})
+    assert response.status_code == 403 and "security token" in response.text
+    other_server = TestClient(create_app(project_store), base_url=BASE)
+    other_server.cookies.set("qcode_session", known)
+    foreign_token = csrf_of(other_server)  # right session, another server's secret
+    assert (
+        client.post(f"/unit/{unit_id}", data={**fields, "csrf": foreign_token}).status_code == 403
+    )
+    assert decisions_of(project_store).empty
+    # The session value itself is harmless: with this server's own token for it, saving works.
+    assert (
+        client.post(f"/unit/{unit_id}", data={**fields, "csrf": csrf_of(client)}).status_code == 200
+    )
+    assert len(decisions_of(project_store)) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://127.0.0.1:9999"},
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": BASE, "Sec-Fetch-Site": "same-site"},
+    ],
+)
+def test_posts_from_another_origin_are_refused(project_store, headers):
+    client = client_for(project_store)
+    unit_id, fields = _unit_form(client, project_store)
+    response = client.post(f"/unit/{unit_id}", data=fields, headers=headers)
+    assert response.status_code == 403 and "sent from another page" in response.text
+    assert (
+        client.post(
+            "/reviewer", data={"csrf": csrf_of(client), "name": "Eve"}, headers=headers
+        ).status_code
+        == 403
+    )
+    assert decisions_of(project_store).empty
+    own = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
+    assert client.post(f"/unit/{unit_id}", data=fields, headers=own).status_code == 200
+
+
+def test_a_fresh_x_forwarded_for_does_not_reset_the_token_limit(project_store):
+    """Served as ``qcode review`` serves it: X-Forwarded-For from 127.0.0.1 is not believed."""
+    import httpx
+
+    with serving(create_app(project_store, token=TOKEN)) as url:
+        for n in range(10):
+            forwarded = {"X-Forwarded-For": f"203.0.113.{n}"}
+            wrong = httpx.get(f"{url}/?token=wrong-token-of-some-length", headers=forwarded)
+            assert wrong.status_code == 403
+        right = httpx.get(f"{url}/?token={TOKEN}", headers={"X-Forwarded-For": "203.0.113.99"})
+        assert right.status_code == 429
+    # Behind a proxy that is named, its X-Forwarded-For does tell clients apart.
+    with serving(create_app(project_store, token=TOKEN), trusted_proxy="127.0.0.1") as url:
+        for n in range(10):
+            forwarded = {"X-Forwarded-For": f"203.0.113.{n}"}
+            assert (
+                httpx.get(f"{url}/?token=wrong-token-of-some", headers=forwarded).status_code == 403
+            )
+        other = {"X-Forwarded-For": "203.0.113.99"}
+        assert httpx.get(f"{url}/?token={TOKEN}", headers=other).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "(" * 5000 + "ts.trust" + ")" * 5000,
+        "NOT " * 400 + "ts.trust",
+        "ts.trust OR " * 400 + "ts.time",
+    ],
+)
+def test_deeply_nested_or_huge_quote_expressions_are_a_clear_400(project_store, expr):
+    client = client_for(project_store)
+    response = client.get("/quotes", params={"expr": expr})
+    assert response.status_code == 400
+    assert "nested more than 25 levels" in response.text or "characters long" in response.text
+
+
 def test_cookies_are_http_only_and_same_site_strict(project_store):
     client = TestClient(create_app(project_store), base_url=BASE)
     first = client.get("/reviewer")
-    csrf = first.headers["set-cookie"]
-    assert csrf.startswith("qcode_csrf=") and "HttpOnly" in csrf and "SameSite=strict" in csrf
+    session = first.headers["set-cookie"]
+    assert session.startswith("qcode_session=") and "HttpOnly" in session
+    assert "SameSite=strict" in session
     named = client.post(
         "/reviewer",
-        data={"csrf": client.cookies["qcode_csrf"], "name": "Zoë Ó", "next": "/"},
+        data={"csrf": csrf_of(client), "name": "Zoë Ó", "next": "/"},
         follow_redirects=False,
     )
     reviewer = named.headers["set-cookie"]
@@ -474,16 +578,16 @@ def test_reviewer_is_asked_once_and_can_change(project_store):
     assert 'name="next" value="/unit/' in form
     done = client.post(
         "/reviewer",
-        data={"csrf": client.cookies["qcode_csrf"], "name": "  Ann  ", "next": f"/unit/{unit_id}"},
+        data={"csrf": csrf_of(client), "name": "  Ann  ", "next": f"/unit/{unit_id}"},
     )
     assert done.url.path == f"/unit/{unit_id}" and ">Ann</strong>" in done.text
     sign_in(client, "Ann B")
     assert ">Ann B</strong>" in client.get("/").text
-    empty = client.post("/reviewer", data={"csrf": client.cookies["qcode_csrf"], "name": " "})
+    empty = client.post("/reviewer", data={"csrf": csrf_of(client), "name": " "})
     assert empty.status_code == 400
     away = client.post(
         "/reviewer",
-        data={"csrf": client.cookies["qcode_csrf"], "name": "Ann", "next": "//evil.example/"},
+        data={"csrf": csrf_of(client), "name": "Ann", "next": "//evil.example/"},
         follow_redirects=False,
     )
     assert away.headers["location"] == "/"
@@ -647,24 +751,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(project_store) -> Iterator[str]:
-    """The real app served by uvicorn on a free local port, in a background thread."""
+@contextmanager
+def serving(app, trusted_proxy: str | None = None) -> Iterator[str]:
+    """``app`` served by uvicorn as ``qcode review`` serves it, on a free local port."""
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(project_store), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, trusted_proxy))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(project_store) -> Iterator[str]:
+    """The real app served by uvicorn on a free local port, in a background thread."""
+    with serving(create_app(project_store)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -699,6 +810,7 @@ def _give_name(page, name: str) -> None:
     assert page.inner_text("#reviewer-name") == name
 
 
+@pytest.mark.required
 def test_browser_review_by_mouse(page, project_store):
     _give_name(page, "Mouse")
     unit_id = units_with_suggestions(project_store, 2)[0]
@@ -734,6 +846,7 @@ def test_browser_review_by_mouse(page, project_store):
 KEY_PLAN = ("1", "a", "r", "x")  # accept the first code, accept all, reject all, reject first
 
 
+@pytest.mark.required
 def test_browser_review_by_keyboard(page, project_store):
     _give_name(page, "Keys")
     page.goto("/")
@@ -807,3 +920,55 @@ def test_browser_review_by_keyboard(page, project_store):
         assert set(zip(mine["code_id"], mine["action"], strict=True)) == wanted, unit_id
     assert set(stored.loc[stored["action"] == "add", "memo"]) == {"typed, not clicked"}
     assert set(stored["source"]) == {"web"}
+
+
+@pytest.mark.required
+def test_browser_cross_port_page_cannot_save_a_decision(page, browser, project_store, live_server):
+    """The attack of issue 12 in a real browser: a page on another port of 127.0.0.1 overwrites
+    the session cookie (Set-Cookie ignores ports) and posts a form carrying the value it chose."""
+    import http.server
+
+    _give_name(page, "Victim")
+    unit_id = units_with_suggestions(project_store, 1)[0]
+    page.goto(f"/unit/{unit_id}")
+    fields = dict(form_fields(page.content(), "unit-form"))
+    fields[f"choice:{suggested_codes(project_store, unit_id)[0]}"] = "accept"
+    known = "k" * 43
+    fields["csrf"] = known
+    inputs = "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items()
+    )
+    attack = (
+        f'<form id="f" method="post" action="{live_server}/unit/{unit_id}">{inputs}</form>'
+        "<script>document.getElementById('f').submit()</script>"
+    ).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Set-Cookie", f"qcode_session={known}; Path=/; HttpOnly")
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(attack)
+
+        def log_message(self, *args):
+            pass
+
+    attacker = http.server.HTTPServer(("127.0.0.1", 0), Attacker)
+    thread = threading.Thread(target=attacker.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with page.expect_navigation(url=f"{live_server}/unit/{unit_id}"):
+            page.goto(f"http://127.0.0.1:{attacker.server_port}/")
+        assert "sent from another page" in page.content()
+        cookies = {c["name"]: c["value"] for c in page.context.cookies(live_server)}
+        assert cookies["qcode_session"] == known  # the overwrite itself happened
+    finally:
+        attacker.shutdown()
+    assert decisions_of(project_store).empty
+    # The victim's own page still saves (after a reload gives the form this server's token).
+    page.goto(f"/unit/{unit_id}")
+    page.click("label:has(#accept-1)")
+    with page.expect_navigation():
+        page.click("#save")
+    assert decisions_of(project_store)["reviewer"].tolist() == ["Victim"]

@@ -169,6 +169,7 @@ def escape_html(text: str) -> str:
     return str(escape(text))
 
 
+@pytest.mark.required
 def test_docx_opens_in_libreoffice_with_banner_and_every_quote(accepted_report, written, tmp_path):
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     if soffice is None:

@@ -125,7 +125,8 @@ def code_description(code: Code, renamed_from: list[str]) -> str:
         blocks.append(f"{LABELS['exclude']} {code.exclude}")
     if code.examples:
         blocks.append("\n".join([LABELS["examples"], *(f"- {e}" for e in code.examples)]))
-    tail = [f"{LABELS['kind']} {code.kind}", f"{LABELS['id']} {code.id}"]
+    tail = [f"{LABELS['kind']} {code.kind}"] if code.kind else []
+    tail.append(f"{LABELS['id']} {code.id}")
     if renamed_from:
         tail.append(f"{LABELS['renamed']} {', '.join(renamed_from)}")
     blocks.append("\n".join(tail))
@@ -679,7 +680,7 @@ def codebook_yaml(codebook: Codebook) -> str:
             "id": c.id,
             "label": c.label,
             "group": c.group,
-            "kind": c.kind,
+            **({"kind": c.kind} if c.kind else {}),
             "definition": c.definition,
         }
         if c.include:
@@ -688,6 +689,8 @@ def codebook_yaml(codebook: Codebook) -> str:
             entry["exclude"] = c.exclude
         if c.examples:
             entry["examples"] = list(c.examples)
+        if c.applies_to:
+            entry["applies_to"] = {k: list(v) for k, v in c.applies_to.items()}
         codes.append(entry)
     data["codes"] = codes
     if codebook.renamed:

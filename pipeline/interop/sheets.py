@@ -418,48 +418,54 @@ def _value(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _read_grid(path: Path) -> list[list[object]]:
-    """All rows of the review sheet, header first, as the file holds them."""
+def read_grid(
+    path: Path,
+    error: type[QcodeError] = SheetError,
+    sheet_name: str = REVIEW_SHEET,
+    what: str = "a review sheet",
+) -> list[list[object]]:
+    """All rows of a sheet (``sheet_name`` or the first), header first, as the file holds them;
+    unreadable files raise ``error``. Used for review sheets and spreadsheet codebooks."""
     if not path.is_file():
-        raise SheetError("no such file", path)
+        raise error("no such file", path)
     suffix = path.suffix.lower()
     if suffix == ".xlsx":
         from openpyxl import load_workbook
 
         try:
             book = load_workbook(path, data_only=True)
-        except Exception as error:  # openpyxl raises many kinds for a file that is not XLSX
-            raise SheetError(
-                f"not an Excel workbook ({type(error).__name__}): save it as .xlsx or .csv", path
+        except Exception as problem:  # openpyxl raises many kinds for a file that is not XLSX
+            raise error(
+                f"not an Excel workbook ({type(problem).__name__}): save it as .xlsx or .csv", path
             ) from None
         if not book.worksheets:
-            raise SheetError("the workbook has no worksheets", path)
-        sheet = book[REVIEW_SHEET] if REVIEW_SHEET in book.sheetnames else book.worksheets[0]
+            raise error("the workbook has no worksheets", path)
+        sheet = book[sheet_name] if sheet_name in book.sheetnames else book.worksheets[0]
         return [list(r) for r in sheet.iter_rows(min_row=1, values_only=True)]
     if suffix == ".csv":
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
-            raise SheetError(
+            raise error(
                 "not a UTF-8 CSV file: save it as 'CSV UTF-8' (or use the .xlsx)", path
             ) from None
-        except OSError as error:
-            raise SheetError(f"cannot read it ({error.strerror or error})", path) from None
+        except OSError as problem:
+            raise error(f"cannot read it ({problem.strerror or problem})", path) from None
         if "\x00" in text:
-            raise SheetError("not a CSV text file (it holds binary data)", path)
+            raise error("not a CSV text file (it holds binary data)", path)
         header = text.split("\n", 1)[0]
         delimiter = max(",;\t", key=header.count)  # Excel in some locales saves with ';'
         try:
             return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-        except csv.Error as error:
-            raise SheetError(f"not a readable CSV file ({error})", path) from None
-    raise SheetError("a review sheet must be .xlsx or .csv", path)
+        except csv.Error as problem:
+            raise error(f"not a readable CSV file ({problem})", path) from None
+    raise error(f"{what} must be .xlsx or .csv", path)
 
 
 def read_sheet(path: str | Path) -> list[SheetRow]:
     """The data rows of a review sheet, numbered as the sheet shows them (header = row 1)."""
     path = Path(path)
-    grid = _read_grid(path)
+    grid = read_grid(path)
     while grid and not any(_value(v).strip() for v in grid[-1]):
         grid.pop()
     if not grid:

@@ -47,7 +47,10 @@ def heatmap(theme: GroupTheme, authorities: list[str]) -> bytes:
     axis.set_xticks(range(len(authorities)), authorities, rotation=45, ha="right")
     axis.set_yticks(
         range(len(rows)),
-        [f"{_label(t.code.label)} ({t.code.kind[0].upper()})" for t in rows],
+        [
+            f"{_label(t.code.label)} ({t.code.kind[0].upper()})" if t.code.kind else t.code.label
+            for t in rows
+        ],
     )
     top = max((v for row in values for v in row), default=0)
     for i, row in enumerate(values):

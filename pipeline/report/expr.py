@@ -14,6 +14,10 @@ from pipeline.report.errors import ReportError
 
 TOKEN = re.compile(r"\s*(?:(\()|(\))|([A-Za-z0-9_.:-]+)|(\S))")
 KEYWORDS = ("AND", "OR", "NOT")
+# Far beyond any query a person writes; a request or script cannot make parsing or matching
+# recurse until Python gives up (a RecursionError, HTTP 500 on the review page).
+MAX_LENGTH = 2000
+MAX_DEPTH = 25
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,12 @@ def both(left: Expr | None, right: Expr | None) -> Expr | None:
 
 class _Parser:
     def __init__(self, text: str, known: list[str]):
-        self.text, self.known = text, known
+        if len(text) > MAX_LENGTH:
+            raise ReportError(
+                f"the code expression is {len(text):,} characters long; write one of at most "
+                f"{MAX_LENGTH:,} (name a group of codes with OR instead of repeating them)"
+            )
+        self.text, self.known, self.depth = text, known, 0
         self.tokens: list[tuple[str, str, int]] = []  # (kind, value, position)
         position = 0
         for match in TOKEN.finditer(text):
@@ -133,10 +142,21 @@ class _Parser:
             items.append(self.parse_not())
         return items[0] if len(items) == 1 else Expr("and", args=tuple(items))
 
+    def deeper(self, at: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(
+                f"nested more than {MAX_DEPTH} levels deep (parentheses and NOTs); remove "
+                "some of them",
+                at,
+            )
+
     def parse_not(self) -> Expr:
         if self.peek() == "NOT":
-            self.take()
-            return Expr("not", args=(self.parse_not(),))
+            self.deeper(self.take()[2])
+            inner = self.parse_not()
+            self.depth -= 1
+            return Expr("not", args=(inner,))
         return self.parse_atom()
 
     def parse_atom(self) -> Expr:
@@ -144,10 +164,12 @@ class _Parser:
             raise self.error("the expression ends too early", len(self.text))
         kind, value, at = self.take()
         if kind == "(":
+            self.deeper(at)
             inner = self.parse_or()
             if self.peek() != ")":
                 raise self.error("a '(' is never closed", at)
             self.take()
+            self.depth -= 1
             return inner
         if kind == "code":
             check_code(value, self.known, f"code expression {self.text!r}")

@@ -227,7 +227,7 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
             [
                 [
                     f"{t.code.label} ({t.code.id})",
-                    t.code.kind,
+                    t.code.kind or "",
                     f"{t.participants_word} ({t.participants} of {t.total_participants})",
                     f"{t.interviews} of {t.total_interviews}",
                     t.units,
@@ -242,7 +242,7 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
     doc.heading("Codes", 1)
     for theme in report.codes:
         doc.heading(f"{theme.code.label} ({theme.code.id})", 2)
-        doc.paragraph(f"{theme.group_label} · {theme.code.kind}", italic=True)
+        doc.paragraph(" · ".join(filter(None, [theme.group_label, theme.code.kind])), italic=True)
         doc.paragraph(f"Definition. {theme.code.definition}")
         doc.claims(theme.claims)
         if theme.units:

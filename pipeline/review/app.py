@@ -4,10 +4,17 @@ A FastAPI app over the project store, built by ``create_app`` and served by ``se
 is one ``Store.decide`` call carrying the unit version the page was rendered with, so nobody
 overwrites a decision they have not seen. The page is for this machine only unless a token is set:
 transcripts are confidential, so every other interface needs one.
+
+Forms carry a CSRF token that is an HMAC of the browser's session id under a secret made when the
+server starts: a page on another port of this machine can overwrite our cookies (cookies ignore
+ports) but cannot compute the token. Posts whose ``Origin`` or ``Sec-Fetch-Site`` say they come
+from another page are refused as well.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import math
 import re
@@ -17,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, unquote, urlencode
 
 import jinja2
@@ -58,14 +65,18 @@ from pipeline.review.queue import (
 )
 from pipeline.store import StaleUnitError, Store
 
+if TYPE_CHECKING:
+    import uvicorn
+
 HERE = Path(__file__).parent
 STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
 TOKEN_COOKIE = "qcode_token"
-CSRF_COOKIE = "qcode_csrf"
+SESSION_COOKIE = "qcode_session"
 REVIEWER_COOKIE = "qcode_reviewer"
 MIN_TOKEN_LENGTH = 16
 MAX_MEMO = 5000
-CSRF_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+SESSION_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Pages that work before the reviewer has given a name.
 NAMELESS_PATHS = ("/reviewer", "/static/")
 SECURITY_HEADERS = {
@@ -75,7 +86,9 @@ SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": browsers then send "Origin: null" with our own form posts, and the
+    # Origin check below could not tell them from a sandboxed page's.
+    "Referrer-Policy": "same-origin",
 }
 
 
@@ -118,6 +131,11 @@ class ReviewConfig:
     static: dict[str, tuple[bytes, str]]
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     cache_dir: Path | None = None  # the runs' embedding cache, for the quote bank's ranking
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    def csrf_token(self, session: str) -> str:
+        """The forms' token for a browser session: only this server can make it."""
+        return hmac.new(self.secret, session.encode(), hashlib.sha256).hexdigest()
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -191,11 +209,13 @@ def serve(
     token: str | None = None,
     blind: bool = False,
     cache_dir: Path | None = None,
+    trusted_proxy: str | None = None,
 ) -> None:
     """Serve the review page with uvicorn until Ctrl+C.
 
     Any interface other than loopback needs a token: the page shows confidential transcripts
-    and writes decisions, and anyone on the network could otherwise do both.
+    and writes decisions, and anyone on the network could otherwise do both. ``trusted_proxy``:
+    the address of a reverse proxy whose ``X-Forwarded-For`` names the real client.
     """
     if not is_loopback(host) and not token:
         raise ReviewError(
@@ -206,6 +226,7 @@ def serve(
     import uvicorn
 
     app = create_app(Path(store_path), token=token, blind=blind, cache_dir=cache_dir)
+    config = server_config(app, host, port, trusted_proxy)
     everywhere = host in ("0.0.0.0", "::")
     shown = "127.0.0.1" if everywhere else host
     shown = f"[{shown}]" if ":" in shown else shown
@@ -213,25 +234,46 @@ def serve(
     print(f"review: serving {store_path} at http://{shown}:{port}/{login} (Ctrl+C to stop)")
     if everywhere:
         print("review: from other machines, use this machine's address instead of 127.0.0.1")
-    # No access log: the first request of a browser carries the token in its URL.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run()
 
 
-# -- every request: host, token, reviewer, CSRF cookie, headers -----------------------------------
+def server_config(
+    app: FastAPI, host: str, port: int, trusted_proxy: str | None = None
+) -> uvicorn.Config:
+    """How uvicorn serves the page. ``X-Forwarded-For`` is believed only from ``trusted_proxy``
+    (uvicorn's default trusts it from 127.0.0.1, so any local caller could claim to be a new
+    client on every request and never meet the wrong-token limit)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # the first request of a browser carries the token in its URL
+        proxy_headers=trusted_proxy is not None,
+        forwarded_allow_ips=trusted_proxy or "",
+    )
+
+
+# -- every request: host, token, reviewer, CSRF session, headers ----------------------------------
 
 
 async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """Checks that come before any page: who may ask, and who is asking."""
     config = settings(request)
-    csrf = request.cookies.get(CSRF_COOKIE, "")
-    fresh_csrf = not CSRF_SHAPE.match(csrf)
-    request.state.csrf = secrets.token_urlsafe(32) if fresh_csrf else csrf
+    session = request.cookies.get(SESSION_COOKIE, "")
+    fresh_session = not SESSION_SHAPE.match(session)
+    if fresh_session:
+        session = secrets.token_urlsafe(32)
+    request.state.session = session
+    request.state.csrf = config.csrf_token(session)
     try:
         response = _gatekeeper(request, config) or await call_next(request)
     except WebError as error:
         response = render_error(request, error)
-    if fresh_csrf:
-        set_cookie(response, CSRF_COOKIE, request.state.csrf)
+    if fresh_session:
+        set_cookie(response, SESSION_COOKIE, session)
     response.headers.update(SECURITY_HEADERS)
     if not request.url.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
@@ -240,6 +282,8 @@ async def guard(request: Request, call_next: Callable[[Request], Awaitable[Respo
 
 def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
     """A response that stops the request here (error, login, name form), or None to go on."""
+    if request.method not in SAFE_METHODS:
+        _same_origin(request)
     if config.token is None:
         # Without a token only this machine may ask, also via a DNS name rebound to 127.0.0.1.
         if not is_loopback(request.url.hostname or ""):
@@ -275,6 +319,23 @@ def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
     return None
 
 
+def _same_origin(request: Request) -> None:
+    """Refuse a post a browser says came from another page (another port is another origin).
+
+    Browsers send ``Sec-Fetch-Site`` and ``Origin`` with posts; clients that send neither
+    (scripts, tests) still need the CSRF token."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if (site is not None and site not in ("same-origin", "none")) or (
+        origin is not None and origin != own
+    ):
+        raise Forbidden(
+            f"this form was sent from another page ({origin or site}), not from this review "
+            "page: reload the review page and use its own buttons"
+        )
+
+
 def _same(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode(), expected.encode())
 
@@ -285,11 +346,12 @@ def set_cookie(response: Response, name: str, value: str, max_age: int | None = 
 
 
 async def checked_form(request: Request) -> FormData:
-    """A POST's form, once its CSRF field matches the cookie (403 otherwise)."""
+    """A POST's form, once its CSRF field is this server's token for the session (403 if not)."""
     form = await request.form()
-    cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = form.get("csrf")
-    if not cookie or not isinstance(sent, str) or not _same(sent, cookie):
+    session = request.cookies.get(SESSION_COOKIE, "")
+    expected = settings(request).csrf_token(session)
+    if not SESSION_SHAPE.match(session) or not isinstance(sent, str) or not _same(sent, expected):
         raise Forbidden(
             "this form is not from your review page (its security token is missing or wrong): "
             "reload the page and try again"
