@@ -19,8 +19,8 @@ from spacy.language import Language
 from pipeline.assign import (
     add_context,
     build_prototypes,
+    code_scores,
     embedded_mask,
-    score_matrix,
     suggest,
     suggest_scores,
 )
@@ -255,7 +255,7 @@ def code_gold(
     else:
         vectors, _ = embed_texts(gold["text"].tolist(), encoder, cache, settings.batch_size)
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
-    scores = score_matrix(vectors, prototypes, settings.example_weight)
+    scores = code_scores(vectors, prototypes, settings)
     found = suggest_scores(
         scores, vectors, gold["segment_id"].tolist(), prototypes.code_ids, settings, coder
     )

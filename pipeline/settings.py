@@ -69,6 +69,20 @@ class Settings(BaseModel):
         le=1.0,
         description="Score mix: weight of the best-matching example vs the code's centroid.",
     )
+    stance_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the unit's stance (the codebook's inhibitor-to-enabler direction) "
+        "in enabler and inhibitor scores.",
+    )
+    pair_theme: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How far a theme's enabler and inhibitor share the mean of their two "
+        "similarities (1: decide the theme first, then the stance).",
+    )
     context_weight: float = Field(
         0.5,
         ge=0.0,
