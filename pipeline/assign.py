@@ -39,36 +39,6 @@ class Prototypes:
     example_starts: np.ndarray  # index of each code's first row in ``examples``
     signs: np.ndarray | None = None  # per code: +1 enabler, -1 inhibitor, 0 neither
     axis: np.ndarray | None = None  # unit-length stance direction (inhibitor -> enabler)
-    partners: np.ndarray | None = None  # per code: index of its paired opposite, or -1
-
-
-def stance_pairs(codebook: Codebook) -> np.ndarray:
-    """Each code's paired opposite (index), or -1: the enabler and the inhibitor of one theme.
-
-    A pair is an enabler and an inhibitor of the same group whose ids name the same theme, one
-    extending the other (``ts.trust`` / ``ts.trust_lacking``, ``ts.time`` /
-    ``ts.time_pressure``), and only when that partner is unique.
-    """
-    codes = list(codebook.codes)
-    partners = np.full(len(codes), -1, dtype=np.int64)
-    opposite = {"enabler": "inhibitor", "inhibitor": "enabler"}
-    for i, code in enumerate(codes):
-        if code.kind not in opposite:
-            continue
-        name = code.id.rsplit(".", 1)[-1]
-        found = [
-            j
-            for j, other in enumerate(codes)
-            if other.group == code.group
-            and other.kind == opposite[code.kind]
-            and (
-                other.id.rsplit(".", 1)[-1].startswith(name)
-                or name.startswith(other.id.rsplit(".", 1)[-1])
-            )
-        ]
-        if len(found) == 1:
-            partners[i] = found[0]
-    return partners
 
 
 def kind_signs(kinds: list[str]) -> np.ndarray:
@@ -110,7 +80,6 @@ def build_prototypes(
         np.asarray(starts, dtype=np.int64),
         signs,
         stance_axis(vectors, per_text),
-        stance_pairs(codebook),
     )
 
 
@@ -119,33 +88,20 @@ def score_matrix(
     prototypes: Prototypes,
     example_weight: float,
     stance_weight: float | None = None,
-    pair_theme: float | None = None,
 ) -> np.ndarray:
     """(units, codes) scores: similarity to each code, shifted by the unit's stance.
 
-    With ``pair_theme`` 1 the enabler and inhibitor of one theme both start from the mean of
-    their two similarities (the theme is decided on the evidence for both sides: a sentence
-    about time is near both time codes) and only the stance tells them apart; 0 keeps each
-    code's own similarity. None means the settings' defaults, so every caller
-    scores alike.
+    ``stance_weight`` None means the setting's default, so every caller scores alike.
     """
     if len(unit_vectors) == 0:
         return np.zeros((0, len(prototypes.code_ids)), dtype=np.float32)
     if stance_weight is None:
         stance_weight = Settings.model_fields["stance_weight"].default
-    if pair_theme is None:
-        pair_theme = Settings.model_fields["pair_theme"].default
     scores = unit_vectors @ prototypes.centroids.T
     if example_weight:
         per_example = unit_vectors @ prototypes.examples.T
         best_example = np.maximum.reduceat(per_example, prototypes.example_starts, axis=1)
         scores = (1.0 - example_weight) * scores + example_weight * best_example
-    partners = prototypes.partners
-    if pair_theme and partners is not None and (partners >= 0).any():
-        paired = np.flatnonzero(partners >= 0)
-        theme = (scores[:, paired] + scores[:, partners[paired]]) / 2
-        scores = scores.copy()
-        scores[:, paired] += pair_theme * (theme - scores[:, paired])
     if stance_weight and prototypes.axis is not None and prototypes.signs is not None:
         stance = unit_vectors @ prototypes.axis  # > 0 sounds like an enabler, < 0 an inhibitor
         scores = scores + stance_weight * np.outer(stance, prototypes.signs)
@@ -154,9 +110,7 @@ def score_matrix(
 
 def code_scores(vectors: np.ndarray, prototypes: Prototypes, settings: Settings) -> np.ndarray:
     """``score_matrix`` with a run's settings: what flows, eval and code-segments should call."""
-    return score_matrix(
-        vectors, prototypes, settings.example_weight, settings.stance_weight, settings.pair_theme
-    )
+    return score_matrix(vectors, prototypes, settings.example_weight, settings.stance_weight)
 
 
 def add_context(
@@ -287,7 +241,8 @@ def code_texts(
     keep = [i for i, t in enumerate(texts) if t.strip()]
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
     scores = code_scores(vectors, prototypes, settings)
+    answers = settings.model_copy(update={"threshold": settings.answer_threshold})
     frame = suggest_scores(
-        scores, vectors, [ids[i] for i in keep], prototypes.code_ids, settings, coder
+        scores, vectors, [ids[i] for i in keep], prototypes.code_ids, answers, coder
     )
     return frame.rename(columns={"unit_id": "segment_id", "code_id": "code"})

@@ -109,10 +109,6 @@ def main() -> None:
         OUT / "gold_units.csv", index=False
     )
     encode("gold_units", units["text"].tolist())
-    turns = units.groupby(["transcript_id", "turn_index"], sort=False)["text"].apply(" ".join)
-    turns.reset_index().to_csv(OUT / "gold_turns.csv", index=False)
-    encode("gold_turns", turns.tolist())
-
     # Prototypes: every prototype text of both codebooks, in code order.
     for name, cb in (("west", book), ("nhs_book", nhs_codebook(path))):
         texts, owner, first = [], [], []
@@ -125,6 +121,10 @@ def main() -> None:
             OUT / f"{name}_protos.csv", index=False
         )
         encode(f"{name}_protos", texts)
+
+    turns = units.groupby(["transcript_id", "turn_index"], sort=False)["text"].apply(" ".join)
+    turns.reset_index().to_csv(OUT / "gold_turns.csv", index=False)
+    encode("gold_turns", turns.tolist())
 
 
 if __name__ == "__main__":
