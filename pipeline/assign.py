@@ -1,10 +1,13 @@
 """Assign: suggest codes for units by cosine similarity to each code's prototype.
 
-A code's prototype is its definition plus its example phrasings, embedded. A unit's score for a
-code mixes its similarity to the code's centroid with its similarity to the closest single
-example (``example_weight``): the centroid rewards the code's general sense, the best example
-rewards a close paraphrase. Suggestions are multi-label (threshold, top-k, and a cutoff relative
-to the unit's best code), and a unit may stay uncoded.
+A code's prototype is its label, definition and example phrasings, embedded; its centroid stands
+for the code. Similarity finds the topic but not the stance ("there's just no time" sits as close
+to the enabler "Time invested in change" as to the inhibitor "Lack of time"), so a unit's score
+for an enabler or inhibitor code is shifted along the codebook's own stance axis: the direction
+from its inhibitor examples to its enabler examples (``stance_weight``). Suggestions keep a code
+only above a calibrated ``threshold`` (a unit may stay uncoded: abstaining beats a wrong guess)
+and at most ``top_k`` codes within ``relative_cutoff`` of the unit's best one. The settings are
+tuned on the West seeds statements and NHS answers (scripts/tune_assign.py, docs/zero-shot.md).
 """
 
 from __future__ import annotations
@@ -26,12 +29,35 @@ SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin"]
 OUT_OF_SCOPE = -1.0  # the score of a code that does not apply to a unit: the lowest cosine
 
 
+KIND_SIGN = {"enabler": 1.0, "inhibitor": -1.0}
+
+
 @dataclass(frozen=True)
 class Prototypes:
     code_ids: list[str]
     centroids: np.ndarray  # (codes, dim), unit length
     examples: np.ndarray  # (all prototype texts, dim), grouped by code in code order
     example_starts: np.ndarray  # index of each code's first row in ``examples``
+    signs: np.ndarray | None = None  # per code: +1 enabler, -1 inhibitor, 0 neither
+    axis: np.ndarray | None = None  # unit-length stance direction (inhibitor -> enabler)
+
+
+def kind_signs(kinds: list[str]) -> np.ndarray:
+    """+1 for enabler codes, -1 for inhibitor codes, 0 for the rest (context, no kind)."""
+    return np.asarray([KIND_SIGN.get(k, 0.0) for k in kinds], dtype=np.float32)
+
+
+def stance_axis(vectors: np.ndarray, signs: np.ndarray) -> np.ndarray | None:
+    """Direction from the inhibitor prototypes' mean to the enabler prototypes' mean.
+
+    Pooled over every theme, the topic cancels out and what is left is how speakers sound when
+    something helps versus when it gets in the way ("gave us", "really valued" against "no
+    time", "never heard of", "lost"). None when the codebook has no enabler/inhibitor kinds.
+    """
+    if not (signs > 0).any() or not (signs < 0).any():
+        return None
+    direction = vectors[signs > 0].mean(axis=0) - vectors[signs < 0].mean(axis=0)
+    return (direction / np.linalg.norm(direction)).astype(np.float32)
 
 
 def build_prototypes(
@@ -43,25 +69,49 @@ def build_prototypes(
         starts.append(len(texts))
         texts.extend(code.prototype_texts())
     vectors, _ = embed_texts(texts, encoder, cache, batch_size)
-    centroids = np.vstack(
-        [vectors[s:e].mean(axis=0) for s, e in zip(starts, [*starts[1:], len(texts)], strict=True)]
-    )
+    ends = [*starts[1:], len(texts)]
+    centroids = np.vstack([vectors[s:e].mean(axis=0) for s, e in zip(starts, ends, strict=True)])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    signs = kind_signs([code.kind for code in codebook.codes])
+    per_text = np.repeat(signs, np.diff([*starts, len(texts)]))
     return Prototypes(
-        codebook.ids, centroids.astype(np.float32), vectors, np.asarray(starts, dtype=np.int64)
+        codebook.ids,
+        centroids.astype(np.float32),
+        vectors,
+        np.asarray(starts, dtype=np.int64),
+        signs,
+        stance_axis(vectors, per_text),
     )
 
 
 def score_matrix(
-    unit_vectors: np.ndarray, prototypes: Prototypes, example_weight: float
+    unit_vectors: np.ndarray,
+    prototypes: Prototypes,
+    example_weight: float,
+    stance_weight: float | None = None,
 ) -> np.ndarray:
-    """(units, codes) scores in [-1, 1]."""
+    """(units, codes) scores: similarity to each code, shifted by the unit's stance.
+
+    ``stance_weight`` None means the setting's default, so every caller scores alike.
+    """
     if len(unit_vectors) == 0:
         return np.zeros((0, len(prototypes.code_ids)), dtype=np.float32)
-    centroid = unit_vectors @ prototypes.centroids.T
-    per_example = unit_vectors @ prototypes.examples.T
-    best_example = np.maximum.reduceat(per_example, prototypes.example_starts, axis=1)
-    return ((1.0 - example_weight) * centroid + example_weight * best_example).astype(np.float32)
+    if stance_weight is None:
+        stance_weight = Settings.model_fields["stance_weight"].default
+    scores = unit_vectors @ prototypes.centroids.T
+    if example_weight:
+        per_example = unit_vectors @ prototypes.examples.T
+        best_example = np.maximum.reduceat(per_example, prototypes.example_starts, axis=1)
+        scores = (1.0 - example_weight) * scores + example_weight * best_example
+    if stance_weight and prototypes.axis is not None and prototypes.signs is not None:
+        stance = unit_vectors @ prototypes.axis  # > 0 sounds like an enabler, < 0 an inhibitor
+        scores = scores + stance_weight * np.outer(stance, prototypes.signs)
+    return scores.astype(np.float32)
+
+
+def code_scores(vectors: np.ndarray, prototypes: Prototypes, settings: Settings) -> np.ndarray:
+    """``score_matrix`` with a run's settings: what flows, eval and code-segments should call."""
+    return score_matrix(vectors, prototypes, settings.example_weight, settings.stance_weight)
 
 
 def add_context(
@@ -155,7 +205,7 @@ def assign_units(
         settings.context_weight,
     )
     codable = embedded["codable"].to_numpy()
-    scores = score_matrix(blended[codable], prototypes, settings.example_weight)
+    scores = code_scores(blended[codable], prototypes, settings)
     ids = embedded.loc[codable, "unit_id"].tolist()
     return suggest_scores(scores, blended[codable], ids, prototypes.code_ids, settings, coder), (
         top_codes(scores, ids, prototypes.code_ids)
@@ -195,13 +245,14 @@ def code_texts(
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     keep = [i for i, t in enumerate(texts) if t.strip()]
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
-    scores = score_matrix(vectors, prototypes, settings.example_weight)
+    scores = code_scores(vectors, prototypes, settings)
     kept_ids = [ids[i] for i in keep]
     mask = None
     if attributes is not None:
         mask = applicable_to_units(codebook, [attributes[i] for i in keep])
         scores = np.where(mask, scores, OUT_OF_SCOPE).astype(np.float32)
-    frame = suggest_scores(scores, vectors, kept_ids, prototypes.code_ids, settings, coder)
+    answers = settings.model_copy(update={"threshold": settings.answer_threshold})
+    frame = suggest_scores(scores, vectors, kept_ids, prototypes.code_ids, answers, coder)
     if mask is not None and len(frame):  # a trained coder decides by probability: drop here too
         row = pd.Series(range(len(kept_ids)), index=kept_ids)[frame["unit_id"]].to_numpy()
         col = pd.Series(range(len(prototypes.code_ids)), index=prototypes.code_ids)

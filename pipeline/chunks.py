@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.assign import Prototypes, add_context, score_matrix, suggest_scores, top_codes
+from pipeline.assign import Prototypes, add_context, code_scores, suggest_scores, top_codes
 from pipeline.embed import Encoder
 from pipeline.settings import Settings
 
@@ -99,7 +99,7 @@ def code_chunk(
         settings.context_weight,
     )
     codable = chunk["codable"].to_numpy(dtype=bool)
-    scores = score_matrix(blended[codable], prototypes, settings.example_weight)
+    scores = code_scores(blended[codable], prototypes, settings)
     ids = chunk.loc[codable, "unit_id"].tolist()
     suggestions = suggest_scores(
         scores, blended[codable], ids, prototypes.code_ids, settings, coder

@@ -27,7 +27,7 @@ app = typer.Typer(
 
 CodebookOption = Annotated[Path, typer.Option("--codebook", "-c", help="Codebook YAML file.")]
 ThresholdOption = Annotated[
-    float | None, typer.Option(help="Minimum score for a suggestion (default 0.42).")
+    float | None, typer.Option(help="Minimum score for a suggestion (default: the setting).")
 ]
 TopKOption = Annotated[
     int | None, typer.Option("--top-k", help="At most this many codes per unit.")

@@ -19,8 +19,8 @@ from spacy.language import Language
 from pipeline.assign import (
     add_context,
     build_prototypes,
+    code_scores,
     embedded_mask,
-    score_matrix,
     suggest,
     suggest_scores,
 )
@@ -264,10 +264,11 @@ def code_gold(
         if nlp is None:
             raise ValueError("coding gold in context needs the spaCy pipeline")
         vectors, _ = gold_in_context(gold, transcripts_dir, encoder, nlp, settings, cache)
-    else:
+    else:  # texts alone are coded like survey answers (code_texts)
         vectors, _ = embed_texts(gold["text"].tolist(), encoder, cache, settings.batch_size)
+        settings = settings.model_copy(update={"threshold": settings.answer_threshold})
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
-    scores = score_matrix(vectors, prototypes, settings.example_weight)
+    scores = code_scores(vectors, prototypes, settings)
     found = suggest_scores(
         scores, vectors, gold["segment_id"].tolist(), prototypes.code_ids, settings, coder
     )

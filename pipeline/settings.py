@@ -54,11 +54,22 @@ class Settings(BaseModel):
         8192, ge=64, description="Units per embedding-and-assignment task (one task per chunk)."
     )
     threshold: float = Field(
-        0.42, ge=-1.0, le=1.0, description="Minimum score for a code to be suggested."
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="Minimum score for a code to be suggested for a transcript unit (below it "
+        "the unit stays uncoded: small talk, off-topic asides).",
+    )
+    answer_threshold: float = Field(
+        0.2,
+        ge=-1.0,
+        le=1.0,
+        description="Minimum score for a code to be suggested for a free-standing text (survey "
+        "answer, code-segments): answers are nearly always about something.",
     )
     top_k: int = Field(3, ge=1, le=50, description="At most this many codes per unit.")
     relative_cutoff: float = Field(
-        0.06,
+        0.02,
         ge=0.0,
         le=2.0,
         description="Drop codes scoring more than this below the unit's best code.",
@@ -68,6 +79,13 @@ class Settings(BaseModel):
         ge=0.0,
         le=1.0,
         description="Score mix: weight of the best-matching example vs the code's centroid.",
+    )
+    stance_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the unit's stance (the codebook's inhibitor-to-enabler direction) "
+        "in enabler and inhibitor scores.",
     )
     context_weight: float = Field(
         0.5,

@@ -126,5 +126,6 @@ def test_eval_reports_agreement_on_gold(tmp_path):
 
     metrics = json.loads(out.read_text())
     assert metrics["segments"] >= 900
-    # Zero-shot similarity on 29 fine-grained codes: far from perfect, far above chance.
-    assert metrics["micro_f1"] > 0.2
+    # Measured 0.305 (docs/zero-shot.md); coding each sentence without its neighbours scores
+    # about 0.26, so this floor fails if the context blend is lost.
+    assert metrics["micro_f1"] > 0.29

@@ -10,6 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from pipeline.settings import Settings
 from tests.conftest import CODEBOOK, SAMPLE, write
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,8 @@ def test_run_writes_every_output(sample_run):
     layouts = {i["transcript_id"]: i["layout"] for i in manifest["inputs"]}
     assert layouts["WP-05"] == "vtt" and layouts["WP-01"] == "paragraphs"
     assert len(manifest["codebook"]["sha256"]) == 64
-    assert manifest["model"]["fingerprint"] and manifest["settings"]["threshold"] == 0.42
+    assert manifest["model"]["fingerprint"]
+    assert manifest["settings"]["threshold"] == Settings().threshold
     assert set(manifest["timings_s"]) == {"ingest", "privacy", "segment", "embed", "assign"}
     assert any("local_authority" in w for w in manifest["warnings"])
 
@@ -58,7 +60,7 @@ def test_suggestions_are_well_formed(sample_run, codebook):
     assert set(suggestions["code_id"]) <= set(codebook.ids)
     assert units.loc[suggestions["unit_id"], "codable"].all()
     assert (units.loc[suggestions["unit_id"], "speaker_kind"] == "participant").all()
-    assert (suggestions["score"] >= 0.42).all() and (suggestions["rank"] <= 3).all()
+    assert (suggestions["score"] >= Settings().threshold).all() and (suggestions["rank"] <= 3).all()
     assert (suggestions["margin"] >= 0).all()
     assert not suggestions.duplicated(["unit_id", "code_id"]).any()
     # Uncoded units exist: not every sentence is about the frame.
@@ -97,7 +99,6 @@ def test_outputs_carry_no_raw_speaker_labels(sample_run):
 
 def test_rerun_is_deterministic_and_uses_the_cache(sample_run, tmp_path):
     from flows.coding import code_transcripts
-    from pipeline.settings import Settings
 
     manifest = json.loads((sample_run / "manifest.json").read_text())
     settings = Settings(cache_dir=manifest["settings"]["cache_dir"])
