@@ -20,7 +20,7 @@ from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.classify import TrainedCoder
+    from pipeline.learn import LearnedCoder as TrainedCoder
 
 SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin"]
 
@@ -144,7 +144,7 @@ def assign_units(
     """Suggestions and each unit's best code, for units in reading order.
 
     ``vectors`` holds one row per unit selected by ``embedded_mask``. With a trained ``coder``
-    (learned from reviewers' corrections), its codes decide by probability; see classify.py.
+    (learned from reviewers' corrections), its codes decide by probability; see learn.py.
     """
     embedded = units[embedded_mask(units, settings)]
     blended = add_context(
@@ -156,9 +156,10 @@ def assign_units(
     codable = embedded["codable"].to_numpy()
     scores = score_matrix(blended[codable], prototypes, settings.example_weight)
     ids = embedded.loc[codable, "unit_id"].tolist()
-    return suggest_scores(scores, blended[codable], ids, prototypes.code_ids, settings, coder), (
-        top_codes(scores, ids, prototypes.code_ids)
-    )
+    texts = embedded.loc[codable, "text"].tolist()
+    return suggest_scores(
+        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts
+    ), top_codes(scores, ids, prototypes.code_ids)
 
 
 def suggest_scores(
@@ -168,13 +169,15 @@ def suggest_scores(
     code_ids: list[str],
     settings: Settings,
     coder: TrainedCoder | None = None,
+    texts: list[str] | None = None,
+    attributes: list[dict[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Zero-shot suggestions, or a trained coder's where one is given."""
+    """Zero-shot suggestions, or a trained coder's where one is given (it reads the units'
+    ``texts`` and ``attributes`` beside their vectors)."""
     if coder is None:
         return suggest(scores, ids, code_ids, settings)
-    from pipeline.classify import suggest_with_coder
-
-    return suggest_with_coder(coder.probabilities(vectors, scores), scores, ids, coder, settings)
+    probabilities = coder.probabilities(vectors, scores, texts, attributes)
+    return coder.suggestions(probabilities, scores, ids, settings.top_k)
 
 
 def code_texts(
@@ -192,6 +195,12 @@ def code_texts(
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
     scores = score_matrix(vectors, prototypes, settings.example_weight)
     frame = suggest_scores(
-        scores, vectors, [ids[i] for i in keep], prototypes.code_ids, settings, coder
+        scores,
+        vectors,
+        [ids[i] for i in keep],
+        prototypes.code_ids,
+        settings,
+        coder,
+        [texts[i] for i in keep],
     )
     return frame.rename(columns={"unit_id": "segment_id", "code_id": "code"})
