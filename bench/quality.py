@@ -32,9 +32,9 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.nhs import ROOT, Benchmark, folds, load_nhs, subset
 from pipeline.assign import build_prototypes, code_texts, score_matrix
-from pipeline.classify import labels_matrix
+from pipeline.classify import labels_matrix, train_from_labelled
 from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
-from pipeline.learn import LearnedCoder, Recipe, learn_coder
+from pipeline.learn import LearnedCoder, Recipe
 from pipeline.settings import Settings
 
 SIZES = [0, 25, 50, 100, 250, 500, 1000]
@@ -101,10 +101,11 @@ def encoding_seconds(encoder, texts: list[str], settings: Settings) -> float:
 
 
 def active_learning(
-    bench, vectors, scores, labels, fold, recipe, start=25, step=25, stop=250, seed=0
+    bench, vectors, scores, labels, fold, recipe, models, start=25, step=25, stop=250, seed=0
 ) -> dict[str, list]:
     """F1 on the test fold as labels grow, by random order and by uncertain-first order."""
     train, test = fold
+    encoder, cache, settings = models
     attrs_test = attributes_of(bench, test)
     texts_test = [bench.texts[i] for i in test]
     curves: dict[str, list] = {}
@@ -113,7 +114,7 @@ def active_learning(
         chosen = list(rng.choice(train, start, replace=False))
         points = []
         while True:
-            coder = _learn(bench, vectors, scores, labels, np.asarray(chosen), recipe)
+            coder = _learn(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
             p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
             points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
             if len(chosen) >= stop:
@@ -137,15 +138,16 @@ def active_learning(
     return curves
 
 
-def _learn(bench, vectors, scores, labels, rows, recipe) -> LearnedCoder:
-    return learn_coder(
+def _learn(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedCoder:
+    """The product's training path (``qcode train`` and ``retrain`` call the same function)."""
+    return train_from_labelled(
         vectors[rows],
-        scores[rows],
-        [bench.texts[i] for i in rows],
-        labels[rows],
-        bench.codebook.ids,
-        "bench",
-        bench.codebook.sha256,
+        [bench.codes[i] for i in rows],
+        bench.codebook,
+        encoder,
+        settings,
+        cache,
+        texts=[bench.texts[i] for i in rows],
         attributes=attributes_of(bench, rows),
         recipe=recipe,
     )
@@ -163,7 +165,7 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
     scores = score_matrix(vectors, prototypes, settings.example_weight)
     labels = labels_matrix(bench.codes, bench.codebook.ids)
     zero_shot, zero_shot_seconds = zero_shot_predictions(bench, encoder, cache, settings)
-    sample = bench.texts[: 300 if quick else 1000]
+    sample = bench.texts[:300]
     encode_seconds = encoding_seconds(encoder, sample, settings) * len(bench.texts) / len(sample)
 
     splits = folds(bench, n_folds)
@@ -174,10 +176,13 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
         zs = micro(zero_shot[test], labels[test])
         rows.append({"fold": f, "method": "zero-shot", "labels": 0, **zs})
         for size in sizes:
+            if size == 0:  # no decisions yet: the coder is the zero-shot coder
+                rows.append({**rows[-1], "method": "learned", "train_seconds": 0.0})
+                continue
             rng = np.random.default_rng(1000 * f + size)
             chosen = np.sort(rng.choice(train, min(size, len(train)), replace=False))
             start = time.perf_counter()
-            coder = _learn(bench, vectors, scores, labels, chosen, recipe)
+            coder = _learn(bench, vectors, chosen, recipe, encoder, cache, settings)
             train_s = time.perf_counter() - start
             start = time.perf_counter()
             p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
@@ -194,8 +199,6 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
                     "code_seconds": round(code_s, 3),
                 }
             )
-            if size == 0:
-                continue
             y = labels[chosen]
             tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
             x_train = tfidf.fit_transform([bench.texts[i] for i in chosen])
@@ -244,7 +247,14 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
     }
     if al:
         result["active_learning"] = active_learning(
-            bench, vectors, scores, labels, splits[0], recipe, stop=100 if quick else 250
+            bench,
+            vectors,
+            scores,
+            labels,
+            splits[0],
+            recipe,
+            (encoder, cache, settings),
+            stop=100 if quick else 250,
         )
     cache.close()
     return result

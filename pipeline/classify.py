@@ -72,26 +72,32 @@ def train_from_labelled(
     if texts is None:
         recipe = Recipe(**{**recipe.__dict__, "words_weight": 0.0})
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
-    example_texts, example_codes = [], []
+    # Extra rows, learned from but never judged: the codebook's examples (they count towards
+    # a code's positives) and each code's label + definition (they do not).
+    extra_texts, extra_codes, counts = [], [], []
     for code in codebook.codes:
-        example_texts += list(code.examples)
-        example_codes += [[code.id]] * len(code.examples)
+        extra_texts += list(code.examples)
+        extra_codes += [[code.id]] * len(code.examples)
+        counts += [True] * len(code.examples)
+    for _ in range(recipe.definition_rows):
+        for code in codebook.codes:
+            extra_texts.append(f"{code.label}. {code.definition}")
+            extra_codes.append([code.id])
+            counts.append(False)
     all_vectors = vectors
     all_texts = list(texts) if texts is not None else [""] * len(vectors)
-    all_codes = list(code_lists)
     all_attributes = list(attributes) if attributes is not None else [{}] * len(vectors)
-    if example_texts:
-        example_vectors, _ = embed_texts(example_texts, encoder, cache, settings.batch_size)
-        all_vectors = np.vstack([vectors, example_vectors])
-        all_texts += example_texts
-        all_codes += example_codes
-        all_attributes += [{}] * len(example_texts)
+    if extra_texts:
+        extra_vectors, _ = embed_texts(extra_texts, encoder, cache, settings.batch_size)
+        all_vectors = np.vstack([vectors, extra_vectors])
+        all_texts += extra_texts
+        all_attributes += [{}] * len(extra_texts)
     judged = np.arange(len(all_vectors)) < len(vectors)
     coder = learn_coder(
         all_vectors,
         score_matrix(all_vectors, prototypes, settings.example_weight),
         all_texts,
-        labels_matrix(all_codes, codebook.ids),
+        labels_matrix(list(code_lists) + extra_codes, codebook.ids),
         codebook.ids,
         encoder.fingerprint,
         codebook.sha256,
@@ -100,6 +106,7 @@ def train_from_labelled(
         target_precision=target_precision,
         progress=progress,
         judged=judged,
+        counted=np.concatenate([np.ones(len(vectors), dtype=bool), np.asarray(counts, bool)]),
     )
     coder.info["context_weight"] = settings.context_weight
     coder.info["example_weight"] = settings.example_weight

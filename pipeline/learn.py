@@ -17,6 +17,7 @@ the embedding model, so a coder cannot be used with vectors or codes it was not 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,11 +28,11 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
 
 from pipeline.errors import QcodeError
 
 FORMAT_VERSION = 2
+PENALTIES = (0.3, 1.0, 3.0, 10.0)
 SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin", "probability"]
 Progress = Callable[[str, int, int], None]
 
@@ -50,9 +51,10 @@ class Recipe:
     words_weight: float = 1.0
     zero_shot_weight: float = 1.0
     attribute_weight: float = 1.0
-    c: float = 10.0
     min_positives: int = 3
-    folds: int = 3  # out-of-fold probabilities for the thresholds
+    question_words: int = 5  # first words crossed with each attribute ("Nothing" | question)
+    own_threshold_from: int = 30  # positives a code needs for its own threshold (else shared)
+    definition_rows: int = 2  # each code's label + definition, learned from as a positive
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -93,6 +95,26 @@ def fit_words(texts: list[str]) -> tuple[list[str], np.ndarray]:
     present = (counts.transform(texts) > 0).sum(axis=0).A1
     idf = np.log((1 + len(texts)) / (1 + present)) + 1.0
     return vocabulary, idf.astype(np.float32)
+
+
+def words_input(
+    texts: list[str], attributes: list[dict[str, str]] | None, names: list[str], first: int
+) -> list[str]:
+    """Texts with their first words crossed with each attribute they were given.
+
+    "Nothing." means praise to "What could we do better?" and a complaint to "What was good?":
+    a linear model needs the pair as one feature (``a3xnothing``) to learn that.
+    """
+    if not first or not names or attributes is None:
+        return texts
+    column = {n: i for i, n in enumerate(names)}
+    out = []
+    for text, row in zip(texts, attributes, strict=True):
+        tags = [f"a{column[f'{k}={v}']}" for k, v in (row or {}).items() if f"{k}={v}" in column]
+        words = re.findall(r"\w+", text.lower())[:first]
+        crossed = " ".join(f"{t}x{w}" for t in tags for w in words)
+        out.append(f"{text} {crossed}" if crossed else text)
+    return out
 
 
 def attribute_names(attributes: list[dict[str, str]] | None) -> list[str]:
@@ -322,7 +344,8 @@ def build_features(
     if recipe.words_weight and vocabulary:
         if texts is None:
             raise ClassifierError("this trained coder needs the units' texts")
-        blocks.append(words_matrix(texts, vocabulary, idf) * recipe.words_weight)
+        words = words_input(texts, attributes, names, recipe.question_words)
+        blocks.append(words_matrix(words, vocabulary, idf) * recipe.words_weight)
     if recipe.zero_shot_weight:
         blocks.append(sparse.csr_matrix(scores.astype(np.float32) * recipe.zero_shot_weight))
     if recipe.attribute_weight and names:
@@ -353,10 +376,35 @@ def best_threshold(
     return float(min(max(best, 0.05), 0.95))
 
 
-def _fit_code(x: sparse.csr_matrix, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
-    model = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
-    model.fit(x, y)
-    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+def _ridge(
+    x: sparse.csr_matrix, y: np.ndarray, penalties: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Multi-output ridge regression in its dual form, for every code at once.
+
+    With at most a few thousand decisions the (units x units) kernel is small, so one
+    eigendecomposition gives the fit for every penalty and the exact leave-one-out predictions
+    (no refitting); the penalty is the one with the smallest leave-one-out error. Returns the
+    weights (features x codes), the intercepts, the leave-one-out scores and the penalty.
+    """
+    mean = y.mean(axis=0)
+    centred = y - mean
+    kernel = np.asarray((x @ x.T).todense(), dtype=np.float64) + 1.0  # + 1: the intercept
+    values, vectors = np.linalg.eigh(kernel)
+    values = np.clip(values, 0.0, None)
+    projected = vectors.T @ centred
+    best = None
+    for penalty in penalties:
+        inverse = 1.0 / (values + penalty)
+        alpha = vectors @ (inverse[:, None] * projected)
+        diagonal = (vectors**2) @ inverse
+        residual = alpha / diagonal[:, None]  # leave-one-out residuals
+        error = float((residual**2).sum())
+        if best is None or error < best[0]:
+            best = (error, penalty, alpha, centred - residual)
+    _, penalty, alpha, loo = best
+    weights = np.asarray(x.T @ alpha)
+    intercept = alpha.sum(axis=0) + mean  # the constant feature's weight, plus the mean
+    return weights, intercept, loo + mean, penalty
 
 
 def _calibration(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -382,6 +430,7 @@ def learn_coder(
     progress: Progress | None = None,
     seed: int = 0,
     judged: np.ndarray | None = None,
+    counted: np.ndarray | None = None,
 ) -> LearnedCoder:
     """Fit per-code models on people's units; ``labels`` is a (units, codes) bool matrix.
 
@@ -389,45 +438,48 @@ def learn_coder(
     probabilities of the people's units, so a code is never judged on units it learned from.
     ``judged`` marks the people's rows when others (a codebook's examples) are only learned
     from: thresholds, the zero-shot curve and ``at_least_one`` come from judged rows alone.
+    ``counted`` marks the rows whose positives count towards ``min_positives`` (default all).
     """
     recipe = recipe or Recipe()
     labels = np.asarray(labels, dtype=bool)
     n, n_codes = labels.shape
     judged = np.ones(n, dtype=bool) if judged is None else np.asarray(judged, dtype=bool)
-    vocabulary, idf = fit_words(texts) if recipe.words_weight else ([], np.zeros(0, np.float32))
     names = attribute_names(attributes) if recipe.attribute_weight else []
+    vocabulary, idf = (
+        fit_words(words_input(texts, attributes, names, recipe.question_words))
+        if recipe.words_weight
+        else ([], np.zeros(0, np.float32))
+    )
     x = build_features(vectors, scores, texts, attributes, vocabulary, idf, names, recipe)
-    positives = labels.sum(axis=0)
-    learned = (positives >= recipe.min_positives) & (positives < n)
+    counted = np.ones(n, dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
+    positives = labels[counted].sum(axis=0)
+    learned = (positives >= recipe.min_positives) & (labels.sum(axis=0) < n)
     calibration = _calibration(scores[judged], labels[judged])
     weights = np.zeros((n_codes, x.shape[1]), dtype=np.float32)
     bias = np.zeros(n_codes, dtype=np.float32)
     todo = np.flatnonzero(learned)
-    total = len(todo) * (recipe.folds + 1)
-    done = 0
     oof = _sigmoid(calibration[0] * scores.astype(np.float64) + calibration[1])
-    splits = (
-        list(KFold(recipe.folds, shuffle=True, random_state=seed).split(np.arange(n)))
-        if n >= recipe.folds * 2
-        else []
-    )
-    for c in todo:
-        y = labels[:, c]
-        weights[c], bias[c] = _fit_code(x, y, recipe.c)
-        done += 1
-        for train, test in splits:
-            if y[train].any() and not y[train].all():
-                w, b = _fit_code(x[train], y[train], recipe.c)
-                oof[test, c] = _sigmoid(np.asarray(x[test] @ w) + b)
-            done += 1
+    penalty = None
+    if len(todo):
         if progress:
-            progress("learning codes", done, total)
+            progress("learning codes", 0, 1)
+        w, b, loo, penalty = _ridge(x, labels[:, todo].astype(np.float64), PENALTIES)
+        # One curve from ridge score to probability, fitted on leave-one-out scores.
+        curve = LogisticRegression(C=1.0).fit(
+            loo[judged].reshape(-1, 1), labels[judged][:, todo].reshape(-1)
+        )
+        a, c0 = float(curve.coef_[0, 0]), float(curve.intercept_[0])
+        weights[todo] = (a * w.T).astype(np.float32)
+        bias[todo] = (a * b + c0).astype(np.float32)
+        oof[:, todo] = _sigmoid(a * loo + c0)
+        if progress:
+            progress("learning codes", 1, 1)
     # Per-code thresholds where a code has enough positives to judge; one shared otherwise.
     oof, truth = oof[judged], labels[judged]
     shared = best_threshold(oof.ravel(), truth.ravel(), target_precision) if len(oof) else 0.5
     thresholds = np.full(n_codes, shared, dtype=np.float32)
     for c in todo:
-        if truth[:, c].sum() >= 5 and splits:
+        if truth[:, c].sum() >= recipe.own_threshold_from:
             thresholds[c] = best_threshold(oof[:, c], truth[:, c], target_precision)
     at_least_one = bool(len(truth)) and float(truth.any(axis=1).mean()) >= 0.95
     info = {
@@ -436,6 +488,7 @@ def learn_coder(
         "positives_per_code": {code: int(truth[:, i].sum()) for i, code in enumerate(code_ids)},
         "learned_codes": [code for i, code in enumerate(code_ids) if learned[i]],
         "min_positives": recipe.min_positives,
+        "penalty": penalty,
         "target": f"precision >= {target_precision}" if target_precision else "best F1",
         "thresholds": {code: round(float(thresholds[i]), 3) for i, code in enumerate(code_ids)},
     }

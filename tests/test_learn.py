@@ -7,29 +7,17 @@ import pytest
 
 from pipeline.learn import ClassifierError, LearnedCoder, Recipe, learn_coder
 
-TEXTS = [
-    "the staff were kind and caring",
-    "lovely caring nurses",
-    "kind staff who listened",
-    "waited four hours to be seen",
-    "the wait was far too long",
-    "long delays before the ambulance came",
-    "parking was impossible",
-    "nothing to improve",
-]
-LABELS = np.array(
-    [
-        [1, 0, 0],
-        [1, 0, 0],
-        [1, 0, 0],
-        [0, 1, 0],
-        [0, 1, 0],
-        [0, 1, 0],
-        [0, 0, 1],
-        [0, 0, 0],
-    ],
-    dtype=bool,
+FILLER = ["really", "today", "overall", "honestly", "again", "this time", "as usual", "so"]
+# Three codes: staff (8 units), wait (8 units), parking (one unit: too few to learn from).
+TEXTS = (
+    [f"the staff were kind and caring {w}" for w in FILLER]
+    + [f"we waited hours to be seen {w}" for w in FILLER]
+    + ["parking was impossible", "nothing to add", "fine", "no comment"]
 )
+LABELS = np.zeros((len(TEXTS), 3), dtype=bool)
+LABELS[:8, 0] = True
+LABELS[8:16, 1] = True
+LABELS[16, 2] = True
 
 
 def _coder(recipe: Recipe | None = None) -> tuple[LearnedCoder, np.ndarray, np.ndarray]:
@@ -45,7 +33,7 @@ def _coder(recipe: Recipe | None = None) -> tuple[LearnedCoder, np.ndarray, np.n
         ["staff", "wait", "parking"],
         "model-fp",
         "codebook-sha",
-        attributes=[{"question": "why"}] * 4 + [{"question": "improve"}] * 4,
+        attributes=[{"question": "why"}, {"question": "improve"}] * (len(TEXTS) // 2),
         recipe=recipe,
     )
     return coder, vectors, scores
@@ -59,13 +47,13 @@ def test_a_code_learns_from_its_first_three_positives_and_the_rest_keep_zero_sho
     # The code with one positive keeps the zero-shot score, through the shared curve.
     assert np.allclose(p[:, 2], 1 / (1 + np.exp(-(a * scores[:, 2] + b))))
     # The learned codes found their own units from the words.
-    assert p[:3, 0].min() > p[3:6, 0].max()
-    assert p[3:6, 1].min() > p[:3, 1].max()
+    assert p[:8, 0].min() > p[8:, 0].max()
+    assert p[8:16, 1].min() > np.delete(p[:, 1], range(8, 16)).max()
 
 
 def test_min_positives_is_the_rule():
-    coder, _, _ = _coder(Recipe(min_positives=4))
-    assert not coder.learned.any()
+    assert _coder(Recipe(min_positives=9))[0].learned.tolist() == [False, False, False]
+    assert _coder(Recipe(min_positives=1))[0].learned.tolist() == [True, True, True]
 
 
 def test_saved_as_safetensors_and_json_and_loads_the_same(tmp_path):
