@@ -12,11 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.nhs import folds, load_nhs, subset
+from bench.nhs import ROOT, folds, load_nhs, subset
 from bench.quality import attributes_of, micro, one_vs_rest, top1_forced
 from pipeline.assign import build_prototypes, score_matrix
 from pipeline.classify import labels_matrix, train_from_labelled
-from pipeline.embed import embed_texts
+from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.learn import Recipe
 from pipeline.settings import Settings
 
@@ -24,7 +24,17 @@ LABELS = 250
 
 
 @pytest.fixture(scope="module")
-def quick(encoder, embedding_cache):
+def bench_cache():
+    """The benchmark's own vector cache (``python -m bench.quality`` fills the same file), so
+    the 1,500 answers are encoded once per checkout rather than once per test session."""
+    cache = EmbeddingCache(ROOT / ".cache" / "embeddings.sqlite")
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="module")
+def quick(encoder, bench_cache):
+    embedding_cache = bench_cache
     bench = subset(load_nhs(), 1500)
     settings = Settings()
     vectors, _ = embed_texts(bench.texts, encoder, embedding_cache, settings.batch_size)
@@ -55,8 +65,8 @@ def learned_f1(quick, encoder, embedding_cache, recipe: Recipe) -> float:
 
 
 @pytest.fixture(scope="module")
-def full_recipe_f1(quick, encoder, embedding_cache):
-    return learned_f1(quick, encoder, embedding_cache, Recipe())
+def full_recipe_f1(quick, encoder, bench_cache):
+    return learned_f1(quick, encoder, bench_cache, Recipe())
 
 
 def test_learned_coder_beats_both_floors_on_the_same_labels(quick, full_recipe_f1):
@@ -92,8 +102,8 @@ FLOOR = 0.0  # set from the measurement below
     ids=["without-question", "without-words", "without-definitions"],
 )
 def test_each_part_of_the_recipe_earns_its_place(
-    quick, encoder, embedding_cache, full_recipe_f1, change
+    quick, encoder, bench_cache, full_recipe_f1, change
 ):
-    without = learned_f1(quick, encoder, embedding_cache, replace(Recipe(), **change))
+    without = learned_f1(quick, encoder, bench_cache, replace(Recipe(), **change))
     print(f"{change}: {without:.3f} against {full_recipe_f1:.3f}")
     assert without < full_recipe_f1 - 0.0
