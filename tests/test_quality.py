@@ -1,8 +1,9 @@
 """Quality floors on the real benchmark's quick form (NHS FFT, people's coding).
 
-The floors sit a little under what was measured (docs/quality.md, ``python -m bench.quality
---quick``), so a real regression fails: dropping the question, the words or the codebook's
-definitions from the learned coder each costs more than the margin.
+250 decisions from fold 0 of the quick form (a 1,500-answer subset, 2 folds by respondent),
+scored on that fold's test half. The floors sit a little under what was measured, so a real
+regression fails: dropping the question, the words or the codebook's definitions from the
+learned coder each costs more than its margin.
 """
 
 from __future__ import annotations
@@ -85,25 +86,23 @@ def test_learned_coder_beats_both_floors_on_the_same_labels(quick, full_recipe_f
         top1_forced(one_vs_rest(vectors[chosen], labels[chosen], vectors[test])), labels[test]
     )["f1"]
     print(f"learned {full_recipe_f1:.3f}, tf-idf {words:.3f}, frozen {frozen:.3f}")
-    assert full_recipe_f1 >= FLOOR
-    assert full_recipe_f1 > max(words, frozen) + 0.03
-
-
-FLOOR = 0.0  # set from the measurement below
+    # Measured: learned 0.555, tf-idf 0.446, frozen vectors 0.467.
+    assert full_recipe_f1 >= 0.54
+    assert full_recipe_f1 > max(words, frozen) + 0.07
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "worth"),
     [
-        {"attribute_weight": 0.0},  # no question
-        {"words_weight": 0.0},  # no words
-        {"definition_rows": 0},  # no definitions as examples
+        ({"attribute_weight": 0.0}, 0.015),  # no question: measured 0.528
+        ({"words_weight": 0.0}, 0.015),  # no words: measured 0.532
+        ({"definition_rows": 0}, 0.002),  # no definitions as examples: measured 0.549
     ],
     ids=["without-question", "without-words", "without-definitions"],
 )
 def test_each_part_of_the_recipe_earns_its_place(
-    quick, encoder, bench_cache, full_recipe_f1, change
+    quick, encoder, bench_cache, full_recipe_f1, change, worth
 ):
     without = learned_f1(quick, encoder, bench_cache, replace(Recipe(), **change))
     print(f"{change}: {without:.3f} against {full_recipe_f1:.3f}")
-    assert without < full_recipe_f1 - 0.0
+    assert without < full_recipe_f1 - worth
