@@ -273,6 +273,10 @@ class LearnedCoder:
 
         try:
             meta = json.loads((folder / "coder.json").read_text(encoding="utf-8"))
+            if isinstance(meta, dict) and meta.get("format") != FORMAT_VERSION:
+                raise ClassifierError(
+                    "the trained coder was made by another qcode version; train it again", folder
+                )
             arrays = load_file(str(folder / "coder.safetensors"))
         except FileNotFoundError:
             raise ClassifierError(

@@ -85,6 +85,11 @@ def test_unreadable_or_missing_coder_is_a_clear_error(tmp_path):
     (tmp_path / "coder" / "coder.safetensors").write_bytes(b"not tensors")
     with pytest.raises(ClassifierError, match="cannot be read"):
         LearnedCoder.load(tmp_path / "coder")
+    # A coder saved by the previous version (coder.npz + format 1) asks to be trained again.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "coder.json").write_text('{"format": 1, "code_ids": []}')
+    with pytest.raises(ClassifierError, match="another qcode version"):
+        LearnedCoder.load(tmp_path / "old")
 
 
 def test_suggestions_carry_the_probability_that_decided():
