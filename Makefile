@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # torch's CPU wheel lies on disk here; without this, pip would fetch a multi-GB CUDA build.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup run test lint format bench bench-quick clean
+.PHONY: setup run test lint format bench bench-quick bench-quality bench-quality-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m bench.run --quick
+
+# Coding quality against people's coding (NHS FFT benchmark); docs/quality.md shows the table.
+bench-quality: setup
+	$(BIN)/python -m bench.quality
+
+bench-quality-quick: setup
+	$(BIN)/python -m bench.quality --quick
 
 clean:
 	rm -rf $(VENV) .cache .prefect .pytest_cache .ruff_cache

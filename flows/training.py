@@ -41,6 +41,19 @@ def collect_task(store_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[lis
         return store.units(), labelled, codes
 
 
+def _progress_logger(logger):
+    """Log learning progress about every 10% (``qcode retrain`` shows these lines)."""
+    last = [-1]
+
+    def report(stage: str, done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != last[0]:
+            last[0] = tenth
+            logger.info("train: %s %d/%d", stage, done, total)
+
+    return report
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(
     store_path: Path,
@@ -68,7 +81,15 @@ def train_task(
         with Store(store_path) as store:
             codebook = store.codebook()
         coder = train_from_labelled(
-            blended[rows], codes, codebook, encoder, settings, cache, target_precision
+            blended[rows],
+            codes,
+            codebook,
+            encoder,
+            settings,
+            cache,
+            target_precision,
+            texts=labelled["text"].tolist(),
+            progress=_progress_logger(logger),
         )
     finally:
         cache.close()

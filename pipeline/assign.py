@@ -23,7 +23,7 @@ from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.classify import TrainedCoder
+    from pipeline.learn import LearnedCoder as TrainedCoder
 
 SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin"]
 OUT_OF_SCOPE = -1.0  # the score of a code that does not apply to a unit: the lowest cosine
@@ -195,7 +195,7 @@ def assign_units(
     """Suggestions and each unit's best code, for units in reading order.
 
     ``vectors`` holds one row per unit selected by ``embedded_mask``. With a trained ``coder``
-    (learned from reviewers' corrections), its codes decide by probability; see classify.py.
+    (learned from reviewers' corrections), its codes decide by probability; see learn.py.
     """
     embedded = units[embedded_mask(units, settings)]
     blended = add_context(
@@ -207,9 +207,10 @@ def assign_units(
     codable = embedded["codable"].to_numpy()
     scores = code_scores(blended[codable], prototypes, settings)
     ids = embedded.loc[codable, "unit_id"].tolist()
-    return suggest_scores(scores, blended[codable], ids, prototypes.code_ids, settings, coder), (
-        top_codes(scores, ids, prototypes.code_ids)
-    )
+    texts = embedded.loc[codable, "text"].tolist()
+    return suggest_scores(
+        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts
+    ), top_codes(scores, ids, prototypes.code_ids)
 
 
 def suggest_scores(
@@ -219,13 +220,15 @@ def suggest_scores(
     code_ids: list[str],
     settings: Settings,
     coder: TrainedCoder | None = None,
+    texts: list[str] | None = None,
+    attributes: list[dict[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Zero-shot suggestions, or a trained coder's where one is given."""
+    """Zero-shot suggestions, or a trained coder's where one is given (it reads the units'
+    ``texts`` and ``attributes`` beside their vectors)."""
     if coder is None:
         return suggest(scores, ids, code_ids, settings)
-    from pipeline.classify import suggest_with_coder
-
-    return suggest_with_coder(coder.probabilities(vectors, scores), scores, ids, coder, settings)
+    probabilities = coder.probabilities(vectors, scores, texts, attributes)
+    return coder.suggestions(probabilities, scores, ids, settings.top_k)
 
 
 def code_texts(
@@ -247,12 +250,22 @@ def code_texts(
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
     scores = code_scores(vectors, prototypes, settings)
     kept_ids = [ids[i] for i in keep]
+    kept_attributes = None if attributes is None else [attributes[i] for i in keep]
     mask = None
-    if attributes is not None:
-        mask = applicable_to_units(codebook, [attributes[i] for i in keep])
+    if kept_attributes is not None:
+        mask = applicable_to_units(codebook, kept_attributes)
         scores = np.where(mask, scores, OUT_OF_SCOPE).astype(np.float32)
     answers = settings.model_copy(update={"threshold": settings.answer_threshold})
-    frame = suggest_scores(scores, vectors, kept_ids, prototypes.code_ids, answers, coder)
+    frame = suggest_scores(
+        scores,
+        vectors,
+        kept_ids,
+        prototypes.code_ids,
+        answers,
+        coder,
+        [texts[i] for i in keep],
+        kept_attributes,
+    )
     if mask is not None and len(frame):  # a trained coder decides by probability: drop here too
         row = pd.Series(range(len(kept_ids)), index=kept_ids)[frame["unit_id"]].to_numpy()
         col = pd.Series(range(len(prototypes.code_ids)), index=prototypes.code_ids)

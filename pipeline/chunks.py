@@ -23,7 +23,7 @@ from pipeline.embed import Encoder
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.classify import TrainedCoder
+    from pipeline.learn import LearnedCoder as TrainedCoder
 
 CHUNK_COLUMNS = ["unit_id", "transcript_id", "turn_index", "text", "codable"]
 
@@ -102,7 +102,13 @@ def code_chunk(
     scores = code_scores(blended[codable], prototypes, settings)
     ids = chunk.loc[codable, "unit_id"].tolist()
     suggestions = suggest_scores(
-        scores, blended[codable], ids, prototypes.code_ids, settings, coder
+        scores,
+        blended[codable],
+        ids,
+        prototypes.code_ids,
+        settings,
+        coder,
+        chunk.loc[codable, "text"].tolist(),
     )
     best = top_codes(scores, ids, prototypes.code_ids)
     assign_s = time.perf_counter() - clock

@@ -259,7 +259,11 @@ def code_segments(
         fail(error)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
-    coded[["segment_id", "code", "score"]].to_csv(tmp, index=False)
+    # With a trained coder, the probability that made each decision goes beside the score.
+    columns = ["segment_id", "code", "score"]
+    if coder is not None and "probability" in coded.columns:
+        columns.append("probability")
+    coded[columns].to_csv(tmp, index=False)
     tmp.replace(out)
     typer.echo(
         f"Coded {len(frame)} segments: {len(coded)} suggestions on "
@@ -540,7 +544,14 @@ def train(
         else:
             vectors, _ = embed_texts(frame["text"].tolist(), encoder, cache, settings.batch_size)
         coder = train_from_labelled(
-            vectors, frame["gold"].tolist(), book, encoder, settings, cache, target_precision
+            vectors,
+            frame["gold"].tolist(),
+            book,
+            encoder,
+            settings,
+            cache,
+            target_precision,
+            texts=frame["text"].tolist(),
         )
         coder.info["trained_from"] = {"gold": str(gold), "segments": len(frame)}
         coder.save(out)

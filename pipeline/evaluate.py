@@ -32,7 +32,7 @@ from pipeline.segment import segment, units_frame
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.classify import TrainedCoder
+    from pipeline.learn import LearnedCoder as TrainedCoder
 
 
 def split_codes(cell: str) -> list[str]:
@@ -270,7 +270,13 @@ def code_gold(
     prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
     scores = code_scores(vectors, prototypes, settings)
     found = suggest_scores(
-        scores, vectors, gold["segment_id"].tolist(), prototypes.code_ids, settings, coder
+        scores,
+        vectors,
+        gold["segment_id"].tolist(),
+        prototypes.code_ids,
+        settings,
+        coder,
+        gold["text"].tolist(),
     )
     predictions = pd.DataFrame(
         {"segment_id": found["unit_id"], "code": found["code_id"], "score": found["score"]}

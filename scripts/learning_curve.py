@@ -19,14 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.assign import build_prototypes, score_matrix, suggest  # noqa: E402
-from pipeline.classify import (  # noqa: E402
-    labels_matrix,
-    suggest_with_coder,
-    train_coder,
-)
+from pipeline.classify import labels_matrix, suggest_with_coder  # noqa: E402
 from pipeline.codebook import load_codebook  # noqa: E402
 from pipeline.embed import EmbeddingCache, embed_texts, load_encoder  # noqa: E402
 from pipeline.evaluate import agreement, gold_in_context, load_gold  # noqa: E402
+from pipeline.learn import learn_coder  # noqa: E402
 from pipeline.segment import load_sentencizer  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
@@ -62,24 +59,24 @@ def main() -> None:
     pool = np.flatnonzero(gold["transcript_id"].isin(args.train.split(",")).to_numpy())
     test = np.flatnonzero(~gold["transcript_id"].isin(args.train.split(",")).to_numpy())
     ids = gold["segment_id"].tolist()
+    texts = gold["text"].tolist()
 
     def f1_of(train_rows: np.ndarray) -> tuple[float, float, float, object]:
         if len(train_rows) == 0:
             found = suggest(scores[test], [ids[i] for i in test], book.ids, settings)
             coder = None
         else:
-            coder = train_coder(
-                vectors[train_rows],
-                labels[train_rows],
-                scores[train_rows],
+            coder = learn_coder(
+                np.vstack([vectors[train_rows], ex_vectors]),
+                np.vstack([scores[train_rows], ex_scores]),
+                [texts[i] for i in train_rows] + example_texts,
+                np.vstack([labels[train_rows], ex_labels]),
                 book.ids,
                 encoder.fingerprint,
                 book.sha256,
-                ex_vectors,
-                ex_labels,
-                ex_scores,
+                judged=np.arange(len(train_rows) + len(ex_vectors)) < len(train_rows),
             )
-            p = coder.probabilities(vectors[test], scores[test])
+            p = coder.probabilities(vectors[test], scores[test], [texts[i] for i in test])
             found = suggest_with_coder(p, scores[test], [ids[i] for i in test], coder, settings)
         by = found.groupby("unit_id")["code_id"].apply(list).to_dict()
         r = agreement(
@@ -99,7 +96,7 @@ def main() -> None:
         while len(chosen) < step:
             *_, coder = f1_of(np.asarray(chosen))
             rest = np.setdiff1d(pool, chosen)
-            p = coder.probabilities(vectors[rest], scores[rest])
+            p = coder.probabilities(vectors[rest], scores[rest], [texts[i] for i in rest])
             closeness = np.min(np.abs(p - coder.thresholds), axis=1)
             chosen += list(rest[np.argsort(closeness)[: min(25, step - len(chosen))]])
         active = f1_of(np.asarray(chosen, dtype=int))[:3]

@@ -1,0 +1,27 @@
+"""The retraining flow: reviewers' decisions in a real project store -> a saved coder."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.learn import LearnedCoder
+from pipeline.settings import Settings
+from tests.reporting import DECIDED_CODES, decide_sample
+
+
+@pytest.mark.slow
+def test_retrain_learns_the_decided_codes_and_reports_progress(
+    prefect_harness, project_store, cache_dir, caplog
+):
+    from flows.training import retrain_from_decisions
+
+    decide_sample(project_store)
+    out = project_store.parent / "coder"
+    caplog.set_level("INFO")
+    folder = retrain_from_decisions(project_store, out, Settings(cache_dir=cache_dir))
+    coder = LearnedCoder.load(folder)
+    # Every code reviewers accepted 12 times has its own model; rejections are its negatives.
+    for code in DECIDED_CODES:
+        assert coder.learned[coder.code_ids.index(code)], code
+    assert coder.info["labelled_units"] >= 12 * len(DECIDED_CODES)
+    assert "train: learning codes 1/1" in caplog.text
