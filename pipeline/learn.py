@@ -30,6 +30,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from pipeline.errors import QcodeError
+from pipeline.settings import Settings
 
 FORMAT_VERSION = 2
 PENALTIES = (0.3, 1.0, 3.0, 10.0)
@@ -415,7 +416,7 @@ def _calibration(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """One curve from zero-shot score to probability, all codes pooled."""
     y = labels.reshape(-1)
     if not y.any() or y.all():
-        return 10.0, -4.2  # about the zero-shot threshold 0.42 at p = 0.5
+        return 10.0, -10.0 * Settings().threshold  # p = 0.5 at the zero-shot threshold
     model = LogisticRegression(C=1.0).fit(scores.reshape(-1, 1).astype(np.float64), y)
     return float(model.coef_[0, 0]), float(model.intercept_[0])
 
