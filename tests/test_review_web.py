@@ -171,7 +171,7 @@ def row_units(html: str) -> list[str]:
 # -- queue: order, filters, progress (plain functions and the page) ------------------------------
 
 
-def test_queue_orders_by_uncertainty_reading_and_code(project_store):
+def test_queue_orders_at_random_by_uncertainty_reading_and_code(project_store):
     units, suggestions, resolved, codes = project_tables(project_store)
     table = review_table(units, suggestions, resolved)
     assert len(table) == int(units["codable"].sum())
@@ -197,13 +197,20 @@ def test_queue_orders_by_uncertainty_reading_and_code(project_store):
     assert [g for g in runs if g != "~none"] == [c for c in codes if c in set(runs)]
     assert runs[-1] == "~none"
 
+    shuffled = order_queue(table, "random", codes)
+    assert sorted(shuffled["unit_id"]) == sorted(reading["unit_id"]), "a permutation of all units"
+    assert shuffled["unit_id"].tolist() != reading["unit_id"].tolist()
+    assert shuffled["unit_id"].tolist() == order_queue(table, "random", codes)["unit_id"].tolist()
+    first_ten = shuffled["transcript_id"].head(10)
+    assert first_ten.nunique() > 1, "a shuffle spreads over interviews"
+
     with pytest.raises(ValueError, match="unknown queue order"):
-        order_queue(table, "random", codes)
+        order_queue(table, "sideways", codes)
 
 
 def test_queue_page_lists_units_in_the_chosen_order_50_per_page(project_store):
     client = client_for(project_store)
-    for order in ("uncertain", "reading", "code"):
+    for order in ("random", "uncertain", "reading", "code"):
         expected = queue_ids(project_store, order)
         html = client.get(f"/?order={order}").text
         assert row_units(html) == expected[:PAGE_SIZE], order

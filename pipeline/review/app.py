@@ -54,6 +54,7 @@ from pipeline.review.project import (
     turns_around,
 )
 from pipeline.review.queue import (
+    DEFAULT_ORDER,
     PAGE_SIZE,
     STATUSES,
     STRATEGIES,
@@ -437,7 +438,7 @@ async def handle_error(request: Request, exc: Exception) -> HTMLResponse:
 class QueueQuery:
     """The queue a reviewer works through: order, filters and page, kept in every link."""
 
-    order: str = "uncertain"
+    order: str = DEFAULT_ORDER
     transcript: str = ""
     code: str = ""
     status: str = ""
@@ -449,7 +450,7 @@ class QueueQuery:
         """From a query string or a form's hidden fields; 400 for values no link would carry."""
         text = {f.name: values.get(f.name) for f in fields(cls)}
         text = {k: v.strip() for k, v in text.items() if isinstance(v, str) and v.strip()}
-        order = text.get("order", "uncertain")
+        order = text.get("order", DEFAULT_ORDER)
         status = text.get("status", "")
         if order not in STRATEGIES:
             raise BadRequest(f"'{order}' is not a queue order (use one of {', '.join(STRATEGIES)})")
