@@ -114,7 +114,7 @@ def active_learning(
         chosen = list(rng.choice(train, start, replace=False))
         points = []
         while True:
-            coder = _learn(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
+            coder = train_on(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
             p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
             points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
             if len(chosen) >= stop:
@@ -138,7 +138,7 @@ def active_learning(
     return curves
 
 
-def _learn(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedCoder:
+def train_on(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedCoder:
     """The product's training path (``qcode train`` and ``retrain`` call the same function)."""
     return train_from_labelled(
         vectors[rows],
@@ -182,7 +182,7 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
             rng = np.random.default_rng(1000 * f + size)
             chosen = np.sort(rng.choice(train, min(size, len(train)), replace=False))
             start = time.perf_counter()
-            coder = _learn(bench, vectors, chosen, recipe, encoder, cache, settings)
+            coder = train_on(bench, vectors, chosen, recipe, encoder, cache, settings)
             train_s = time.perf_counter() - start
             start = time.perf_counter()
             p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)

@@ -21,9 +21,9 @@ from sklearn.model_selection import GroupShuffleSplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.nhs import ROOT, folds, load_nhs
-from bench.quality import attributes_of, micro
+from bench.quality import attributes_of, micro, train_on
 from pipeline.assign import build_prototypes, score_matrix
-from pipeline.classify import labels_matrix, train_from_labelled
+from pipeline.classify import labels_matrix
 from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
 from pipeline.learn import Recipe
 from pipeline.settings import Settings
@@ -54,17 +54,7 @@ def main() -> None:
             for seed in range(args.samples):
                 rows = np.random.default_rng(seed).choice(learn, size, replace=False)
                 start = time.perf_counter()
-                coder = train_from_labelled(
-                    vectors[rows],
-                    [bench.codes[i] for i in rows],
-                    bench.codebook,
-                    encoder,
-                    settings,
-                    cache,
-                    texts=[bench.texts[i] for i in rows],
-                    attributes=attributes_of(bench, rows),
-                    recipe=recipe,
-                )
+                coder = train_on(bench, vectors, rows, recipe, encoder, cache, settings)
                 seconds.append(time.perf_counter() - start)
                 p = coder.probabilities(
                     vectors[dev],

@@ -10,37 +10,19 @@ its row number as the sheet shows it; the YAML written is checked by the ordinar
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from pipeline.codebook import DEFAULT_GROUP, KINDS, Code, Codebook, Group, field_problem
 from pipeline.errors import CodebookError
-from pipeline.interop.qdc import codebook_yaml, slug, write_atomically
+from pipeline.interop.qdc import WrittenCodebook, codebook_yaml, slug, write_atomically
 from pipeline.interop.sheets import _value, read_grid
 
 REQUIRED = ("id", "label", "definition")
 OPTIONAL = ("group", "kind", "include", "exclude", "examples")
 SCOPE_PREFIX = "applies_to:"
 _SEPARATORS = re.compile(r"\s*(?:;|\r?\n)\s*")
-
-
-@dataclass(frozen=True)
-class TableImport:
-    """What ``import_codebook_table`` wrote, for the CLI to say so."""
-
-    path: Path
-    codebook: Codebook
-    warnings: tuple[str, ...]
-
-    def summary(self) -> str:
-        lines = [
-            f"Wrote {self.path}: {len(self.codebook.codes)} codes in "
-            f"{len(self.codebook.groups)} groups (check it with: qcode validate-codebook "
-            f"{self.path})."
-        ]
-        return "\n".join(lines + [f"Warning: {w}" for w in self.warnings])
 
 
 def _column(name: str) -> str:
@@ -163,7 +145,7 @@ def codebook_from_rows(
 
 def import_codebook_table(
     path: str | Path, out: str | Path, name: str | None = None
-) -> TableImport:
+) -> WrittenCodebook:
     """Read a codebook spreadsheet (.csv or .xlsx) and write it as our YAML codebook, checked."""
     from pipeline.codebook import parse_codebook
 
@@ -175,4 +157,4 @@ def import_codebook_table(
     text = codebook_yaml(book)
     checked = parse_codebook(text, str(out))  # what the other commands will read
     write_atomically(out, text.encode("utf-8"))
-    return TableImport(out, checked, tuple(warnings))
+    return WrittenCodebook(out, checked, tuple(warnings))

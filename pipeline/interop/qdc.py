@@ -699,8 +699,8 @@ def codebook_yaml(codebook: Codebook) -> str:
 
 
 @dataclass(frozen=True)
-class QdcImportResult:
-    """What ``import_qdc`` wrote, for the CLI to say so."""
+class WrittenCodebook:
+    """What ``import_qdc`` or ``import_codebook_table`` wrote, for the CLI to say so."""
 
     path: Path
     codebook: Codebook
@@ -716,7 +716,7 @@ class QdcImportResult:
         return "\n".join(lines)
 
 
-def import_qdc(path: str | Path, out: str | Path) -> QdcImportResult:
+def import_qdc(path: str | Path, out: str | Path) -> WrittenCodebook:
     """Read a QDC (or a QDPX/QDE's CodeBook) and write it as our YAML codebook, checked."""
     path, out = Path(path), Path(out)
     root = codebook_root(path)
@@ -739,4 +739,4 @@ def import_qdc(path: str | Path, out: str | Path) -> QdcImportResult:
     except CodebookError as error:  # a bug here, not the user's: say so plainly
         raise RefiError(f"the converted codebook does not load ({error.problem})", path) from None
     write_atomically(out, text.encode("utf-8"))
-    return QdcImportResult(out, result.codebook, tuple(problems + result.warnings))
+    return WrittenCodebook(out, result.codebook, tuple(problems + result.warnings))
