@@ -8,7 +8,7 @@ import pytest
 from pipeline.embed import EmbeddingCache, cache_namespace, embed_texts, load_encoder
 from pipeline.errors import ModelError
 from pipeline.segment import segment
-from pipeline.settings import Settings
+from pipeline.settings import Settings, preferred_precision
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,27 @@ def fp32_encoder():
     return load_encoder(precision="fp32")
 
 
-def test_default_precision_is_the_settings_default(encoder):
-    assert encoder.precision == Settings().precision == "bf16"
+@pytest.fixture(scope="module")
+def bf16_encoder(encoder):
+    return encoder if encoder.precision == "bf16" else load_encoder(precision="bf16")
+
+
+def test_default_precision_is_the_settings_default(encoder, tmp_path):
+    assert encoder.precision == Settings().precision == preferred_precision()
+    with_amx = tmp_path / "amx"
+    with_amx.write_text("flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n")
+    without = tmp_path / "zen3"
+    without.write_text("flags\t\t: fpu avx2 fma sha_ni vaes\n")
+    assert preferred_precision(with_amx) == "bf16"
+    assert preferred_precision(without) == "fp32"
+    assert preferred_precision(tmp_path / "missing") == "fp32"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_a_vector_does_not_depend_on_its_batch_companions(
-    precision, sentences, encoder, fp32_encoder
+    precision, sentences, bf16_encoder, fp32_encoder
 ):
-    model = encoder if precision == "bf16" else fp32_encoder
+    model = bf16_encoder if precision == "bf16" else fp32_encoder
     whole = model.encode(sentences)
     reordered = list(reversed(sentences[:90]))
     again = model.encode(reordered)[::-1]
@@ -49,20 +61,22 @@ def test_fp32_equals_sentence_transformers_encode(sentences, fp32_encoder):
     assert (ours * theirs).sum(axis=1).min() > 0.99999
 
 
-def test_bf16_is_close_to_fp32(sentences, encoder, fp32_encoder):
-    cosine = (encoder.encode(sentences) * fp32_encoder.encode(sentences)).sum(axis=1)
+def test_bf16_is_close_to_fp32(sentences, bf16_encoder, fp32_encoder):
+    cosine = (bf16_encoder.encode(sentences) * fp32_encoder.encode(sentences)).sum(axis=1)
     assert cosine.min() > 0.999
-    assert not np.array_equal(encoder.encode(sentences[:3]), fp32_encoder.encode(sentences[:3]))
+    assert not np.array_equal(
+        bf16_encoder.encode(sentences[:3]), fp32_encoder.encode(sentences[:3])
+    )
 
 
-def test_cache_never_mixes_precisions(tmp_path, sentences, encoder, fp32_encoder):
-    assert encoder.fingerprint == fp32_encoder.fingerprint
-    assert cache_namespace(encoder) != cache_namespace(fp32_encoder)
+def test_cache_never_mixes_precisions(tmp_path, sentences, bf16_encoder, fp32_encoder):
+    assert bf16_encoder.fingerprint == fp32_encoder.fingerprint
+    assert cache_namespace(bf16_encoder) != cache_namespace(fp32_encoder)
     cache = EmbeddingCache(tmp_path / "e.sqlite")
     texts = sentences[:20]
     first, encoded = embed_texts(texts, fp32_encoder, cache)
     assert encoded == 20
-    second, encoded = embed_texts(texts, encoder, cache)
+    second, encoded = embed_texts(texts, bf16_encoder, cache)
     assert encoded == 20 and not np.array_equal(first, second)
     third, encoded = embed_texts(texts, fp32_encoder, cache)
     assert encoded == 0 and np.array_equal(first, third)
