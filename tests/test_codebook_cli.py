@@ -100,7 +100,9 @@ def test_code_texts_never_suggests_an_out_of_scope_code(encoder, embedding_cache
             "  - id: context.pandemic\n", "  - id: context.pandemic\n    applies_to: {q: [b]}\n"
         )
     )
-    settings = Settings(threshold=-1.0, top_k=29, relative_cutoff=2.0)  # suggest every code
+    settings = Settings(  # suggest every code (free-standing texts use answer_threshold)
+        threshold=-1.0, answer_threshold=-1.0, top_k=29, relative_cutoff=2.0
+    )
     texts, ids = [PANDEMIC, PANDEMIC], ["x", "y"]
     coded = code_texts(
         texts, ids, scoped, encoder, settings, embedding_cache, attributes=[{"q": "a"}, {"q": "b"}]
