@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from tests.conftest import CODEBOOK, ROOT, write
+from tests.conftest import CODEBOOK, ROOT, run_qcode, write
 
 runner = CliRunner()
 
 
-def qcode(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+qcode = run_qcode
 
 
 def test_every_command_has_help():

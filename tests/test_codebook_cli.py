@@ -4,14 +4,12 @@ as a codebook, code-segments with --set and a question column, eval with a predi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from tests.conftest import CODEBOOK, ROOT, write
+from tests.conftest import CODEBOOK, run_qcode, write
 
 PANDEMIC = "Lockdown moved everything online overnight when schools closed."
 TRUST = "Honestly, the trust in the group let us admit what went wrong."
@@ -24,15 +22,7 @@ def invoke(*args: str):
     return result
 
 
-def qcode(*args: str) -> subprocess.CompletedProcess:
-    """A real process: what a person sees, tracebacks included."""
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+qcode = run_qcode  # a real process: what a person sees, tracebacks included
 
 
 def test_import_codebook_command_writes_yaml_and_reports_bad_rows(tmp_path):

@@ -20,7 +20,7 @@ from pipeline.privacy import (
 )
 from pipeline.segment import segment
 from pipeline.settings import Settings
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, run_qcode, write
 
 LEAKY = """---
 interview_id: L-1
@@ -413,8 +413,6 @@ def test_no_planted_identifier_is_stored_in_clear(tmp_path):
     """A real `qcode run` (its own Prefect server and database) on a file full of planted
     identifiers, then `--privacy stop`: no file it wrote holds any of them in clear."""
     import os
-    import subprocess
-    import sys
 
     from tests.conftest import CODEBOOK
 
@@ -433,14 +431,7 @@ def test_no_planted_identifier_is_stored_in_clear(tmp_path):
     env["PREFECT_HOME"] = str(home)
 
     def qcode(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        return run_qcode(*args, cwd=tmp_path, env=env, timeout=900)
 
     out = tmp_path / "out"
     ran = qcode("run", str(folder), "-c", str(CODEBOOK), "-o", str(out), "--privacy", "redact")

@@ -20,7 +20,7 @@ from pipeline.ingest import read_transcript, read_transcripts
 from pipeline.outputs import OWNER, clean_partial_runs
 from pipeline.segment import segment, spacy_pieces
 from pipeline.settings import Settings
-from tests.conftest import CODEBOOK, ROOT, write
+from tests.conftest import CODEBOOK, run_qcode, write
 
 GOOD = (
     "---\ninterview_id: GOOD-1\nrole: Class teacher\n---\n\n"
@@ -178,13 +178,8 @@ def test_flow_with_nothing_to_code_is_an_error(prefect_harness, tmp_path, cache_
 
 def qcode_run(folder: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = ["run", str(folder), "-c", str(CODEBOOK), "-o", str(out), "--privacy", "off"]
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *command, *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PREFECT_HOME": str(out.parent / "prefect-home")},
+    return run_qcode(
+        *command, *extra, env={**os.environ, "PREFECT_HOME": str(out.parent / "prefect-home")}
     )
 
 
