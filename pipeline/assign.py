@@ -8,6 +8,8 @@ from its inhibitor examples to its enabler examples (``stance_weight``). Suggest
 only above a calibrated ``threshold`` (a unit may stay uncoded: abstaining beats a wrong guess)
 and at most ``top_k`` codes within ``relative_cutoff`` of the unit's best one. The settings are
 tuned on the West seeds statements and NHS answers (scripts/tune_assign.py, docs/zero-shot.md).
+``ZeroShotCoder`` is this module's coder (``pipeline.coder.Coder``); it knows nothing of learned
+coders, which build on it (``pipeline.classify``).
 """
 
 from __future__ import annotations
