@@ -261,6 +261,11 @@ class PrivacyError(QcodeError):
     """Personal data was found and the policy says to stop."""
 
     code = "E900"
+    fix = (
+        "Redact the findings listed (or mark real false alarms with 'qcode false-alarm'), fix "
+        "the names file if it is named, then run again; --privacy redact codes redacted text "
+        "instead of stopping."
+    )
 
 
 @dataclass(frozen=True)
