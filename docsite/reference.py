@@ -265,8 +265,7 @@ def _model_table(model: Any, skip: tuple[str, ...] = ()) -> list[str]:
             default = "empty" if not required else ""
         shown = f"`{default}`" if default not in ("", "empty") else default
         lines.append(
-            f"| `{name}` | {_cell(_annotation(field))} | {'yes' if required else 'no'} | "
-            f"{shown} |"
+            f"| `{name}` | {_cell(_annotation(field))} | {'yes' if required else 'no'} | {shown} |"
         )
     return lines
 
@@ -347,8 +346,7 @@ def speed_table(name: str) -> str:
     )
     scaling = report.get("scaling_7000_vs_700")
     tail = (
-        f"\n\n7,000 against 700 pages: time x{scaling['time']}, peak memory "
-        f"x{scaling['peak_rss']}."
+        f"\n\n7,000 against 700 pages: time x{scaling['time']}, peak memory x{scaling['peak_rss']}."
         if scaling
         else ""
     )
