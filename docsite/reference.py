@@ -29,9 +29,14 @@ GENERATED_NOTE = (
 )
 
 
+def _plain(text: str) -> str:
+    """Help text as Markdown shows it literally (``OUT/<run id>`` is not an HTML tag)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return _plain(" ".join(str(text).split())).replace("|", "\\|")
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -97,7 +102,7 @@ def cli_reference() -> str:
             for piece in command.collect_usage_pieces(ctx)
         ]
         lines += ["", f"## qcode {name}", "", "```", f"qcode {name} {' '.join(pieces)}", "```"]
-        lines += ["", inspect.cleandoc(command.help or "")]
+        lines += ["", _plain(inspect.cleandoc(command.help or ""))]
         arguments = [p for p in command.params if p.param_type_name == "argument"]
         options = [p for p in command.params if p.param_type_name == "option"]
         if arguments:
@@ -109,9 +114,10 @@ def cli_reference() -> str:
             lines += ["", "| option | meaning |", "|---|---|"]
             for param in options:
                 spelled, meaning = _help_record(param, ctx)
-                if param.multiple:
+                if param.multiple and "repeat" not in meaning.lower():
                     meaning += " Repeatable."
-                lines.append(f"| `{_cell(spelled)}` | {_cell(meaning)} |")
+                spelled = " ".join(spelled.split()).replace("|", "\\|")
+                lines.append(f"| `{spelled}` | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
 
 
