@@ -9,7 +9,14 @@ set -euo pipefail
 wheel="$(realpath "$1")"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d /tmp/qcode-wheel.XXXXXX)"
-[ "${KEEP:-}" = 1 ] || trap 'rm -rf "$work"' EXIT
+cleanup() {
+    # Prefect's temporary server can outlive a run on a loaded machine: end what this check
+    # started (only processes running from this check's own folder), then remove the folder.
+    pids="$(pgrep -f "$work/venv/" || true)"
+    [ -z "$pids" ] || kill $pids 2>/dev/null || true
+    [ "${KEEP:-}" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
 PYTHON="${PYTHON:-python3}"
 echo "wheel check in $work"
 "$PYTHON" -m venv "$work/venv"
@@ -28,8 +35,10 @@ case "$where" in
     *) echo "qcode was imported from $where, not from the wheel" >&2; exit 1 ;;
 esac
 venv/bin/qcode validate-codebook codebooks/west_partnership.yaml
+# Output to files, not a pipe: a lingering Prefect server would hold a pipe open.
 venv/bin/qcode run transcripts_sample --codebook codebooks/west_partnership.yaml --out outputs \
-    2>run.log | tee run.out || { tail -40 run.log >&2; exit 1; }
+    >run.out 2>run.log || { cat run.out; tail -40 run.log >&2; exit 1; }
+cat run.out
 grep -q "^Coded 8 transcripts" run.out
 venv/bin/qcode report --include-suggestions --format html,docx --out reports
 test -s reports/theme_report.html && test -s reports/theme_report.docx
