@@ -13,6 +13,7 @@ cleanup() {
     # Prefect's temporary server can outlive a run on a loaded machine: end what this check
     # started (only processes running from this check's own folder), then remove the folder.
     pids="$(pgrep -f "$work/venv/" || true)"
+    # shellcheck disable=SC2086
     [ -z "$pids" ] || kill $pids 2>/dev/null || true
     [ "${KEEP:-}" = 1 ] || rm -rf "$work"
 }
