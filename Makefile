@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # torch's CPU wheel lies on disk here; without this, pip would fetch a multi-GB CUDA build.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup run test lint format bench bench-quick bench-quality bench-quality-quick clean
+.PHONY: setup run test lint format bench bench-quick bench-quality bench-quality-quick clean \
+	docs docs-serve wheel wheel-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +48,22 @@ bench-quality: setup
 bench-quality-quick: setup
 	$(BIN)/python -m bench.quality --quick
 
+# The documentation site (mkdocs.yml): strict, so a broken link or a missing page fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "Open site/index.html in a browser (or: make docs-serve)"
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+# A wheel of qcode (dist/), and a check that it installs into a fresh virtual environment and
+# codes the sample there (scripts/check_wheel.sh; CI runs it).
+wheel: setup
+	rm -rf dist
+	$(BIN)/python -m build --wheel --outdir dist .
+
+wheel-check: wheel
+	FIND_LINKS="$(FIND_LINKS)" PYTHON="$(PYTHON)" scripts/check_wheel.sh dist/*.whl
+
 clean:
-	rm -rf $(VENV) .cache .prefect .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache .prefect .pytest_cache .ruff_cache site dist build

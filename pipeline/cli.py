@@ -65,8 +65,8 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
             raise SettingsError(f"--set '{pair}': write it as NAME=VALUE, e.g. --set top_k=2")
         if name not in Settings.model_fields:
             raise SettingsError(
-                f"--set '{pair}': there is no setting '{name}' (see the Settings table in the "
-                "README)"
+                f"--set '{pair}': there is no setting '{name}' (the settings reference "
+                "in the docs lists them all)"
             )
         parsed[name] = value
     return parsed

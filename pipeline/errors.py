@@ -2,7 +2,8 @@
 
 Every error the pipeline raises for bad input is a ``QcodeError``: its message names the file,
 the line where known, what is wrong and how to fix it. The CLI prints the message and exits
-without a traceback.
+without a traceback. Each class's ``code`` and ``fix`` (what a person does about it in general)
+make the docs' error reference, generated from these classes (``docsite/reference.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ class QcodeError(Exception):
     """Base class: an input problem described in plain words."""
 
     code = "E000"
+    fix = "Read the message: it names the file, the line where known, and what to change."
 
     def __init__(self, problem: str, path: str | Path | None = None, line: int | None = None):
         self.problem = problem
@@ -38,42 +40,73 @@ class TranscriptError(QcodeError):
     """A transcript cannot be read or makes no sense as an interview."""
 
     code = "E100"
+    fix = (
+        "Open the file at the line named and fix what it says: save it as UTF-8 text (or .docx, "
+        ".vtt, .srt), open each turn with a speaker label such as 'Interviewer:' or "
+        "'Participant:', and close the front matter with a '---' line."
+    )
 
 
 class NothingToCodeError(QcodeError):
     """A run found nothing to code: every transcript was skipped, or no unit is codable."""
 
     code = "E150"
+    fix = (
+        "Each transcript's reason is listed: fix those files (speaker labels, participant "
+        "speech, readable text), or check that the folder is the right one, and run again."
+    )
 
 
 class CodebookError(QcodeError):
     """The codebook is missing, malformed or breaks a rule."""
 
     code = "E200"
+    fix = (
+        "Fix the codebook at the line named (duplicate id or key, undeclared group, unknown "
+        "kind, empty definition, rename pointing nowhere), then check it with 'qcode "
+        "validate-codebook FILE'."
+    )
 
 
 class CodebookLimitError(CodebookError):
     """The codebook file is too large, too deep or has too many aliases to be a codebook."""
 
     code = "E201"
+    fix = (
+        "A codebook needs no YAML aliases, deep nesting or megabytes: write the values out "
+        "plainly, or check that the file is really a codebook."
+    )
 
 
 class SegmentsFileError(QcodeError):
     """A CSV of pre-segmented text (survey answers, gold coding) is malformed."""
 
     code = "E300"
+    fix = (
+        "Give the CSV a header row with 'segment_id' and 'text' (a gold file also 'codes'), "
+        "save it as UTF-8, one row per segment with a unique id."
+    )
 
 
 class SettingsError(QcodeError):
     """A setting has a value the pipeline cannot use."""
 
     code = "E400"
+    fix = (
+        "Use a setting name from the settings reference with a value in its range ('qcode run "
+        "--help' lists them), e.g. --set top_k=2."
+    )
 
 
 class ModelError(QcodeError):
     """The embedding model cannot be found or loaded offline."""
 
     code = "E500"
+    fix = (
+        "Leave --model out to use the bundled model, or give the folder of a "
+        "sentence-transformers model saved on this machine; if the bundled model is missing, "
+        "reinstall qcode."
+    )
 
 
 @dataclass(frozen=True)

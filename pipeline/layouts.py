@@ -159,6 +159,10 @@ class LayoutError(TranscriptError):
     of ``problem``, which is kept in run reports and logs."""
 
     code = "E101"
+    fix = (
+        "Use one speaker label style for every turn in the file (the first lines are shown), or "
+        "remove the lines that look like another layout's labels."
+    )
 
     def __init__(self, problem: str, path: Path, line: int, excerpt: str):
         self.excerpt = excerpt

@@ -42,6 +42,10 @@ class ClassifierError(QcodeError):
     """A trained coder is missing, unreadable or does not fit this codebook or model."""
 
     code = "E800"
+    fix = (
+        "Train the coder again ('qcode train' or 'qcode retrain') with this codebook and model, "
+        "or leave --classifier out to code zero-shot."
+    )
 
 
 @dataclass(frozen=True)

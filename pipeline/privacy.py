@@ -261,6 +261,11 @@ class PrivacyError(QcodeError):
     """Personal data was found and the policy says to stop."""
 
     code = "E900"
+    fix = (
+        "Redact the findings listed (or mark real false alarms with 'qcode false-alarm'), fix "
+        "the names file if it is named, then run again; --privacy redact codes redacted text "
+        "instead of stopping."
+    )
 
 
 @dataclass(frozen=True)
@@ -477,7 +482,7 @@ def _may_name(piece: str, ordinary: set[str]) -> bool:
     interviews ("Sarah said", not "So we"), and not an acronym, a code, a month or a term the
     project allows ("West Partnership"). About one sentence in six in interviews; the rest
     skip NER, which is most of the scan's time. First names the name list knows are found
-    without NER; the recall sets measure what the shortcut costs (README)."""
+    without NER; the recall sets measure what the shortcut costs (docs/privacy.md)."""
     known = name_words()
     if any(w.lower() in known for w in WORD.findall(piece)):
         return True  # "it was jenny mcgregor": NER may find the surname the list cannot

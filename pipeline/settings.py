@@ -1,7 +1,7 @@
 """One validated settings object: the flow's parameters and the CLI's overrides.
 
-Defaults live here and nowhere else; the README's settings table is checked against this
-class by a test.
+Defaults live here and nowhere else; the docs' settings reference is generated from this class
+(docsite/reference.py), and a test checks every setting and default appears in the built site.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class Settings(BaseModel):
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
-    """(name, default, help) rows for the README and `qcode run --help`."""
+    """(name, default, help) rows, one per setting."""
     rows = []
     for name, field in Settings.model_fields.items():
         rows.append((name, repr(field.default), field.description or ""))

@@ -29,12 +29,20 @@ class StoreError(QcodeError):
     """The project store cannot be opened or refuses a write."""
 
     code = "E600"
+    fix = (
+        "Check the --store path points at a qcode project database (outputs/project.sqlite by "
+        "default) that you may write to; if it was written by a newer qcode, upgrade qcode."
+    )
 
 
 class StaleUnitError(StoreError):
     """Someone else decided on this unit after the page or sheet was loaded."""
 
     code = "E601"
+    fix = (
+        "Someone else decided on this unit after you opened it: reload the page (or export a "
+        "fresh sheet) to see their decision, then decide again."
+    )
 
 
 MIGRATIONS: list[str] = [

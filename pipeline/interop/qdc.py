@@ -62,6 +62,11 @@ class RefiError(QcodeError):
     """A REFI-QDA file (QDPX project or QDC codebook) cannot be written or read."""
 
     code = "E960"
+    fix = (
+        "Check the file is a REFI-QDA export (.qdpx, .qdc or .qde) from the other tool, "
+        "re-export it if it is damaged, and check the folder you write to exists and is "
+        "writable."
+    )
 
 
 def guid(*parts: str) -> str:

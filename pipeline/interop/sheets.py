@@ -86,6 +86,10 @@ class SheetError(QcodeError):
     """A review sheet cannot be exported or imported; the store was left untouched."""
 
     code = "E700"
+    fix = (
+        "Fix the rows listed (every row is checked before anything is written) and import the "
+        "sheet again; for conflicts, export a fresh sheet."
+    )
 
     def __init__(
         self,

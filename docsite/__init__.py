@@ -1,0 +1,1 @@
+"""The documentation site's build helpers: generated reference pages and benchmark tables."""
