@@ -143,6 +143,31 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (transcript_sha256, config)
     );
     """,
+    # 5: a team's accounts (served page), their login sessions, and an audit of exports.
+    """
+    CREATE TABLE accounts (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('lead', 'reviewer', 'reader')),
+        password_hash TEXT NOT NULL,
+        blind INTEGER NOT NULL DEFAULT 0,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE login_sessions (
+        session_sha256 TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_events (
+        event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -200,7 +225,9 @@ class Store:
             self.db = connect(url)  # type: ignore[assignment]
             version = self.schema_version
         except psycopg.Error as error:
-            raise StoreError(f"cannot open the project database ({error})".strip(), self.path)
+            raise StoreError(
+                f"cannot open the project database ({error})".strip(), self.path
+            ) from None
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"this project was written by a newer qcode (schema {version}, this one knows "
@@ -523,9 +550,7 @@ class PrivacyMarks:
         return set(self.store.db.execute("SELECT transcript_id, text FROM privacy_false_alarms"))
 
     def marks(self) -> pd.DataFrame:
-        return read_frame(
-            "SELECT * FROM privacy_false_alarms ORDER BY mark_id", self.store.db
-        )
+        return read_frame("SELECT * FROM privacy_false_alarms ORDER BY mark_id", self.store.db)
 
     def cached_scan(self, sha256: str, config: str) -> list[dict] | None:
         row = self.store.db.execute(

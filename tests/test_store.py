@@ -241,9 +241,12 @@ def test_store_copy_sqlite_to_postgresql_and_back_is_row_for_row(
 def test_store_copy_refuses_a_destination_that_holds_a_project(project_store, tmp_path):
     from pipeline.store_copy import copy_store
 
-    with Store(project_store) as source, Store(project_store) as same:
-        with pytest.raises(StoreError, match="already holds a project"):
-            copy_store(source, same)
+    with (
+        Store(project_store) as source,
+        Store(project_store) as same,
+        pytest.raises(StoreError, match="already holds a project"),
+    ):
+        copy_store(source, same)
 
 
 def test_copy_that_differs_is_reported(project_store, tmp_path, monkeypatch):
@@ -258,6 +261,9 @@ def test_copy_that_differs_is_reported(project_store, tmp_path, monkeypatch):
         return (columns, rows[:-1]) if table == "units" else (columns, rows)
 
     monkeypatch.setattr(store_copy, "_rows", lossy)
-    with Store(project_store) as source, Store(tmp_path / "d.sqlite") as destination:
-        with pytest.raises(StoreError, match="table units differs from the original"):
-            store_copy.copy_store(source, destination)
+    with (
+        Store(project_store) as source,
+        Store(tmp_path / "d.sqlite") as destination,
+        pytest.raises(StoreError, match="table units differs from the original"),
+    ):
+        store_copy.copy_store(source, destination)
