@@ -137,7 +137,6 @@ def test_login_is_required_and_sessions_end_at_logout(project_location):
     client = TestClient(create_app(project_location), base_url=BASE)
     asked = client.get("/unit/x?order=reading", follow_redirects=False)
     assert asked.status_code == 303 and asked.headers["location"].startswith("/login?next=")
-    assert client.get("/reviewer").status_code == 404  # no self-declared names in team mode
     csrf = dict(form_fields(client.get("/login").text, "login-form"))["csrf"]
     wrong = client.post("/login", data={"csrf": csrf, "name": "Lee", "password": "nope"})
     assert wrong.status_code == 401 and "wrong name or password" in wrong.text
@@ -153,6 +152,7 @@ def test_login_is_required_and_sessions_end_at_logout(project_location):
     assert "SameSite=strict" in cookie and "Secure" not in cookie  # plain http on loopback
     queue = client.get("/")
     assert queue.status_code == 200 and '<strong id="account-name">Lee</strong>' in queue.text
+    assert client.get("/reviewer").status_code == 404  # no self-declared names in team mode
     stolen = client.cookies.get("qcode_login")
     logout_csrf = dict(form_fields(queue.text, "logout-form"))["csrf"]
     out = client.post("/logout", data={"csrf": logout_csrf}, follow_redirects=False)
