@@ -23,6 +23,7 @@ from pipeline.store import Store
 from tests.conftest import run_qcode
 from tests.test_review_web import (
     BASE,
+    browser,  # noqa: F401  (the shared Chromium fixture)
     decisions_of,
     form_fields,
     section,
@@ -250,8 +251,8 @@ def test_serve_on_other_interfaces_needs_accounts(project_store, monkeypatch):
 # -- a real browser --------------------------------------------------------------------------------
 
 
-def browser_login(browser, url: str, name: str):
-    context = browser.new_context(base_url=url, viewport={"width": 1300, "height": 900})
+def browser_login(chromium, url: str, name: str):
+    context = chromium.new_context(base_url=url, viewport={"width": 1300, "height": 900})
     page = context.new_page()
     page.goto("/")
     assert "/login" in page.url
@@ -265,7 +266,7 @@ def browser_login(browser, url: str, name: str):
 
 
 @pytest.mark.required
-def test_browser_lead_reviewers_and_reader(browser, project_store):
+def test_browser_lead_reviewers_and_reader(browser, project_store):  # noqa: F811
     add_team(project_store, blind=True)
     unit_id = units_with_suggestions(project_store, 2)[0]
     with serving(create_app(project_store)) as url:
