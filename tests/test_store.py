@@ -267,3 +267,31 @@ def test_copy_that_differs_is_reported(project_store, tmp_path, monkeypatch):
         pytest.raises(StoreError, match="table units differs from the original"),
     ):
         store_copy.copy_store(source, destination)
+
+
+def test_backup_with_pg_dump_restores_with_pg_restore(pg_cluster, _pg_project_template, tmp_path):
+    """The deployment guide's backup: pg_dump's custom format, restored into a new database,
+    holds every row (decisions, accounts, audit) and opens as the same project."""
+    from pipeline.accounts import add_user, login
+    from pipeline.pgcluster import find_binary
+    from pipeline.store_copy import _digests, _rows, tables
+    from tests.conftest import new_database
+
+    url = new_database(pg_cluster, template=_pg_project_template)
+    with Store(url) as store:
+        unit = first_units(store, 1)[0]
+        store.decide("ann", [NewDecision(unit, "ts.trust", "accept", memo="keep")])
+        add_user(store, "Ann", "reviewer", "a-long-password-1")
+    dump = tmp_path / "project.dump"
+    subprocess.run([find_binary("pg_dump"), "-Fc", "-f", str(dump), url], check=True)
+    restored = new_database(pg_cluster)
+    subprocess.run([find_binary("pg_restore"), "--no-owner", "-d", restored, str(dump)], check=True)
+    with Store(url) as original, Store(restored) as copy:
+        assert copy.schema_version == SCHEMA_VERSION
+        for table in tables(original):
+            columns, _ = _rows(original, table)
+            assert _digests(original, table, columns) == _digests(copy, table, columns), table
+        assert copy.latest_run_id() == original.latest_run_id()
+        assert login(copy, "Ann", "a-long-password-1")[1].role == "reviewer"
+        # The restored sequence continues after the restored decisions.
+        assert copy.decide("bob", [NewDecision(unit, "ts.trust", "reject")]) == [2]
