@@ -268,12 +268,16 @@ class Store:
                 self.db.forget_catalogue()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """The one write path: all of the block is committed, or none of it."""
+    def write(self, units: list[str] | None = None) -> Iterator[sqlite3.Connection]:
+        """The one write path: all of the block is committed, or none of it.
+
+        ``units``: (PostgreSQL) the block only appends decisions on these units, so it waits for
+        other writers to the same units only, not for a run being recorded (SQLite has one lock).
+        """
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if self.url is not None:
-                self.db.lock_for_writing()
+                self.db.lock_for_writing(units)
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -489,7 +493,8 @@ class Store:
                 raise StoreError(f"'{d.action}' is not a decision (use one of {ACTIONS})")
         stamp = now()
         ids: list[int] = []
-        with self.write() as db:
+        touched = sorted({d.unit_id for d in decisions} | set(expected_versions or {}))
+        with self.write(units=touched) as db:
             for unit_id, seen in (expected_versions or {}).items():
                 current = self.unit_version(unit_id, version_reviewer)
                 if current != seen:

@@ -13,7 +13,8 @@ The store's SQL is written once, for SQLite; this module translates it for Postg
   ``DOUBLE PRECISION``, ``BLOB`` becomes ``BYTEA``, and SQLite's ``RAISE(ABORT, ...)`` triggers
   become row triggers calling one function that raises the same message;
 * ``PRAGMA user_version`` is a one-row table ``qcode_schema``; ``BEGIN IMMEDIATE`` is a
-  transaction that first takes one advisory lock, so writers queue as they do on SQLite.
+  transaction that first takes one advisory lock, so writers queue as they do on SQLite;
+  decisions lock only their units, so reviewers do not wait for a run being recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 WRITE_LOCK = 7_268_261  # the advisory lock every write transaction takes first
+UNIT_LOCKS = 7_268  # ...or, for decisions, (UNIT_LOCKS, hash of the unit id) per unit
 SCHEMES = ("postgresql://", "postgres://")
 
 REFUSE_FUNCTION = """
@@ -189,8 +191,16 @@ class PgConnection:
         self.connection.execute("DELETE FROM qcode_schema")
         self.connection.execute("INSERT INTO qcode_schema VALUES (%s)", (version,))
 
-    def lock_for_writing(self) -> None:
-        self.connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+    def lock_for_writing(self, units: list[str] | None = None) -> None:
+        """The whole-store lock, or (decisions) one lock per unit, taken in sorted order so two
+        writers never wait on each other in a circle."""
+        if units is None:
+            self.connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            return
+        for unit in sorted(units):
+            self.connection.execute(
+                "SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (UNIT_LOCKS, unit)
+            )
 
 
 def _values(params: Iterable[Any]) -> tuple:
