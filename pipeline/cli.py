@@ -579,11 +579,16 @@ def retrain(
 
 @app.command()
 def review(
-    store: Annotated[Path, typer.Option(help="Project database to review.")] = Path(
-        "outputs/project.sqlite"
-    ),
+    store: Annotated[
+        str,
+        typer.Option(
+            envvar="QCODE_STORE",
+            help="Project database to review: an SQLite file or a postgresql:// URL.",
+        ),
+    ] = "outputs/project.sqlite",
     host: Annotated[
-        str, typer.Option(help="Interface to listen on; any other than loopback needs --token.")
+        str,
+        typer.Option(help="Interface to listen on; any other than loopback needs accounts."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     token: Annotated[
@@ -624,6 +629,78 @@ def review(
         )
     except QcodeError as error:
         fail(error)
+
+
+store_app = typer.Typer(help="The project database: move it between SQLite and PostgreSQL.")
+app.add_typer(store_app, name="store")
+user_app = typer.Typer(help="Accounts for the served review page (a team's project).")
+app.add_typer(user_app, name="user")
+StoreLocation = Annotated[
+    str,
+    typer.Option(
+        envvar="QCODE_STORE", help="Project database: an SQLite file or a postgresql:// URL."
+    ),
+]
+
+
+@store_app.command("copy")
+def store_copy(
+    source: Annotated[
+        str, typer.Argument(help="Project to copy: SQLite file or postgresql:// URL.")
+    ],
+    destination: Annotated[
+        str, typer.Argument(help="New, empty destination: SQLite file or postgresql:// URL.")
+    ],
+) -> None:
+    """Copy a whole project to another database, then verify it row for row."""
+    from pipeline.store import Store
+    from pipeline.store_copy import copy_store
+    from pipeline.store_pg import is_url
+
+    if not is_url(source):
+        require_store(Path(source))
+    if not is_url(destination) and Path(destination).exists():
+        fail(QcodeError("the destination file exists: copy into a new file", destination))
+    try:
+        with Store(source) as src, Store(destination) as dest:
+            report = copy_store(src, dest)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(report.summary())
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="The person's name (decisions are signed with it).")],
+    role: Annotated[str, typer.Option(help="lead, reviewer or reader.")],
+    store: StoreLocation = "outputs/project.sqlite",
+    blind: Annotated[
+        bool,
+        typer.Option("--blind", help="Reviewer sees only their own decisions (double coding)."),
+    ] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Add an account; the password is asked for (or read from stdin), never an argument."""
+    import sys
+
+    from pipeline.accounts import add_user
+    from pipeline.store import Store
+    from pipeline.store_pg import is_url
+
+    if not is_url(store):
+        require_store(Path(store))
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with Store(store) as project:
+            account = add_user(project, name, role, password, blind=blind)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(f"Added {account.role} '{account.name}'{' (blind coding)' if blind else ''}.")
 
 
 @app.command("check-privacy")

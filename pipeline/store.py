@@ -1,4 +1,8 @@
-"""Store: one SQLite file per project holding transcripts, units, runs and decisions.
+"""Store: one database per project holding transcripts, units, runs and decisions.
+
+An SQLite file by default (embedded, nothing to run), or a PostgreSQL database when the location
+is a ``postgresql://`` URL (a team sharing one project); ``pipeline.store_pg`` translates the
+SQL below for it, so both share one schema and one migration history.
 
 * The schema is versioned (``PRAGMA user_version``) and upgraded by numbered migrations.
 * Every write goes through one path, ``BEGIN IMMEDIATE`` ... ``COMMIT``: a crash mid-write
@@ -23,6 +27,7 @@ from pipeline.codebook import Codebook
 from pipeline.decisions import ACTIONS, resolve_anchors, text_sha
 from pipeline.errors import QcodeError
 from pipeline.ingest import Transcript
+from pipeline.store_pg import is_url, migration_statements, shown
 
 
 class StoreError(QcodeError):
@@ -146,6 +151,31 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (transcript_sha256, config)
     );
     """,
+    # 5: a team's accounts (served page), their login sessions, and an audit of exports.
+    """
+    CREATE TABLE accounts (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('lead', 'reviewer', 'reader')),
+        password_hash TEXT NOT NULL,
+        blind INTEGER NOT NULL DEFAULT 0,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE login_sessions (
+        session_sha256 TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_events (
+        event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -168,6 +198,10 @@ class Store:
     """The project database. Open once per process; safe for several processes at once."""
 
     def __init__(self, path: str | Path, migrate: bool = True):
+        self.url = str(path) if is_url(path) else None
+        if self.url is not None:
+            self._open_postgresql(self.url, migrate)
+            return
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -189,8 +223,36 @@ class Store:
         if migrate:
             self.migrate()
 
+    def _open_postgresql(self, url: str, migrate: bool) -> None:
+        import psycopg
+
+        from pipeline.store_pg import connect
+
+        self.path = shown(url)  # type: ignore[assignment]  # for messages: never the password
+        try:
+            self.db = connect(url)  # type: ignore[assignment]
+            version = self.schema_version
+        except psycopg.Error as error:
+            raise StoreError(
+                f"cannot open the project database ({error})".strip(), self.path
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"this project was written by a newer qcode (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade qcode",
+                self.path,
+            )
+        if migrate:
+            self.migrate()
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.url is not None else "sqlite"
+
     @property
     def schema_version(self) -> int:
+        if self.url is not None:
+            return self.db.schema_version()
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self, to: int = SCHEMA_VERSION) -> None:
@@ -198,15 +260,32 @@ class Store:
         while self.schema_version < to:
             step = self.schema_version
             with self.write() as db:
+                if self.schema_version != step:
+                    continue  # another process applied it while we waited for the lock
                 for statement in _statements(MIGRATIONS[step]):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {step + 1}")
+                    if self.url is None:
+                        db.execute(statement)
+                    else:
+                        for translated in migration_statements(statement):
+                            db.execute(translated)
+                if self.url is None:
+                    db.execute(f"PRAGMA user_version = {step + 1}")
+                else:
+                    db.set_schema_version(step + 1)
+            if self.url is not None:
+                self.db.forget_catalogue()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """The one write path: all of the block is committed, or none of it."""
+    def write(self, units: list[str] | None = None) -> Iterator[sqlite3.Connection]:
+        """The one write path: all of the block is committed, or none of it.
+
+        ``units``: (PostgreSQL) the block only appends decisions on these units, so it waits for
+        other writers to the same units only, not for a run being recorded (SQLite has one lock).
+        """
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            if self.url is not None:
+                self.db.lock_for_writing(units)
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -339,7 +418,7 @@ class Store:
 
     def units(self, run_id: str | None = None) -> pd.DataFrame:
         """Units of a run (default: the latest), in reading order."""
-        frame = pd.read_sql_query(
+        frame = read_frame(
             "SELECT * FROM units WHERE last_run_id = ? ORDER BY transcript_id, start",
             self.db,
             params=(run_id or self.latest_run_id(),),
@@ -348,8 +427,9 @@ class Store:
         return frame.drop(columns=["last_run_id"])
 
     def suggestions(self, run_id: str | None = None) -> pd.DataFrame:
-        return pd.read_sql_query(
-            "SELECT unit_id, code_id, score, rank, margin FROM suggestions WHERE run_id = ?",
+        return read_frame(
+            "SELECT unit_id, code_id, score, rank, margin FROM suggestions WHERE run_id = ?"
+            " ORDER BY unit_id, code_id",  # the primary key's order, on either backend
             self.db,
             params=(run_id or self.latest_run_id(),),
         )
@@ -371,7 +451,7 @@ class Store:
         if reviewer is not None:
             query += " WHERE reviewer = ?"
             params = (reviewer,)
-        return pd.read_sql_query(query + " ORDER BY decision_id", self.db, params=params)
+        return read_frame(query + " ORDER BY decision_id", self.db, params=params)
 
     def resolved_decisions(self, codebook: Codebook | None = None) -> pd.DataFrame:
         """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""
@@ -421,7 +501,8 @@ class Store:
                 raise StoreError(f"'{d.action}' is not a decision (use one of {ACTIONS})")
         stamp = now()
         ids: list[int] = []
-        with self.write() as db:
+        touched = sorted({d.unit_id for d in decisions} | set(expected_versions or {}))
+        with self.write(units=touched) as db:
             for unit_id, seen in (expected_versions or {}).items():
                 current = self.unit_version(unit_id, version_reviewer)
                 if current != seen:
@@ -482,9 +563,7 @@ class PrivacyMarks:
         return set(self.store.db.execute("SELECT transcript_id, text FROM privacy_false_alarms"))
 
     def marks(self) -> pd.DataFrame:
-        return pd.read_sql_query(
-            "SELECT * FROM privacy_false_alarms ORDER BY mark_id", self.store.db
-        )
+        return read_frame("SELECT * FROM privacy_false_alarms ORDER BY mark_id", self.store.db)
 
     def cached_scan(self, sha256: str, config: str) -> list[dict] | None:
         row = self.store.db.execute(
@@ -507,6 +586,15 @@ class PrivacyMarks:
                 "INSERT OR REPLACE INTO privacy_scans VALUES (?, ?, ?)",
                 (sha256, config, json.dumps(findings)),
             )
+
+
+def read_frame(sql: str, db: object, params: tuple = ()) -> pd.DataFrame:
+    """``pd.read_sql_query`` on either backend (pandas reads only sqlite3 connections as such)."""
+    if isinstance(db, sqlite3.Connection):
+        return pd.read_sql_query(sql, db, params=params)
+    cursor = db.execute(sql, params)  # type: ignore[attr-defined]
+    columns = [c.name for c in cursor.description]
+    return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)
 
 
 def _q(column: str) -> str:

@@ -183,3 +183,67 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"required test skipped in CI (install what it needs): {reason}"
+
+
+# -- the store on both backends: SQLite files and a throwaway PostgreSQL cluster -----------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL cluster (initdb + pg_ctl, unix socket in a temporary folder) for the
+    session; skipped where PostgreSQL is not installed, failed in CI (``.ci/run`` installs it)."""
+    from pipeline.pgcluster import Cluster, find_binary
+
+    if find_binary("initdb") is None or find_binary("pg_ctl") is None:
+        message = "PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with Cluster() as cluster:
+        yield cluster
+
+
+def new_database(cluster, template: str | None = None) -> str:
+    """A fresh database in the cluster (a copy of ``template`` if given); its URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(cluster.url(), autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return cluster.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_location(request, store_backend, tmp_path) -> Path | str:
+    """Where a new, empty project store goes: an SQLite path or a PostgreSQL URL."""
+    if store_backend == "sqlite":
+        return tmp_path / "p.sqlite"
+    return new_database(request.getfixturevalue("pg_cluster"))
+
+
+@pytest.fixture(scope="session")
+def _pg_project_template(pg_cluster, _sample_project_template) -> str:
+    """The sample project copied into a PostgreSQL database once (``qcode store copy``)."""
+    from pipeline.store import Store
+    from pipeline.store_copy import copy_store
+
+    url = new_database(pg_cluster)
+    with Store(_sample_project_template) as source, Store(url) as destination:
+        copy_store(source, destination)
+    return url.split("?")[0].rsplit("/", 1)[-1]
+
+
+@pytest.fixture
+def project_location(request, store_backend, project_store) -> Path | str:
+    """A fresh copy of the sample project on the backend under test (path or URL)."""
+    if store_backend == "sqlite":
+        return project_store
+    cluster = request.getfixturevalue("pg_cluster")
+    return new_database(cluster, template=request.getfixturevalue("_pg_project_template"))

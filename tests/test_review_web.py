@@ -705,12 +705,12 @@ def test_orphans_page_lists_decisions_whose_text_is_gone(project_store, sample_t
     assert re.search(r'href="/orphans" id="orphans-link">[^<]*<span class="count">1</span>', queue)
 
 
-def test_serve_refuses_other_interfaces_without_a_token(project_store):
-    with pytest.raises(QcodeError, match="without a token") as raised:
+def test_serve_refuses_other_interfaces_without_accounts(project_store):
+    with pytest.raises(QcodeError, match="without accounts") as raised:
         serve(project_store, host="0.0.0.0")
-    assert isinstance(raised.value, ReviewError) and "--token" in raised.value.message
-    with pytest.raises(ReviewError):
-        serve(project_store, host="192.168.1.20", token="")
+    assert isinstance(raised.value, ReviewError) and "qcode user add" in raised.value.message
+    with pytest.raises(ReviewError, match="without accounts"):  # a shared token is not enough
+        serve(project_store, host="192.168.1.20", token=TOKEN)
     with pytest.raises(ReviewError, match="no project store"):
         create_app(project_store.parent / "missing.sqlite")
 
@@ -718,7 +718,7 @@ def test_serve_refuses_other_interfaces_without_a_token(project_store):
 
     runner = CliRunner()
     result = runner.invoke(app, ["review", "--store", str(project_store), "--host", "0.0.0.0"])
-    assert result.exit_code == 2 and "[E700]" in result.output and "--token" in result.output
+    assert result.exit_code == 2 and "[E700]" in result.output and "user add" in result.output
     helped = runner.invoke(app, ["review", "--help"])
     assert helped.exit_code == 0 and "--blind" in helped.output
 

@@ -17,6 +17,7 @@ from pipeline.codebook import Codebook
 from pipeline.decisions import current_codings, resolve_anchors, review_counts
 from pipeline.report.errors import ReportError
 from pipeline.store import Store, StoreError
+from pipeline.store_pg import is_url
 
 ATTRIBUTES = ("role", "local_authority", "workstream", "network")
 # Attributes of an interview that describe the interview, not the person.
@@ -77,8 +78,8 @@ def person_key(transcript_id: str, speaker: str) -> str:
 def load_project(store_path: Path, reviewer: str | None = None) -> ProjectData:
     """Read the latest run and the current codings (``reviewer``: only their decisions, for
     blind coding). Refuses a missing store rather than creating an empty one."""
-    store_path = Path(store_path)
-    if not store_path.is_file():
+    store_path = store_path if is_url(store_path) else Path(store_path)
+    if not is_url(store_path) and not store_path.is_file():
         raise ReportError(
             "no project store here: run 'qcode run' first or pass --store PATH", store_path
         )

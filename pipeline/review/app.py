@@ -35,6 +35,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipeline.accounts import (
+    Account,
+    LoginRefused,
+    account_for,
+    has_accounts,
+    login,
+    logout,
+    record_event,
+)
 from pipeline.review.errors import (
     BadRequest,
     Forbidden,
@@ -65,6 +74,8 @@ from pipeline.review.queue import (
     progress,
 )
 from pipeline.store import StaleUnitError, Store
+from pipeline.store_pg import is_url
+from pipeline.store_pg import shown as without_password
 
 if TYPE_CHECKING:
     import uvicorn
@@ -74,12 +85,15 @@ STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
 TOKEN_COOKIE = "qcode_token"
 SESSION_COOKIE = "qcode_session"
 REVIEWER_COOKIE = "qcode_reviewer"
+LOGIN_COOKIE = "qcode_login"
 MIN_TOKEN_LENGTH = 16
 MAX_MEMO = 5000
 SESSION_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Pages that work before the reviewer has given a name.
 NAMELESS_PATHS = ("/reviewer", "/static/")
+# Pages that work before logging in (team mode).
+PUBLIC_PATHS = ("/login", "/static/", "/favicon.ico")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -124,7 +138,7 @@ class LoginThrottle:
 class ReviewConfig:
     """Everything a request needs besides itself; one per app."""
 
-    store_path: Path
+    store_path: Path | str
     token: str | None
     blind: bool
     templates: jinja2.Environment
@@ -133,6 +147,7 @@ class ReviewConfig:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     cache_dir: Path | None = None  # the runs' embedding cache, for the quote bank's ranking
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    accounts: bool = False  # team mode: people log in; roles decide what they may do
 
     def csrf_token(self, session: str) -> str:
         """The forms' token for a browser session: only this server can make it."""
@@ -143,7 +158,7 @@ class ReviewConfig:
 
 
 def create_app(
-    store_path: Path,
+    store_path: Path | str,
     *,
     token: str | None = None,
     blind: bool = False,
@@ -154,14 +169,17 @@ def create_app(
     ``token``: every request must present it (``?token=`` once, then a cookie).
     ``blind``: double coding; each reviewer sees only their own decisions and statuses.
     ``cache_dir``: the embedding cache the runs used (default ``./.cache``).
+    With accounts in the store (``qcode user add``) everyone logs in and roles apply; names
+    typed into the page are only for the single-user local mode.
     """
-    store_path = Path(store_path)
+    store_path = store_path if is_url(store_path) else Path(store_path)
     if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
         raise ReviewError(
             f"the access token must be at least {MIN_TOKEN_LENGTH} characters; make one with "
             'python -c "import secrets; print(secrets.token_urlsafe())"'
         )
-    open_project(store_path).close()  # fail now, not on the first request; also migrates
+    with open_project(store_path) as store:  # fail now, not on the first request; migrates
+        accounts = has_accounts(store)
     app = FastAPI(title="qcode review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.review = ReviewConfig(
         store_path=store_path,
@@ -171,6 +189,7 @@ def create_app(
         snapshots=SnapshotCache(),
         static={n: ((HERE / "static" / n).read_bytes(), t) for n, t in STATIC_FILES.items()},
         cache_dir=cache_dir,
+        accounts=accounts,
     )
     app.middleware("http")(guard)
     for kind in (WebError, StarletteHTTPException, RequestValidationError, Exception):
@@ -204,7 +223,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    store_path: Path,
+    store_path: Path | str,
     host: str = "127.0.0.1",
     port: int = 8765,
     token: str | None = None,
@@ -214,24 +233,26 @@ def serve(
 ) -> None:
     """Serve the review page with uvicorn until Ctrl+C.
 
-    Any interface other than loopback needs a token: the page shows confidential transcripts
-    and writes decisions, and anyone on the network could otherwise do both. ``trusted_proxy``:
-    the address of a reverse proxy whose ``X-Forwarded-For`` names the real client.
+    Any interface other than loopback needs accounts (``qcode user add``): the page shows
+    confidential transcripts and writes decisions, and everyone on the network must be someone.
+    ``trusted_proxy``: the address of a reverse proxy whose ``X-Forwarded-For`` (and
+    ``X-Forwarded-Proto``: cookies are then marked Secure) are believed.
     """
-    if not is_loopback(host) and not token:
-        raise ReviewError(
-            f"refusing to serve the review page on {host} without a token: anyone who can reach "
-            "this machine could read the transcripts. Pass --token (e.g. the output of "
-            'python -c "import secrets; print(secrets.token_urlsafe())") or use --host 127.0.0.1'
-        )
     import uvicorn
 
-    app = create_app(Path(store_path), token=token, blind=blind, cache_dir=cache_dir)
+    app = create_app(store_path, token=token, blind=blind, cache_dir=cache_dir)
+    if not is_loopback(host) and not settings_of(app).accounts:
+        raise ReviewError(
+            f"refusing to serve the review page on {host} without accounts: anyone who can "
+            "reach this machine could read the transcripts. Add a lead with "
+            "'qcode user add NAME --role lead' (and the team's accounts), or use --host 127.0.0.1"
+        )
     config = server_config(app, host, port, trusted_proxy)
     everywhere = host in ("0.0.0.0", "::")
     shown = "127.0.0.1" if everywhere else host
     shown = f"[{shown}]" if ":" in shown else shown
     login = f"?{urlencode({'token': token})}" if token else ""
+    store_path = without_password(str(store_path)) if is_url(store_path) else store_path
     print(f"review: serving {store_path} at http://{shown}:{port}/{login} (Ctrl+C to stop)")
     if everywhere:
         print("review: from other machines, use this machine's address instead of 127.0.0.1")
@@ -283,6 +304,7 @@ async def guard(request: Request, call_next: Callable[[Request], Awaitable[Respo
 
 def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
     """A response that stops the request here (error, login, name form), or None to go on."""
+    request.state.account = None
     if request.method not in SAFE_METHODS:
         _same_origin(request)
     if config.token is None:
@@ -310,6 +332,8 @@ def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
         if not _same(cookie, config.token):
             config.throttle.failed(client)
             raise Forbidden("your access token is no longer valid: open the link with ?token=...")
+    if config.accounts:
+        return _login_gate(request, config)
     if (
         request.method == "GET"
         and reviewer_of(request) is None
@@ -318,6 +342,40 @@ def _gatekeeper(request: Request, config: ReviewConfig) -> Response | None:
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse("/reviewer?" + urlencode({"next": here}), 303)
     return None
+
+
+def _login_gate(request: Request, config: ReviewConfig) -> Response | None:
+    """Team mode: who is logged in (``request.state.account``), or the way to the login page."""
+    if request.url.path.startswith(PUBLIC_PATHS):
+        return None
+    store = Store(config.store_path, migrate=False)
+    try:
+        account = account_for(store, request.cookies.get(LOGIN_COOKIE, ""))
+    finally:
+        store.close()
+    if account is None:
+        if request.method != "GET":
+            raise NotLoggedIn("log in again: your session has ended")
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?" + urlencode({"next": here}), 303)
+    request.state.account = account
+    return None
+
+
+def account_of(request: Request) -> Account | None:
+    return getattr(request.state, "account", None)
+
+
+def require(request: Request, *roles: str) -> None:
+    """403 unless the logged-in account has one of ``roles`` (single-user mode: always fine)."""
+    account = account_of(request)
+    if settings(request).accounts and (account is None or account.role not in roles):
+        role = account.role if account else "nobody"
+        raise Forbidden(f"a {role} account may not do this; ask the project's lead")
+
+
+def settings_of(app: FastAPI) -> ReviewConfig:
+    return app.state.review
 
 
 def _same_origin(request: Request) -> None:
@@ -341,9 +399,13 @@ def _same(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode(), expected.encode())
 
 
-def set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
-    """Cookies no script can read and no other site can send."""
-    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", path="/")
+def set_cookie(
+    response: Response, name: str, value: str, max_age: int | None = None, secure: bool = False
+) -> None:
+    """Cookies no script can read and no other site can send (and, behind TLS, only over it)."""
+    response.set_cookie(
+        name, value, max_age=max_age, httponly=True, samesite="strict", path="/", secure=secure
+    )
 
 
 async def checked_form(request: Request) -> FormData:
@@ -389,7 +451,22 @@ def valid_reviewer(name: str) -> str | None:
 
 
 def reviewer_of(request: Request) -> str | None:
+    """Who signs decisions: the logged-in account, or (single-user mode) the typed name."""
+    if settings(request).accounts:
+        account = account_of(request)
+        return account.name if account else None
     return valid_reviewer(unquote(request.cookies.get(REVIEWER_COOKIE, "")))
+
+
+def blind_scope(request: Request) -> str | None:
+    """Whose decisions the page shows: one reviewer's in blind coding, else everybody's."""
+    config = settings(request)
+    if config.accounts:
+        account = account_of(request)
+        if account is None or account.role == "lead":
+            return None  # leads see everyone's work
+        return account.name if (config.blind or account.blind) else None
+    return reviewer_of(request) if config.blind else None
 
 
 def view_for(request: Request, store: Store) -> tuple[ProjectView, str]:
@@ -398,17 +475,19 @@ def view_for(request: Request, store: Store) -> tuple[ProjectView, str]:
     if reviewer is None:
         raise BadRequest("tell the page your name first (the link at the top)")
     config = settings(request)
-    scope = reviewer if config.blind else None
-    return ProjectView.load(store, config.snapshots, scope), reviewer
+    return ProjectView.load(store, config.snapshots, blind_scope(request)), reviewer
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     config = settings(request)
     context.setdefault("orphan_count", None)
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    account = account_of(request)
     html = config.templates.get_template(template).render(
         reviewer=reviewer_of(request),
-        blind=config.blind,
+        account=account,
+        team=config.accounts,
+        blind=blind_scope(request) is not None,
         csrf=getattr(request.state, "csrf", ""),
         here=_local(here),
         **context,
@@ -512,6 +591,10 @@ router = APIRouter()
 @router.get("/", response_class=HTMLResponse)
 def queue_page(request: Request, store: StoreDep) -> HTMLResponse:
     """Units to review in the chosen order, with filters and progress."""
+    account = account_of(request)
+    if account is not None and account.role == "reader":
+        return RedirectResponse("/quotes", 303)  # type: ignore[return-value]
+    require(request, "lead", "reviewer")
     query = QueueQuery.parse(request.query_params)
     view, _ = view_for(request, store)
     codebook = view.snapshot.codebook
@@ -535,7 +618,7 @@ def queue_page(request: Request, store: StoreDep) -> HTMLResponse:
         labels={c.id: c.label for c in codebook.codes},
         strategies=STRATEGIES,
         statuses=STATUSES,
-        reviewers=[] if settings(request).blind else store.reviewers(),
+        reviewers=[] if view.scope is not None else store.reviewers(),
         orphan_count=len(view.orphans()),
         done=request.query_params.get("done") == "1",
     )
@@ -544,6 +627,7 @@ def queue_page(request: Request, store: StoreDep) -> HTMLResponse:
 @router.get("/unit/{unit_id}", response_class=HTMLResponse)
 def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
     """One unit in its context, with its codes to accept, reject or add."""
+    require(request, "lead", "reviewer")
     query = QueueQuery.parse(request.query_params)
     view, reviewer = view_for(request, store)
     unit = _unit_or_404(view, unit_id)
@@ -585,6 +669,7 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
 @router.post("/unit/{unit_id}")
 def save_unit(unit_id: str, request: Request, store: StoreDep, form: FormDep) -> Response:
     """Record the reviewer's decisions on a unit in one transaction, then open the next unit."""
+    require(request, "lead", "reviewer")
     query = QueueQuery.parse(form)
     view, reviewer = view_for(request, store)
     _unit_or_404(view, unit_id)
@@ -665,11 +750,13 @@ def _unit_changed(request: Request, store: Store, unit_id: str, query: QueueQuer
 @router.get("/reviewer", response_class=HTMLResponse)
 def reviewer_form(request: Request, next: str = "/") -> HTMLResponse:
     """Ask for the name every decision is signed with."""
+    _no_names_in_team_mode(request)
     return render(request, "reviewer.html", next=_local(next), problem="")
 
 
 @router.post("/reviewer")
 def set_reviewer(request: Request, form: FormDep) -> Response:
+    _no_names_in_team_mode(request)
     name = valid_reviewer(str(form.get("name") or ""))
     target = _local(str(form.get("next") or "/"))
     if name is None:
@@ -695,6 +782,7 @@ def _local(target: str) -> str:
 @router.get("/orphans", response_class=HTMLResponse)
 def orphans_page(request: Request, store: StoreDep) -> HTMLResponse:
     """Decisions whose text is gone from the transcripts: never dropped, shown here."""
+    require(request, "lead", "reviewer")
     view, _ = view_for(request, store)
     orphans = view.orphans()
     return render(request, "orphans.html", orphans=records(orphans), orphan_count=len(orphans))
@@ -706,9 +794,79 @@ def quotes_page(request: Request) -> HTMLResponse:
     from pipeline.review.quotes import quotes_context
 
     config = settings(request)
-    scope = reviewer_of(request) if config.blind else None
+    scope = blind_scope(request)
     context = quotes_context(config.store_path, request.query_params, scope, config.cache_dir)
     return render(request, "quotes.html", status=400 if context["problem"] else 200, **context)
+
+
+def _no_names_in_team_mode(request: Request) -> None:
+    if settings(request).accounts:
+        raise NotFound("with accounts, decisions are signed by the logged-in account")
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    """Team mode: name and password."""
+    if not settings(request).accounts:
+        raise NotFound("this review page has no accounts (single-user mode)")
+    return render(request, "login.html", next=_local(next), problem="")
+
+
+@router.post("/login")
+def log_in(request: Request, form: FormDep) -> Response:
+    config = settings(request)
+    if not config.accounts:
+        raise NotFound("this review page has no accounts (single-user mode)")
+    client = request.client.host if request.client else "unknown"
+    config.throttle.check(client)
+    target = _local(str(form.get("next") or "/"))
+    store = Store(config.store_path, migrate=False)
+    try:
+        token, _ = login(store, str(form.get("name") or ""), str(form.get("password") or ""))
+    except LoginRefused as error:
+        config.throttle.failed(client)
+        return render(request, "login.html", status=401, next=target, problem=error.problem)
+    finally:
+        store.close()
+    response = RedirectResponse(target, 303)
+    secure = request.url.scheme == "https"
+    set_cookie(response, LOGIN_COOKIE, token, max_age=12 * 3600, secure=secure)
+    return response
+
+
+@router.post("/logout")
+def log_out(request: Request, store: StoreDep, form: FormDep) -> Response:
+    logout(store, request.cookies.get(LOGIN_COOKIE, ""))
+    response = RedirectResponse("/login", 303)
+    response.delete_cookie(LOGIN_COOKIE, path="/")
+    return response
+
+
+@router.get("/export.csv")
+def export_decisions(request: Request, store: StoreDep) -> Response:
+    """Every decision as CSV, for the lead; the export is recorded under their account."""
+    require(request, "lead")
+    frame = store.decisions()
+    who = reviewer_of(request) or "local"
+    record_event(store, who, "export", f"decisions.csv ({len(frame)} decisions)")
+    return Response(
+        frame.to_csv(index=False),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="decisions.csv"'},
+    )
+
+
+@router.get("/codebooks", response_class=HTMLResponse)
+def codebooks_page(request: Request, store: StoreDep) -> HTMLResponse:
+    """The codebook versions the project's runs used, newest first (for the lead)."""
+    require(request, "lead")
+    rows = store.db.execute(
+        "SELECT c.name, c.sha256, c.stored_at, COUNT(r.run_id) FROM codebooks c"
+        " LEFT JOIN runs r ON r.codebook_sha256 = c.sha256"
+        " GROUP BY c.name, c.sha256, c.stored_at ORDER BY c.stored_at DESC"
+    ).fetchall()
+    versions = [dict(name=n, sha256=s, stored_at=t, runs=k) for n, s, t, k in rows]
+    return render(request, "codebooks.html", versions=versions)
 
 
 @router.get("/favicon.ico")

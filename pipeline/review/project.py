@@ -17,6 +17,7 @@ from pipeline.decisions import current_codings, resolve_anchors
 from pipeline.review.errors import ReviewError
 from pipeline.review.queue import review_table
 from pipeline.store import NewDecision, Store, StoreError
+from pipeline.store_pg import is_url
 
 ATTRIBUTES = ("role", "local_authority", "workstream", "network")
 
@@ -61,7 +62,7 @@ class SnapshotCache:
 
 def open_project(path: Path) -> Store:
     """Open an existing project store (never create one: a typo would show an empty project)."""
-    if not path.is_file():
+    if not is_url(path) and not Path(path).is_file():
         raise ReviewError("no project store here: run 'qcode run' first or pass --store PATH", path)
     try:
         store = Store(path)
