@@ -25,8 +25,8 @@ class ClusterError(QcodeError):
 
     code = "E610"
     fix = (
-        "Install PostgreSQL (Debian: `apt-get install postgresql`) so that initdb and pg_ctl are on "
-        "PATH or under /usr/lib/postgresql/*/bin."
+        "Install PostgreSQL (Debian: `apt-get install postgresql`) so that initdb and pg_ctl "
+        "are on PATH or under /usr/lib/postgresql/*/bin."
     )
 
 
