@@ -101,41 +101,68 @@ def encoding_seconds(encoder, texts: list[str], settings: Settings) -> float:
 
 
 def active_learning(
-    bench, vectors, scores, labels, fold, recipe, models, start=25, step=25, stop=250, seed=0
+    bench, vectors, scores, labels, fold, recipe, models, start=25, step=25, stop=250, seeds=(0,)
 ) -> dict[str, list]:
-    """F1 on the test fold as labels grow, by random order and by uncertain-first order."""
+    """F1 on the test fold as labels grow, by random order and by uncertain-first order.
+
+    Each seed draws its own first ``start`` decisions (the same for both orders); a curve's
+    points are ``[decisions, mean F1 over seeds, sd]``, with every seed's F1 under ``per_seed``.
+    """
+    per_seed = {
+        order: [
+            _al_curve(
+                bench, vectors, scores, labels, fold, recipe, models, order, start, step, stop, seed
+            )
+            for seed in seeds
+        ]
+        for order in ("random", "uncertain")
+    }
+    curves: dict[str, list] = {}
+    for order, runs in per_seed.items():
+        f1 = np.array([[point[1] for point in run] for run in runs])
+        sd = f1.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(f1.shape[1])
+        curves[order] = [
+            [point[0], round(float(m), 4), round(float(d), 4)]
+            for point, m, d in zip(runs[0], f1.mean(axis=0), sd, strict=True)
+        ]
+    curves["seeds"] = list(seeds)
+    curves["per_seed"] = per_seed
+    return curves
+
+
+def _al_curve(
+    bench, vectors, scores, labels, fold, recipe, models, order, start, step, stop, seed
+) -> list:
+    """One simulated review: retrain after every ``step`` decisions taken in ``order``."""
     train, test = fold
     encoder, cache, settings = models
     attrs_test = attributes_of(bench, test)
     texts_test = [bench.texts[i] for i in test]
-    curves: dict[str, list] = {}
-    for order in ("random", "uncertain"):
-        rng = np.random.default_rng(seed)
-        chosen = list(rng.choice(train, start, replace=False))
-        points = []
-        while True:
-            coder = train_on(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
-            p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
-            points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
-            if len(chosen) >= stop:
-                break
-            pool = np.setdiff1d(train, chosen)
-            if order == "random":
-                chosen += list(rng.choice(pool, step, replace=False))
-            else:
-                pp = coder.probabilities(
-                    vectors[pool],
-                    scores[pool],
-                    [bench.texts[i] for i in pool],
-                    attributes_of(bench, pool),
-                )
-                # Uncertain, as the review queue orders units: smallest margin between the
-                # unit's top two codes first.
-                top2 = -np.sort(-pp, axis=1)[:, :2]
-                margin = top2[:, 0] - top2[:, 1]
-                chosen += list(pool[np.argsort(margin, kind="stable")[:step]])
-        curves[order] = points
-    return curves
+    rng = np.random.default_rng(seed)
+    chosen = list(rng.choice(train, start, replace=False))
+    points = []
+    while True:
+        coder = train_on(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
+        p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
+        points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
+        if len(chosen) >= stop:
+            break
+        pool = np.setdiff1d(train, chosen)
+        if order == "random":
+            chosen += list(rng.choice(pool, step, replace=False))
+        else:
+            pp = coder.probabilities(
+                vectors[pool],
+                scores[pool],
+                [bench.texts[i] for i in pool],
+                attributes_of(bench, pool),
+            )
+            # Uncertain, as the review queue orders units: smallest margin between the
+            # unit's top two codes first.
+            top2 = -np.sort(-pp, axis=1)[:, :2]
+            margin = top2[:, 0] - top2[:, 1]
+            chosen += list(pool[np.argsort(margin, kind="stable")[:step]])
+    return points
 
 
 def train_on(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedCoder:
@@ -255,6 +282,7 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
             recipe,
             (encoder, cache, settings),
             stop=100 if quick else 250,
+            seeds=(0,) if quick else (0, 1, 2),
         )
     cache.close()
     return result
@@ -301,6 +329,22 @@ def table(result: dict) -> str:
             f"{learned.get('train_seconds', 0):.1f} | "
             f"{cell(found['floor: tf-idf + LR'])} | {cell(found['floor: frozen vectors + LR'])} |"
         )
+    return "\n".join(lines)
+
+
+def active_learning_table(curves: dict) -> str:
+    """Markdown: F1 (mean ± sd over seeds) by number of decisions, per order."""
+    sizes = [point[0] for point in curves["random"]]
+    lines = [
+        "| decisions | " + " | ".join(str(n) for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for order, name in (("random", "random"), ("uncertain", "most uncertain first")):
+        cells = [
+            f"{p[1]:.3f} ± {p[2]:.3f}" if len(p) > 2 and p[2] else f"{p[1]:.3f}"
+            for p in curves[order]
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -354,9 +398,11 @@ def main() -> None:
     out = args.out or RESULTS / ("quality-nhs-quick.json" if args.quick else "quality-nhs.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    if not args.quick:
+    if not args.quick and not args.sizes:
         write_docs(result, DOCS, command)
     print(table(result))
+    if "active_learning" in result:
+        print(active_learning_table(result["active_learning"]))
     print(f"results: {out}")
 
 
