@@ -55,9 +55,9 @@ class Recipe:
     question_words: int = 5  # first words crossed with each attribute ("Nothing" | question)
     own_threshold_from: int = 30  # positives a code needs for its own threshold (else shared)
     definition_rows: int = 2  # each code's label + definition, learned from as a positive
-    chars_weight: float = 0.0  # tf-idf of character n-grams inside words (spelling, stems)
-    char_min: int = 2
-    char_max: int = 4
+    chars_weight: float = 1.0  # tf-idf of character n-grams inside words (spelling, stems)
+    char_min: int = 3
+    char_max: int = 5
     penalties: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)  # ridge penalties to choose from
     penalty_per_code: bool = False  # each code its own penalty (by leave-one-out error)
     rbf_weight: float = 0.0  # a Gaussian kernel on sentence vectors beside the linear blocks

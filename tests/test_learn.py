@@ -58,7 +58,7 @@ def test_min_positives_is_the_rule():
 
 @pytest.mark.parametrize(
     "recipe",
-    [Recipe(), Recipe(chars_weight=1.0), Recipe(rbf_weight=1.0, penalty_per_code=True)],
+    [Recipe(chars_weight=0.0), Recipe(), Recipe(rbf_weight=1.0, penalty_per_code=True)],
     ids=["words", "chars", "gaussian-kernel"],
 )
 def test_saved_as_safetensors_and_json_and_loads_the_same(tmp_path, recipe):
