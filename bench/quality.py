@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -393,7 +394,7 @@ def main() -> None:
     )
     n_folds = args.folds or (2 if args.quick else 5)
     result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning)
-    command = "python -m bench.quality" + (" --quick" if args.quick else "")
+    command = " ".join(["python -m bench.quality", *sys.argv[1:]])
     result["command"] = command
     out = args.out or RESULTS / ("quality-nhs-quick.json" if args.quick else "quality-nhs.json")
     out.parent.mkdir(parents=True, exist_ok=True)
