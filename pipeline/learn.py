@@ -1,15 +1,18 @@
 """Learn: a coder that learns a codebook from people's decisions, on top of zero-shot.
 
-Each code with at least ``min_positives`` people-coded units (3 by default) gets a logistic
-regression over four feature blocks of a unit: its sentence vector, its words (tf-idf of 1-2
-word phrases, fitted on the people's units), its zero-shot similarity to every code, and the
-attributes it was given (e.g. the question a survey answer replies to). Codes with fewer
-positives keep the zero-shot score, turned into a probability by one curve fitted on all
-decisions. Thresholds are per code, chosen on out-of-fold probabilities of the people's units.
+Each code with at least ``min_positives`` people-coded units (3 by default) gets a ridge
+regression (all codes at once, in dual form) over five feature blocks of a unit: its sentence
+vector, its words (tf-idf of 1-2 word phrases, fitted on the people's units, first words crossed
+with the question), its character n-grams (3-5, inside words), its zero-shot similarity to every
+code, and the attributes it was given (e.g. the question a survey answer replies to). Codes with
+fewer positives keep the zero-shot score, turned into a probability by one curve fitted on all
+decisions. Thresholds come from leave-one-out probabilities of the people's units (one shared
+threshold; a code's own once it has ``own_threshold_from`` positives).
 
 Why this recipe: on the NHS benchmark (docs/quality.md) the words and the question carry what
-similarity misses ("Nothing." to "What could we do better?" is praise), and the blocks together
-beat each of the floors (tf-idf alone, frozen vectors alone) at every number of labels.
+similarity misses ("Nothing." to "What could we do better?" is praise), character n-grams catch
+misspellings and word stems, and the blocks together beat each of the floors (tf-idf alone,
+frozen vectors alone) at every number of labels.
 Everything is saved as safetensors + JSON (no pickles) and is fingerprinted to the codebook and
 the embedding model, so a coder cannot be used with vectors or codes it was not trained on.
 """

@@ -2,8 +2,8 @@
 
 250 decisions from fold 0 of the quick form (a 1,500-answer subset, 2 folds by respondent),
 scored on that fold's test half. The floors sit a little under what was measured, so a real
-regression fails: dropping the question, the words or the codebook's definitions from the
-learned coder each costs more than its margin.
+regression fails: dropping the question, the words, the character n-grams or the codebook's
+definitions from the learned coder each costs more than its margin.
 """
 
 from __future__ import annotations
