@@ -181,7 +181,14 @@ def train_on(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedC
     )
 
 
-def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -> dict:
+def run(
+    quick: bool,
+    sizes: list[int],
+    n_folds: int,
+    recipe: Recipe,
+    al: bool,
+    only_fold: int | None = None,
+) -> dict:
     bench = load_nhs()
     if quick:
         bench = subset(bench, 1500)
@@ -199,6 +206,8 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
     splits = folds(bench, n_folds)
     rows: list[dict] = []
     for f, (train, test) in enumerate(splits):
+        if only_fold is not None and f != only_fold:
+            continue
         texts_test = [bench.texts[i] for i in test]
         attrs_test = attributes_of(bench, test)
         zs = micro(zero_shot[test], labels[test])
@@ -378,10 +387,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI form: subset, 2 folds")
     parser.add_argument("--sizes", help="comma-separated numbers of labels")
     parser.add_argument("--folds", type=int)
+    parser.add_argument(
+        "--fold", type=int, help="run only this fold (0-based); --merge joins the results"
+    )
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="join one-fold results JSON into one result"
+    )
     parser.add_argument("--no-active-learning", action="store_true")
     parser.add_argument("--out", type=Path, help="results JSON")
     parser.add_argument("--table", type=Path, help="only write docs/quality.md from this JSON")
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(path.read_text(encoding="utf-8")) for path in args.merge]
+        result = {**parts[0], "rows": [row for part in parts for row in part["rows"]]}
+        result["summary"] = summarise(result["rows"])
+        result["machine"]["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+        result["command"] = " ".join(["python -m bench.quality", *sys.argv[1:]])
+        result["parts"] = [part["command"] for part in parts]
+        out = args.out or RESULTS / "quality-nhs.json"
+        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_docs(result, DOCS, result["command"])
+        print(table(result))
+        return
     if args.table:
         result = json.loads(args.table.read_text(encoding="utf-8"))
         write_docs(result, DOCS, result.get("command", "python -m bench.quality"))
@@ -393,13 +420,13 @@ def main() -> None:
         else (QUICK_SIZES if args.quick else SIZES)
     )
     n_folds = args.folds or (2 if args.quick else 5)
-    result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning)
+    result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning, args.fold)
     command = " ".join(["python -m bench.quality", *sys.argv[1:]])
     result["command"] = command
     out = args.out or RESULTS / ("quality-nhs-quick.json" if args.quick else "quality-nhs.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    if not args.quick and not args.sizes:
+    if not args.quick and not args.sizes and args.fold is None:
         write_docs(result, DOCS, command)
     print(table(result))
     if "active_learning" in result:
