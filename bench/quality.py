@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -188,7 +189,10 @@ def run(
     recipe: Recipe,
     al: bool,
     only_fold: int | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
 ) -> dict:
+    """Every method on every fold and size; ``checkpoint`` gets the result so far after each
+    size (a long run on a shared machine leaves what it measured if it is stopped)."""
     bench = load_nhs()
     if quick:
         bench = subset(bench, 1500)
@@ -205,6 +209,29 @@ def run(
 
     splits = folds(bench, n_folds)
     rows: list[dict] = []
+
+    def snapshot() -> dict:
+        return {
+            "benchmark": "nhs_fft_v6" + (" (quick subset)" if quick else ""),
+            "answers": len(bench.ids),
+            "codes": len(bench.codebook.ids),
+            "folds": n_folds,
+            "sizes": sizes,
+            "recipe": asdict(recipe),
+            "settings": {"model": settings.model, "precision": settings.precision},
+            "timing": {
+                "zero_shot_assign_seconds_all_answers_cached_vectors": round(zero_shot_seconds, 2),
+                "encode_seconds_all_answers_estimated": round(encode_seconds, 1),
+            },
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+                "python": platform.python_version(),
+            },
+            "rows": rows,
+            "summary": summarise(rows),
+        }
+
     for f, (train, test) in enumerate(splits):
         if only_fold is not None and f != only_fold:
             continue
@@ -262,26 +289,9 @@ def run(
                 + ", ".join(f"{r['method']} {r['f1']:.3f}" for r in rows[-3:]),
                 flush=True,
             )
-    result = {
-        "benchmark": "nhs_fft_v6" + (" (quick subset)" if quick else ""),
-        "answers": len(bench.ids),
-        "codes": len(bench.codebook.ids),
-        "folds": n_folds,
-        "sizes": sizes,
-        "recipe": asdict(recipe),
-        "settings": {"model": settings.model, "precision": settings.precision},
-        "timing": {
-            "zero_shot_assign_seconds_all_answers_cached_vectors": round(zero_shot_seconds, 2),
-            "encode_seconds_all_answers_estimated": round(encode_seconds, 1),
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-        },
-        "rows": rows,
-        "summary": summarise(rows),
-    }
+            if checkpoint:
+                checkpoint(snapshot())
+    result = snapshot()
     if al:
         result["active_learning"] = active_learning(
             bench,
@@ -319,7 +329,7 @@ def table(result: dict) -> str:
     """Markdown: F1 (mean ± sd) per method and number of labels, then precision/recall."""
     summary = result["summary"]
     methods = ["learned", "floor: tf-idf + LR", "floor: frozen vectors + LR"]
-    sizes = result["sizes"]
+    sizes = sorted(result["sizes"])
     lines = [
         "| labels | zero-shot | learned coder | P / R (learned) | train s | tf-idf + LR "
         "| frozen vectors + LR |",
@@ -420,12 +430,16 @@ def main() -> None:
         else (QUICK_SIZES if args.quick else SIZES)
     )
     n_folds = args.folds or (2 if args.quick else 5)
-    result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning, args.fold)
     command = " ".join(["python -m bench.quality", *sys.argv[1:]])
-    result["command"] = command
     out = args.out or RESULTS / ("quality-nhs-quick.json" if args.quick else "quality-nhs.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+    def save(result: dict) -> None:
+        result["command"] = command
+        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+    result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning, args.fold, save)
+    save(result)
     if not args.quick and not args.sizes and args.fold is None:
         write_docs(result, DOCS, command)
     print(table(result))
