@@ -190,6 +190,7 @@ def run(
     al: bool,
     only_fold: int | None = None,
     checkpoint: Callable[[dict], None] | None = None,
+    al_seeds: tuple[int, ...] | None = None,
 ) -> dict:
     """Every method on every fold and size; ``checkpoint`` gets the result so far after each
     size (a long run on a shared machine leaves what it measured if it is stopped)."""
@@ -302,7 +303,7 @@ def run(
             recipe,
             (encoder, cache, settings),
             stop=100 if quick else 250,
-            seeds=(0,) if quick else (0, 1, 2),
+            seeds=al_seeds or ((0,) if quick else (0, 1, 2)),
         )
     cache.close()
     return result
@@ -404,6 +405,7 @@ def main() -> None:
         "--merge", type=Path, nargs="+", help="join one-fold results JSON into one result"
     )
     parser.add_argument("--no-active-learning", action="store_true")
+    parser.add_argument("--al-seeds", help="comma-separated seeds of the active-learning runs")
     parser.add_argument("--out", type=Path, help="results JSON")
     parser.add_argument("--table", type=Path, help="only write docs/quality.md from this JSON")
     args = parser.parse_args()
@@ -438,7 +440,16 @@ def main() -> None:
         result["command"] = command
         out.write_text(json.dumps(result, indent=1), encoding="utf-8")
 
-    result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning, args.fold, save)
+    result = run(
+        args.quick,
+        sizes,
+        n_folds,
+        Recipe(),
+        not args.no_active_learning,
+        args.fold,
+        save,
+        tuple(int(x) for x in args.al_seeds.split(",")) if args.al_seeds else None,
+    )
     save(result)
     if not args.quick and not args.sizes and args.fold is None:
         write_docs(result, DOCS, command)
