@@ -22,7 +22,9 @@ import inspect
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -101,41 +103,68 @@ def encoding_seconds(encoder, texts: list[str], settings: Settings) -> float:
 
 
 def active_learning(
-    bench, vectors, scores, labels, fold, recipe, models, start=25, step=25, stop=250, seed=0
+    bench, vectors, scores, labels, fold, recipe, models, start=25, step=25, stop=250, seeds=(0,)
 ) -> dict[str, list]:
-    """F1 on the test fold as labels grow, by random order and by uncertain-first order."""
+    """F1 on the test fold as labels grow, by random order and by uncertain-first order.
+
+    Each seed draws its own first ``start`` decisions (the same for both orders); a curve's
+    points are ``[decisions, mean F1 over seeds, sd]``, with every seed's F1 under ``per_seed``.
+    """
+    per_seed = {
+        order: [
+            _al_curve(
+                bench, vectors, scores, labels, fold, recipe, models, order, start, step, stop, seed
+            )
+            for seed in seeds
+        ]
+        for order in ("random", "uncertain")
+    }
+    curves: dict[str, list] = {}
+    for order, runs in per_seed.items():
+        f1 = np.array([[point[1] for point in run] for run in runs])
+        sd = f1.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(f1.shape[1])
+        curves[order] = [
+            [point[0], round(float(m), 4), round(float(d), 4)]
+            for point, m, d in zip(runs[0], f1.mean(axis=0), sd, strict=True)
+        ]
+    curves["seeds"] = list(seeds)
+    curves["per_seed"] = per_seed
+    return curves
+
+
+def _al_curve(
+    bench, vectors, scores, labels, fold, recipe, models, order, start, step, stop, seed
+) -> list:
+    """One simulated review: retrain after every ``step`` decisions taken in ``order``."""
     train, test = fold
     encoder, cache, settings = models
     attrs_test = attributes_of(bench, test)
     texts_test = [bench.texts[i] for i in test]
-    curves: dict[str, list] = {}
-    for order in ("random", "uncertain"):
-        rng = np.random.default_rng(seed)
-        chosen = list(rng.choice(train, start, replace=False))
-        points = []
-        while True:
-            coder = train_on(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
-            p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
-            points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
-            if len(chosen) >= stop:
-                break
-            pool = np.setdiff1d(train, chosen)
-            if order == "random":
-                chosen += list(rng.choice(pool, step, replace=False))
-            else:
-                pp = coder.probabilities(
-                    vectors[pool],
-                    scores[pool],
-                    [bench.texts[i] for i in pool],
-                    attributes_of(bench, pool),
-                )
-                # Uncertain, as the review queue orders units: smallest margin between the
-                # unit's top two codes first.
-                top2 = -np.sort(-pp, axis=1)[:, :2]
-                margin = top2[:, 0] - top2[:, 1]
-                chosen += list(pool[np.argsort(margin, kind="stable")[:step]])
-        curves[order] = points
-    return curves
+    rng = np.random.default_rng(seed)
+    chosen = list(rng.choice(train, start, replace=False))
+    points = []
+    while True:
+        coder = train_on(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
+        p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
+        points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
+        if len(chosen) >= stop:
+            break
+        pool = np.setdiff1d(train, chosen)
+        if order == "random":
+            chosen += list(rng.choice(pool, step, replace=False))
+        else:
+            pp = coder.probabilities(
+                vectors[pool],
+                scores[pool],
+                [bench.texts[i] for i in pool],
+                attributes_of(bench, pool),
+            )
+            # Uncertain, as the review queue orders units: smallest margin between the
+            # unit's top two codes first.
+            top2 = -np.sort(-pp, axis=1)[:, :2]
+            margin = top2[:, 0] - top2[:, 1]
+            chosen += list(pool[np.argsort(margin, kind="stable")[:step]])
+    return points
 
 
 def train_on(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedCoder:
@@ -153,7 +182,18 @@ def train_on(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedC
     )
 
 
-def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -> dict:
+def run(
+    quick: bool,
+    sizes: list[int],
+    n_folds: int,
+    recipe: Recipe,
+    al: bool,
+    only_fold: int | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    al_seeds: tuple[int, ...] | None = None,
+) -> dict:
+    """Every method on every fold and size; ``checkpoint`` gets the result so far after each
+    size (a long run on a shared machine leaves what it measured if it is stopped)."""
     bench = load_nhs()
     if quick:
         bench = subset(bench, 1500)
@@ -170,7 +210,32 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
 
     splits = folds(bench, n_folds)
     rows: list[dict] = []
+
+    def snapshot() -> dict:
+        return {
+            "benchmark": "nhs_fft_v6" + (" (quick subset)" if quick else ""),
+            "answers": len(bench.ids),
+            "codes": len(bench.codebook.ids),
+            "folds": n_folds,
+            "sizes": sizes,
+            "recipe": asdict(recipe),
+            "settings": {"model": settings.model, "precision": settings.precision},
+            "timing": {
+                "zero_shot_assign_seconds_all_answers_cached_vectors": round(zero_shot_seconds, 2),
+                "encode_seconds_all_answers_estimated": round(encode_seconds, 1),
+            },
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+                "python": platform.python_version(),
+            },
+            "rows": rows,
+            "summary": summarise(rows),
+        }
+
     for f, (train, test) in enumerate(splits):
+        if only_fold is not None and f != only_fold:
+            continue
         texts_test = [bench.texts[i] for i in test]
         attrs_test = attributes_of(bench, test)
         zs = micro(zero_shot[test], labels[test])
@@ -225,26 +290,9 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
                 + ", ".join(f"{r['method']} {r['f1']:.3f}" for r in rows[-3:]),
                 flush=True,
             )
-    result = {
-        "benchmark": "nhs_fft_v6" + (" (quick subset)" if quick else ""),
-        "answers": len(bench.ids),
-        "codes": len(bench.codebook.ids),
-        "folds": n_folds,
-        "sizes": sizes,
-        "recipe": asdict(recipe),
-        "settings": {"model": settings.model, "precision": settings.precision},
-        "timing": {
-            "zero_shot_assign_seconds_all_answers_cached_vectors": round(zero_shot_seconds, 2),
-            "encode_seconds_all_answers_estimated": round(encode_seconds, 1),
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-        },
-        "rows": rows,
-        "summary": summarise(rows),
-    }
+            if checkpoint:
+                checkpoint(snapshot())
+    result = snapshot()
     if al:
         result["active_learning"] = active_learning(
             bench,
@@ -255,6 +303,7 @@ def run(quick: bool, sizes: list[int], n_folds: int, recipe: Recipe, al: bool) -
             recipe,
             (encoder, cache, settings),
             stop=100 if quick else 250,
+            seeds=al_seeds or ((0,) if quick else (0, 1, 2)),
         )
     cache.close()
     return result
@@ -281,7 +330,7 @@ def table(result: dict) -> str:
     """Markdown: F1 (mean ± sd) per method and number of labels, then precision/recall."""
     summary = result["summary"]
     methods = ["learned", "floor: tf-idf + LR", "floor: frozen vectors + LR"]
-    sizes = result["sizes"]
+    sizes = sorted(result["sizes"])
     lines = [
         "| labels | zero-shot | learned coder | P / R (learned) | train s | tf-idf + LR "
         "| frozen vectors + LR |",
@@ -301,6 +350,22 @@ def table(result: dict) -> str:
             f"{learned.get('train_seconds', 0):.1f} | "
             f"{cell(found['floor: tf-idf + LR'])} | {cell(found['floor: frozen vectors + LR'])} |"
         )
+    return "\n".join(lines)
+
+
+def active_learning_table(curves: dict) -> str:
+    """Markdown: F1 (mean ± sd over seeds) by number of decisions, per order."""
+    sizes = [point[0] for point in curves["random"]]
+    lines = [
+        "| decisions | " + " | ".join(str(n) for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for order, name in (("random", "random"), ("uncertain", "most uncertain first")):
+        cells = [
+            f"{p[1]:.3f} ± {p[2]:.3f}" if len(p) > 2 and p[2] else f"{p[1]:.3f}"
+            for p in curves[order]
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -333,10 +398,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI form: subset, 2 folds")
     parser.add_argument("--sizes", help="comma-separated numbers of labels")
     parser.add_argument("--folds", type=int)
+    parser.add_argument(
+        "--fold", type=int, help="run only this fold (0-based); --merge joins the results"
+    )
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="join one-fold results JSON into one result"
+    )
     parser.add_argument("--no-active-learning", action="store_true")
+    parser.add_argument("--al-seeds", help="comma-separated seeds of the active-learning runs")
     parser.add_argument("--out", type=Path, help="results JSON")
     parser.add_argument("--table", type=Path, help="only write docs/quality.md from this JSON")
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(path.read_text(encoding="utf-8")) for path in args.merge]
+        result = {**parts[0], "rows": [row for part in parts for row in part["rows"]]}
+        result["summary"] = summarise(result["rows"])
+        result["machine"]["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+        result["command"] = " ".join(["python -m bench.quality", *sys.argv[1:]])
+        result["parts"] = [part["command"] for part in parts]
+        out = args.out or RESULTS / "quality-nhs.json"
+        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_docs(result, DOCS, result["command"])
+        print(table(result))
+        return
     if args.table:
         result = json.loads(args.table.read_text(encoding="utf-8"))
         write_docs(result, DOCS, result.get("command", "python -m bench.quality"))
@@ -348,15 +432,30 @@ def main() -> None:
         else (QUICK_SIZES if args.quick else SIZES)
     )
     n_folds = args.folds or (2 if args.quick else 5)
-    result = run(args.quick, sizes, n_folds, Recipe(), not args.no_active_learning)
-    command = "python -m bench.quality" + (" --quick" if args.quick else "")
-    result["command"] = command
+    command = " ".join(["python -m bench.quality", *sys.argv[1:]])
     out = args.out or RESULTS / ("quality-nhs-quick.json" if args.quick else "quality-nhs.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    if not args.quick:
+
+    def save(result: dict) -> None:
+        result["command"] = command
+        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+    result = run(
+        args.quick,
+        sizes,
+        n_folds,
+        Recipe(),
+        not args.no_active_learning,
+        args.fold,
+        save,
+        tuple(int(x) for x in args.al_seeds.split(",")) if args.al_seeds else None,
+    )
+    save(result)
+    if not args.quick and not args.sizes and args.fold is None:
         write_docs(result, DOCS, command)
     print(table(result))
+    if "active_learning" in result:
+        print(active_learning_table(result["active_learning"]))
     print(f"results: {out}")
 
 

@@ -1,15 +1,18 @@
 """Learn: a coder that learns a codebook from people's decisions, on top of zero-shot.
 
-Each code with at least ``min_positives`` people-coded units (3 by default) gets a logistic
-regression over four feature blocks of a unit: its sentence vector, its words (tf-idf of 1-2
-word phrases, fitted on the people's units), its zero-shot similarity to every code, and the
-attributes it was given (e.g. the question a survey answer replies to). Codes with fewer
-positives keep the zero-shot score, turned into a probability by one curve fitted on all
-decisions. Thresholds are per code, chosen on out-of-fold probabilities of the people's units.
+Each code with at least ``min_positives`` people-coded units (3 by default) gets a ridge
+regression (all codes at once, in dual form) over five feature blocks of a unit: its sentence
+vector, its words (tf-idf of 1-2 word phrases, fitted on the people's units, first words crossed
+with the question), its character n-grams (3-5, inside words), its zero-shot similarity to every
+code, and the attributes it was given (e.g. the question a survey answer replies to). Codes with
+fewer positives keep the zero-shot score, turned into a probability by one curve fitted on all
+decisions. Thresholds come from leave-one-out probabilities of the people's units (one shared
+threshold; a code's own once it has ``own_threshold_from`` positives).
 
 Why this recipe: on the NHS benchmark (docs/quality.md) the words and the question carry what
-similarity misses ("Nothing." to "What could we do better?" is praise), and the blocks together
-beat each of the floors (tf-idf alone, frozen vectors alone) at every number of labels.
+similarity misses ("Nothing." to "What could we do better?" is praise), character n-grams catch
+misspellings and word stems, and the blocks together beat each of the floors (tf-idf alone,
+frozen vectors alone) at every number of labels.
 Everything is saved as safetensors + JSON (no pickles) and is fingerprinted to the codebook and
 the embedding model, so a coder cannot be used with vectors or codes it was not trained on.
 """
@@ -33,7 +36,6 @@ from pipeline.errors import QcodeError
 from pipeline.settings import Settings
 
 FORMAT_VERSION = 2
-PENALTIES = (0.3, 1.0, 3.0, 10.0)
 SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin", "probability"]
 Progress = Callable[[str, int, int], None]
 
@@ -60,13 +62,30 @@ class Recipe:
     question_words: int = 5  # first words crossed with each attribute ("Nothing" | question)
     own_threshold_from: int = 30  # positives a code needs for its own threshold (else shared)
     definition_rows: int = 2  # each code's label + definition, learned from as a positive
+    chars_weight: float = 1.0  # tf-idf of character n-grams inside words (spelling, stems)
+    char_min: int = 3
+    char_max: int = 5
+    penalties: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)  # ridge penalties to choose from
+    penalty_per_code: bool = False  # each code its own penalty (by leave-one-out error)
+    rbf_weight: float = 0.0  # a Gaussian kernel on sentence vectors beside the linear blocks
+    rbf_gamma: float = 1.0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
-def _counter(vocabulary: list[str] | None = None) -> CountVectorizer:
+def _counter(
+    vocabulary: list[str] | None = None, chars: tuple[int, int] | None = None
+) -> CountVectorizer:
+    if chars:
+        return CountVectorizer(
+            analyzer="char_wb",
+            ngram_range=chars,
+            lowercase=True,
+            vocabulary=vocabulary,
+            dtype=np.float32,
+        )
     return CountVectorizer(
         ngram_range=(1, 2),
         lowercase=True,
@@ -76,11 +95,16 @@ def _counter(vocabulary: list[str] | None = None) -> CountVectorizer:
     )
 
 
-def words_matrix(texts: list[str], vocabulary: list[str], idf: np.ndarray) -> sparse.csr_matrix:
+def words_matrix(
+    texts: list[str],
+    vocabulary: list[str],
+    idf: np.ndarray,
+    chars: tuple[int, int] | None = None,
+) -> sparse.csr_matrix:
     """tf-idf rows (sublinear counts, unit length) over a fixed vocabulary."""
     if not vocabulary:
         return sparse.csr_matrix((len(texts), 0), dtype=np.float32)
-    counts = _counter(vocabulary).transform(texts).tocsr().astype(np.float32)
+    counts = _counter(vocabulary, chars).transform(texts).tocsr().astype(np.float32)
     counts.data = 1.0 + np.log(counts.data)
     counts = counts.multiply(idf[None, :]).tocsr()
     norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
@@ -88,12 +112,14 @@ def words_matrix(texts: list[str], vocabulary: list[str], idf: np.ndarray) -> sp
     return sparse.diags(1.0 / norms) @ counts
 
 
-def fit_words(texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Vocabulary (1-2 word phrases) and smoothed idf of the people's units."""
+def fit_words(
+    texts: list[str], chars: tuple[int, int] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Vocabulary (1-2 word phrases, or character n-grams) and smoothed idf of the units."""
     if not any(t.strip() for t in texts):
         return [], np.zeros(0, dtype=np.float32)
     try:
-        counts = _counter().fit(texts)
+        counts = _counter(chars=chars).fit(texts)
     except ValueError:  # only stop-characters
         return [], np.zeros(0, dtype=np.float32)
     vocabulary = counts.get_feature_names_out().tolist()
@@ -163,10 +189,16 @@ class LearnedCoder:
     model_fingerprint: str
     codebook_sha256: str
     info: dict = field(default_factory=dict)
+    char_vocabulary: list[str] = field(default_factory=list)
+    char_idf: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    # Gaussian-kernel part (recipe.rbf_weight): the learned-from vectors and, per code, the
+    # weight of each (already scaled to the probability curve).
+    support: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    support_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     @property
     def needs_texts(self) -> bool:
-        return bool(self.vocabulary) and bool(self.learned.any())
+        return bool(self.vocabulary or self.char_vocabulary) and bool(self.learned.any())
 
     def features(
         self,
@@ -184,6 +216,7 @@ class LearnedCoder:
             self.idf,
             self.attributes,
             self.recipe,
+            (self.char_vocabulary, self.char_idf),
         )
 
     def probabilities(
@@ -199,7 +232,13 @@ class LearnedCoder:
         if not self.learned.any() or len(vectors) == 0:
             return fallback
         x = self.features(vectors, scores, texts, attributes)
-        learned = _sigmoid(np.asarray(x @ self.weights.T) + self.bias)
+        z = np.asarray(x @ self.weights.T) + self.bias
+        if self.support.size:
+            z = (
+                z
+                + rbf_kernel(vectors, self.support, self.recipe.rbf_gamma) @ self.support_weights.T
+            )
+        learned = _sigmoid(z)
         return np.where(self.learned, learned, fallback)
 
     def decide(self, probabilities: np.ndarray, top_k: int = 50) -> np.ndarray:
@@ -254,6 +293,9 @@ class LearnedCoder:
                 "learned": self.learned.astype(np.uint8),
                 "thresholds": self.thresholds.astype(np.float32),
                 "idf": self.idf.astype(np.float32),
+                "char_idf": self.char_idf.astype(np.float32),
+                "support": np.ascontiguousarray(self.support, dtype=np.float32),
+                "support_weights": np.ascontiguousarray(self.support_weights, dtype=np.float32),
             },
             str(folder / "coder.safetensors"),
         )
@@ -261,6 +303,7 @@ class LearnedCoder:
             "format": FORMAT_VERSION,
             "code_ids": self.code_ids,
             "vocabulary": self.vocabulary,
+            "char_vocabulary": self.char_vocabulary,
             "attributes": self.attributes,
             "calibration": list(self.calibration),
             "at_least_one": self.at_least_one,
@@ -311,6 +354,10 @@ class LearnedCoder:
                 model_fingerprint=str(meta["model_fingerprint"]),
                 codebook_sha256=str(meta["codebook_sha256"]),
                 info=dict(meta.get("info") or {}),
+                char_vocabulary=list(meta.get("char_vocabulary") or []),
+                char_idf=arrays.get("char_idf", np.zeros(0, dtype=np.float32)),
+                support=arrays.get("support", np.zeros((0, 0), dtype=np.float32)),
+                support_weights=arrays.get("support_weights", np.zeros((0, 0), np.float32)),
             )
         except (KeyError, TypeError, IndexError) as error:
             raise ClassifierError(
@@ -344,8 +391,9 @@ def build_features(
     idf: np.ndarray,
     names: list[str],
     recipe: Recipe,
+    chars: tuple[list[str], np.ndarray] | None = None,
 ) -> sparse.csr_matrix:
-    """The four weighted blocks side by side (a block of weight 0 is left out)."""
+    """The weighted blocks side by side (a block of weight 0 is left out)."""
     rows = len(vectors)
     blocks = []
     if recipe.vector_weight:
@@ -355,6 +403,11 @@ def build_features(
             raise ClassifierError("this trained coder needs the units' texts")
         words = words_input(texts, attributes, names, recipe.question_words)
         blocks.append(words_matrix(words, vocabulary, idf) * recipe.words_weight)
+    if recipe.chars_weight and chars and chars[0]:
+        if texts is None:
+            raise ClassifierError("this trained coder needs the units' texts")
+        span = (recipe.char_min, recipe.char_max)
+        blocks.append(words_matrix(texts, chars[0], chars[1], span) * recipe.chars_weight)
     if recipe.zero_shot_weight:
         blocks.append(sparse.csr_matrix(scores.astype(np.float32) * recipe.zero_shot_weight))
     if recipe.attribute_weight and names:
@@ -385,35 +438,58 @@ def best_threshold(
     return float(min(max(best, 0.05), 0.95))
 
 
+def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """exp(-gamma * squared distance) between the rows of ``a`` and of ``b``."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    distance = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2.0 * a @ b.T
+    return np.exp(-gamma * np.clip(distance, 0.0, None))
+
+
 def _ridge(
-    x: sparse.csr_matrix, y: np.ndarray, penalties: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    x: sparse.csr_matrix,
+    y: np.ndarray,
+    penalties: tuple[float, ...],
+    per_code: bool = False,
+    extra_kernel: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | list[float], np.ndarray]:
     """Multi-output ridge regression in its dual form, for every code at once.
 
     With at most a few thousand decisions the (units x units) kernel is small, so one
     eigendecomposition gives the fit for every penalty and the exact leave-one-out predictions
-    (no refitting); the penalty is the one with the smallest leave-one-out error. Returns the
-    weights (features x codes), the intercepts, the leave-one-out scores and the penalty.
+    (no refitting); the penalty is the one with the smallest leave-one-out error, over all
+    codes or (``per_code``) for each code. ``extra_kernel`` (units x units) adds a kernel
+    with no explicit features (the Gaussian one). Returns the weights (features x codes), the
+    intercepts, the leave-one-out scores, the penalty (or one per code) and the dual weights.
     """
     mean = y.mean(axis=0)
     centred = y - mean
     kernel = np.asarray((x @ x.T).todense(), dtype=np.float64) + 1.0  # + 1: the intercept
+    if extra_kernel is not None:
+        kernel += extra_kernel
     values, vectors = np.linalg.eigh(kernel)
     values = np.clip(values, 0.0, None)
     projected = vectors.T @ centred
-    best = None
+    fits = []
     for penalty in penalties:
         inverse = 1.0 / (values + penalty)
         alpha = vectors @ (inverse[:, None] * projected)
         diagonal = (vectors**2) @ inverse
         residual = alpha / diagonal[:, None]  # leave-one-out residuals
-        error = float((residual**2).sum())
-        if best is None or error < best[0]:
-            best = (error, penalty, alpha, centred - residual)
-    _, penalty, alpha, loo = best
+        fits.append(((residual**2).sum(axis=0), alpha, centred - residual))
+    errors = np.stack([f[0] for f in fits])  # (penalties, codes)
+    if per_code:
+        choice = errors.argmin(axis=0)
+        columns = np.arange(y.shape[1])
+        alpha = np.stack([f[1] for f in fits])[choice, :, columns].T
+        loo = np.stack([f[2] for f in fits])[choice, :, columns].T
+        penalty: float | list[float] = [float(penalties[i]) for i in choice]
+    else:
+        best = int(errors.sum(axis=1).argmin())
+        _, alpha, loo = fits[best]
+        penalty = float(penalties[best])
     weights = np.asarray(x.T @ alpha)
     intercept = alpha.sum(axis=0) + mean  # the constant feature's weight, plus the mean
-    return weights, intercept, loo + mean, penalty
+    return weights, intercept, loo + mean, penalty, alpha
 
 
 def _calibration(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -459,7 +535,12 @@ def learn_coder(
         if recipe.words_weight
         else ([], np.zeros(0, np.float32))
     )
-    x = build_features(vectors, scores, texts, attributes, vocabulary, idf, names, recipe)
+    chars = (
+        fit_words(texts, (recipe.char_min, recipe.char_max))
+        if recipe.chars_weight
+        else ([], np.zeros(0, np.float32))
+    )
+    x = build_features(vectors, scores, texts, attributes, vocabulary, idf, names, recipe, chars)
     counted = np.ones(n, dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
     positives = labels[counted].sum(axis=0)
     learned = (positives >= recipe.min_positives) & (labels.sum(axis=0) < n)
@@ -469,10 +550,23 @@ def learn_coder(
     todo = np.flatnonzero(learned)
     oof = _sigmoid(calibration[0] * scores.astype(np.float64) + calibration[1])
     penalty = None
+    support = np.zeros((0, 0), dtype=np.float32)
+    support_weights = np.zeros((0, 0), dtype=np.float32)
     if len(todo):
         if progress:
             progress("learning codes", 0, 1)
-        w, b, loo, penalty = _ridge(x, labels[:, todo].astype(np.float64), PENALTIES)
+        extra = (
+            recipe.rbf_weight**2 * rbf_kernel(vectors, vectors, recipe.rbf_gamma)
+            if recipe.rbf_weight
+            else None
+        )
+        w, b, loo, penalty, alpha = _ridge(
+            x,
+            labels[:, todo].astype(np.float64),
+            tuple(recipe.penalties),
+            recipe.penalty_per_code,
+            extra,
+        )
         # One curve from ridge score to probability, fitted on leave-one-out scores.
         curve = LogisticRegression(C=1.0).fit(
             loo[judged].reshape(-1, 1), labels[judged][:, todo].reshape(-1)
@@ -481,6 +575,10 @@ def learn_coder(
         weights[todo] = (a * w.T).astype(np.float32)
         bias[todo] = (a * b + c0).astype(np.float32)
         oof[:, todo] = _sigmoid(a * loo + c0)
+        if extra is not None:
+            support = vectors.astype(np.float32)
+            support_weights = np.zeros((n_codes, n), dtype=np.float32)
+            support_weights[todo] = (a * recipe.rbf_weight**2 * alpha.T).astype(np.float32)
         if progress:
             progress("learning codes", 1, 1)
     # Per-code thresholds where a code has enough positives to judge; one shared otherwise.
@@ -505,6 +603,10 @@ def learn_coder(
         code_ids=list(code_ids),
         vocabulary=vocabulary,
         idf=idf,
+        char_vocabulary=chars[0],
+        char_idf=chars[1],
+        support=support,
+        support_weights=support_weights,
         attributes=names,
         weights=weights,
         bias=bias,

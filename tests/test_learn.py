@@ -56,8 +56,14 @@ def test_min_positives_is_the_rule():
     assert _coder(Recipe(min_positives=1))[0].learned.tolist() == [True, True, True]
 
 
-def test_saved_as_safetensors_and_json_and_loads_the_same(tmp_path):
-    coder, vectors, scores = _coder()
+@pytest.mark.parametrize(
+    "recipe",
+    [Recipe(chars_weight=0.0), Recipe(), Recipe(rbf_weight=1.0, penalty_per_code=True)],
+    ids=["words", "chars", "gaussian-kernel"],
+)
+def test_saved_as_safetensors_and_json_and_loads_the_same(tmp_path, recipe):
+    coder, vectors, scores = _coder(recipe)
+    assert bool(coder.char_vocabulary) == bool(recipe.chars_weight)
     coder.save(tmp_path / "coder")
     assert sorted(p.name for p in (tmp_path / "coder").iterdir()) == [
         "coder.json",
@@ -71,6 +77,8 @@ def test_saved_as_safetensors_and_json_and_loads_the_same(tmp_path):
         atol=1e-6,
     )
     assert again.attributes == ["question=improve", "question=why"]
+    assert again.char_vocabulary == coder.char_vocabulary
+    assert bool(again.support.size) == bool(recipe.rbf_weight)
     with pytest.raises(ClassifierError, match="another embedding model"):
         again.check_fits(["staff", "wait", "parking"], "other-fp")
     with pytest.raises(ClassifierError, match="other codes"):
