@@ -81,9 +81,17 @@ def resolve_anchors(
             out[column] = pd.Series(dtype=object)
         return out
     current_ids = set(units["unit_id"])
-    by_transcript = {
-        tid: frame.sort_values("start") for tid, frame in units.groupby("transcript_id")
-    }
+    by_transcript: dict[str, pd.DataFrame] = {}
+
+    def units_of(tid: str) -> pd.DataFrame | None:
+        # Only for decisions whose unit is gone (most are kept): splitting all units by
+        # transcript on every call cost the review page a fixed ~tens of ms per request.
+        if not by_transcript:
+            by_transcript.update(
+                {t: f.sort_values("start") for t, f in units.groupby("transcript_id")}
+            )
+        return by_transcript.get(tid)
+
     located: dict[tuple, tuple[str | None, str, str]] = {}
     for key in set(
         zip(
@@ -102,7 +110,7 @@ def resolve_anchors(
             located[key] = (None, "orphaned", "its text is no longer in the transcript")
             continue
         new_end = new_start + len(text)
-        frame = by_transcript.get(tid)
+        frame = units_of(tid)
         holder = None
         if frame is not None:
             exact = frame[(frame["start"] == new_start) & (frame["end"] == new_end)]

@@ -390,13 +390,26 @@ class Store:
             )
         }
 
-    def decisions(self, reviewer: str | None = None) -> pd.DataFrame:
-        query = "SELECT * FROM decisions"
-        params: tuple = ()
+    def decisions(self, reviewer: str | None = None, after: int = 0) -> pd.DataFrame:
+        """Decisions in the order they were made; ``after``: only those with a larger id (the
+        review page resolves only decisions it has not seen)."""
+        query = "SELECT * FROM decisions WHERE decision_id > ?"
+        params: tuple = (after,)
         if reviewer is not None:
-            query += " WHERE reviewer = ?"
-            params = (reviewer,)
+            query += " AND reviewer = ?"
+            params = (after, reviewer)
         return pd.read_sql_query(query + " ORDER BY decision_id", self.db, params=params)
+
+    def decision_count(self, up_to: int | None = None) -> int:
+        """How many decisions there are (with an id up to ``up_to``): a cache of decisions read
+        earlier checks with it that none was committed out of id order meanwhile."""
+        if up_to is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM decisions WHERE decision_id <= ?", (up_to,)
+            ).fetchone()[0]
+        )
 
     def resolved_decisions(self, codebook: Codebook | None = None) -> pd.DataFrame:
         """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""

@@ -60,7 +60,6 @@ from pipeline.review.queue import (
     STRATEGIES,
     filter_queue,
     neighbours,
-    order_queue,
     page_of,
     progress,
 )
@@ -488,7 +487,7 @@ class QueueQuery:
     ) -> pd.DataFrame:
         """The ordered, filtered units (blind reviewers filter on their own decisions only)."""
         table = view.table() if table is None else table
-        ordered = order_queue(table, self.order, view.snapshot.code_order)
+        ordered = view.ordered(table, self.order)
         reviewer = "" if view.scope is not None else self.reviewer
         return filter_queue(ordered, self.transcript, self.code, self.status, reviewer, keep)
 
@@ -561,7 +560,9 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
         query=query,
         unit=_plain_series(unit),
         attributes={a: unit[a] for a in ATTRIBUTES if unit[a]},
-        turns=turns_around(view.snapshot.units, view.snapshot.texts, unit),
+        turns=turns_around(
+            view.snapshot.transcript_units(unit["transcript_id"]), view.snapshot.texts, unit
+        ),
         codings=codings,
         state=view.review_state(unit_id),
         history=records(view.history(unit_id)),
