@@ -191,7 +191,12 @@ def test_hundred_decisions_survive_rerun_with_new_threshold_and_codebook(
     assert len(decided) == 100
     assert pd.read_csv(second / "orphaned_decisions.csv").empty
     manifest = json.loads((second / "manifest.json").read_text())
-    assert manifest["review"]["units_reviewed"] == 100
+    # Reviewed per code: a unit whose other suggested codes nobody decided is partly reviewed.
+    complete = codings.groupby("unit_id")["status"].agg(lambda s: bool((s != "suggested").all()))
+    decided_units = {d.unit_id for d in decisions}
+    review = manifest["review"]
+    assert review["units_reviewed"] == sum(bool(complete.get(u, True)) for u in decided_units)
+    assert review["units_reviewed"] + review["units_partly_reviewed"] == 100
     summary = (second / "summaries" / "index.md").read_text()
     assert "ts.trust_and_safety" in summary
 

@@ -1100,3 +1100,56 @@ def test_browser_cross_port_page_cannot_save_a_decision(page, browser, project_s
     with page.expect_navigation():
         page.click("#save")
     assert decisions_of(project_store)["reviewer"].tolist() == ["Victim"]
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.required
+def test_browser_focused_code_definition_by_keyboard_and_done(page, project_store, codebook):
+    """The focused code's definition, include and exclude notes are on the page (not only in a
+    hover tooltip) and follow the keyboard focus; the add-code filter shows the first match's;
+    ``d`` saves the unit as done."""
+    _give_name(page, "Reader")
+    unit_id = units_with_suggestions(project_store, 2)[0]
+    codes = suggested_codes(project_store, unit_id)
+    first, second = (codebook.code(c) for c in codes[:2])
+    page.goto(f"/unit/{unit_id}")
+    shown = _words(page.inner_text("#definitions .definition.focused"))
+    assert first.definition in shown and _words(first.exclude) in shown
+    assert page.is_visible("#definition-1") and not page.is_visible("#definition-2")
+
+    page.keyboard.press("2")  # accept code 2 and focus it: its notes replace code 1's
+    shown = _words(page.inner_text("#definitions .definition.focused"))
+    for part in (second.definition, second.include, second.exclude):
+        assert _words(part) in shown
+    assert not page.is_visible("#definition-1")
+    page.keyboard.press("i")  # the notes themselves take the focus (a screen reader reads them)
+    assert page.evaluate("document.activeElement.id") == "definitions"
+    page.keyboard.press("1")  # accept code 1, focus it
+    assert page.is_visible("#definition-1") and not page.is_visible("#definition-2")
+    page.keyboard.press("Tab")  # Tab to the next code's choices: its notes follow
+    assert page.is_visible("#definition-2") and not page.is_visible("#definition-1")
+
+    added = next(c for c in codebook.codes if c.id not in codes)
+    page.keyboard.press("Escape")
+    page.keyboard.press("c")
+    page.keyboard.type(added.id)
+    picked = _words(page.inner_text("#definition-picked"))
+    assert added.id in picked and added.definition in picked and _words(added.exclude) in picked
+    page.keyboard.press("Enter")
+    assert not page.is_visible("#definition-picked")
+    assert page.inner_text("#adding") == f"Adding: {added.id}"
+
+    order = queue_ids(project_store)
+    with page.expect_navigation():
+        page.keyboard.press("d")  # done: the codes left as is are rejected
+    assert page.url.endswith(f"/unit/{order[order.index(unit_id) + 1]}")
+    stored = decisions_of(project_store, "Reader")
+    made = set(zip(stored["code_id"], stored["action"], strict=True))
+    expected = {(first.id, "accept"), (second.id, "accept"), (added.id, "add"), ("", "done")}
+    expected |= {(c, "reject") for c in codes[2:]}
+    assert made == expected
+    page.goto(f"/unit/{unit_id}")
+    assert page.get_attribute("#review-state", "data-status") == "changed"

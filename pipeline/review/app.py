@@ -553,7 +553,13 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
     codings = records(view.codings(unit_id))
     for row in codings:
         code = codebook.code(row["code_id"])
-        row.update(label=code.label, definition=code.definition, kind=code.kind)
+        row.update(
+            label=code.label,
+            definition=code.definition,
+            include=code.include,
+            exclude=code.exclude,
+            kind=code.kind,
+        )
     return render(
         request,
         "unit.html",
@@ -568,7 +574,7 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
         history=records(view.history(unit_id)),
         codes=[
             {
-                **c.model_dump(include={"id", "label", "definition", "kind"}),
+                **c.model_dump(include={"id", "label", "definition", "include", "exclude", "kind"}),
                 "group": codebook.group(c.group).label,
             }
             for c in codebook.codes
