@@ -308,6 +308,7 @@ def evaluate(
         load_gold,
         predictions_by_segment,
         read_predictions,
+        shown,
         threshold_curve,
         unknown_predicted_codes,
     )
@@ -360,9 +361,9 @@ def evaluate(
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     typer.echo(
-        f"\n{result.segments} segments · micro-F1 {result.micro_f1:.3f} · macro-F1 "
-        f"{result.macro_f1:.3f} · mean kappa {result.mean_kappa:.3f} · Krippendorff's alpha "
-        f"{result.alpha:.3f} · exact-set accuracy {result.exact_set_accuracy:.3f}"
+        f"\n{result.segments} segments · micro-F1 {shown(result.micro_f1)} · macro-F1 "
+        f"{result.macro_f1:.3f} · mean kappa {shown(result.mean_kappa)} · Krippendorff's alpha "
+        f"{shown(result.alpha)} · exact-set accuracy {result.exact_set_accuracy:.3f}"
     )
     if result.confused_pairs:
         typer.echo(
@@ -430,25 +431,52 @@ def orphans(
 def agreement(
     store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
 ) -> None:
-    """Human-human agreement from double-coded units in the store (blind review)."""
-    from pipeline.evaluate import human_agreement
+    """Human-human agreement from double-coded units in the store (blind review).
+
+    Only units both people reviewed count (every suggested code decided, or marked done); a
+    rejection ("no code") counts as a decision. Per code: Cohen's kappa (undefined when neither
+    coder varied), Krippendorff's alpha and percent agreement."""
+    from pipeline.evaluate import human_agreement, shown
     from pipeline.store import Store
 
     require_store(store)
     try:
         with Store(store) as project:
             book = project.codebook()
-            pairs = human_agreement(project.resolved_decisions(book), book.ids)
+            pairs = human_agreement(
+                project.resolved_decisions(book), book.ids, project.units(), project.suggestions()
+            )
     except QcodeError as error:
         fail(error)
     if not pairs:
-        typer.echo("No unit has been decided by two reviewers yet.")
+        typer.echo("No unit has been reviewed by two reviewers yet.")
     for a, b, result in pairs:
-        typer.echo(
-            f"{a} vs {b}: {result.segments} units both decided · micro-F1 {result.micro_f1:.3f}"
-            f" · mean kappa {result.mean_kappa:.3f} · Krippendorff's alpha {result.alpha:.3f}"
-            f" · exact-set {result.exact_set_accuracy:.3f}"
+        undefined = (
+            f" ({result.kappa_undefined} of {result.averaged_codes} codes: undefined, neither "
+            "coder varied)"
+            if result.kappa_undefined
+            else ""
         )
+        typer.echo(
+            f"{a} vs {b}: {result.segments} units both reviewed · micro-F1 "
+            f"{shown(result.micro_f1)} · macro-F1 {result.macro_f1:.3f} · mean kappa "
+            f"{shown(result.mean_kappa)}{undefined} · Krippendorff's alpha {shown(result.alpha)}"
+            f" · agreement {shown(result.percent_agreement)} · exact-set "
+            f"{result.exact_set_accuracy:.3f}"
+        )
+        used = result.per_code[result.per_code["support"] + result.per_code["predicted"] > 0]
+        if len(used):
+            width = max(len("code"), *(len(c) for c in used["code"]))
+            typer.echo(
+                f"  {'code':<{width}}  {a[:8]:>8}  {b[:8]:>8}  both  kappa      alpha"
+                "      agreement"
+            )
+            for row in used.itertuples():
+                typer.echo(
+                    f"  {row.code:<{width}}  {row.support:>8}  {row.predicted:>8}  {row.both:>4}  "
+                    f"{shown(row.kappa):<9}  {shown(row.alpha):<9}  {shown(row.agreement)}"
+                    + (f"  ({row.note})" if row.note else "")
+                )
 
 
 @app.command("export-sheet")

@@ -24,6 +24,7 @@ from pipeline.assign import (
 )
 from pipeline.codebook import Codebook
 from pipeline.coder import Coder, Units
+from pipeline.decisions import ACCEPTING, CODING_ACTIONS, DONE, unit_review_state
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.errors import SegmentsFileError
 from pipeline.ingest import read_segments_csv, read_transcripts
@@ -97,38 +98,90 @@ def predictions_by_segment(predictions: pd.DataFrame) -> dict[str, list[str]]:
     return grouped
 
 
+KAPPA_UNDEFINED = "undefined: neither coder varied on this code"
+nan = float("nan")
+
+
 @dataclass
 class Agreement:
-    per_code: pd.DataFrame  # code, support, predicted, precision, recall, f1, kappa
+    """Agreement of two codings of the same segments.
+
+    ``per_code``: code, support (first coding), predicted (second coding), both, precision, recall,
+    f1, kappa, alpha (Krippendorff's, nominal), agreement (share of segments where the two
+    agree on the code) and note (why kappa is undefined, if it is). Kappa is undefined (NaN)
+    when each coding is constant for the code: with no variation chance agreement cannot be
+    estimated (0/0 when they agree throughout; a bare 0 by construction when they disagree
+    throughout), so it is said, not reported as 1 or 0; alpha and agreement still are.
+    """
+
+    per_code: pd.DataFrame
     micro_f1: float
     macro_f1: float
-    mean_kappa: float
+    mean_kappa: float  # over the averaged codes whose kappa is defined; NaN if none is
     exact_set_accuracy: float
     segments: int
     confused_pairs: list[tuple[str, str, int]]  # (gold code, predicted code, count)
     alpha: float = float("nan")  # Krippendorff's alpha over every (segment, code) presence
+    percent_agreement: float = float("nan")  # mean per-code agreement over the averaged codes
+    averaged_codes: int = 0  # codes the macro figures average over
+    kappa_undefined: int = 0  # of those, codes whose kappa is undefined
 
     def as_dict(self) -> dict:
         return {
             "segments": self.segments,
-            "micro_f1": round(self.micro_f1, 4),
+            "micro_f1": _round(self.micro_f1),
             "macro_f1": round(self.macro_f1, 4),
-            "mean_kappa": round(self.mean_kappa, 4),
+            "mean_kappa": _round(self.mean_kappa),
             "exact_set_accuracy": round(self.exact_set_accuracy, 4),
-            "krippendorff_alpha": None if self.alpha != self.alpha else round(self.alpha, 4),
-            "per_code": self.per_code.round(4).to_dict(orient="records"),
+            "krippendorff_alpha": _round(self.alpha),
+            "percent_agreement": _round(self.percent_agreement),
+            "averaged_codes": self.averaged_codes,
+            "kappa_undefined_codes": self.kappa_undefined,
+            "per_code": [
+                {k: _round(v) if isinstance(v, float) else v for k, v in row.items()}
+                for row in self.per_code.to_dict(orient="records")
+            ],
             "confused_pairs": [
                 {"gold": g, "predicted": p, "count": n} for g, p, n in self.confused_pairs
             ],
         }
 
 
+def _round(value: float) -> float | None:
+    """Rounded for JSON; NaN (undefined) becomes null."""
+    return None if value != value else round(float(value), 4)
+
+
+def shown(value: float, digits: int = 3) -> str:
+    """A figure for people: NaN is written "undefined", never "nan"."""
+    return "undefined" if value != value else f"{value:.{digits}f}"
+
+
 def _f1(tp: float, fp: float, fn: float) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
 
-def agreement(gold: list[list[str]], predicted: list[list[str]], code_ids: list[str]) -> Agreement:
-    """Per-code and overall agreement of two codings of the same segments."""
+def code_kappa(first: np.ndarray, second: np.ndarray) -> float:
+    """Cohen's kappa of two presence columns; NaN when there is no segment or both columns are
+    constant (see ``Agreement``). Otherwise scikit-learn's ``cohen_kappa_score``."""
+    if len(first) == 0 or (first.min() == first.max() and second.min() == second.max()):
+        return float("nan")
+    return float(cohen_kappa_score(first, second))
+
+
+def agreement(
+    gold: list[list[str]],
+    predicted: list[list[str]],
+    code_ids: list[str],
+    symmetric: bool = False,
+) -> Agreement:
+    """Per-code and overall agreement of two codings of the same segments.
+
+    The macro figures (macro-F1, mean kappa, percent agreement) average over the codes the
+    first coding (gold) uses, or with ``symmetric`` over the codes either coding uses: two
+    people compared are then interchangeable, so the figures do not depend on which of them is
+    named first.
+    """
     index = {c: i for i, c in enumerate(code_ids)}
     g = np.zeros((len(gold), len(code_ids)), dtype=bool)
     p = np.zeros_like(g)
@@ -140,38 +193,57 @@ def agreement(gold: list[list[str]], predicted: list[list[str]], code_ids: list[
     fn = (g & ~p).sum(axis=0)
     rows = []
     for i, code in enumerate(code_ids):
-        if g[:, i].any() or p[:, i].any():
-            kappa = (
-                float(cohen_kappa_score(g[:, i], p[:, i]))
-                if g[:, i].any() != g[:, i].all() or p[:, i].any() != p[:, i].all()
-                else 1.0
-            )
-        else:
-            kappa = float("nan")
+        used = bool(g[:, i].any() or p[:, i].any())
+        kappa = code_kappa(g[:, i], p[:, i]) if used else float("nan")
         rows.append(
             {
                 "code": code,
                 "support": int(g[:, i].sum()),
                 "predicted": int(p[:, i].sum()),
+                "both": int(tp[i]),
                 "precision": tp[i] / (tp[i] + fp[i]) if tp[i] + fp[i] else 0.0,
                 "recall": tp[i] / (tp[i] + fn[i]) if tp[i] + fn[i] else 0.0,
                 "f1": _f1(tp[i], fp[i], fn[i]),
                 "kappa": kappa,
+                "alpha": presence_alpha(g[:, i], p[:, i]),
+                "agreement": float((g[:, i] == p[:, i]).mean()) if len(g) else float("nan"),
+                "note": KAPPA_UNDEFINED if used and kappa != kappa else "",
             }
         )
-    per_code = pd.DataFrame(rows)
-    present = per_code[per_code["support"] > 0]
+    per_code = pd.DataFrame(
+        rows,
+        columns=[
+            "code",
+            "support",
+            "predicted",
+            "both",
+            "precision",
+            "recall",
+            "f1",
+            "kappa",
+            "alpha",
+            "agreement",
+            "note",
+        ],
+    )
+    averaged = (
+        per_code[per_code["support"] + per_code["predicted"] > 0]
+        if symmetric
+        else per_code[per_code["support"] > 0]
+    )
+    kappas = averaged["kappa"].dropna()
     confused: dict[tuple[str, str], int] = {}
     for gs, ps in zip(gold, predicted, strict=True):
         for a in set(gs) - set(ps):
             for b in set(ps) - set(gs):
                 confused[(a, b)] = confused.get((a, b), 0) + 1
-    pairs = sorted(((a, b, n) for (a, b), n in confused.items()), key=lambda x: (-x[2], x[0]))
+    pairs = sorted(((a, b, n) for (a, b), n in confused.items()), key=lambda x: (-x[2], x[0], x[1]))
     return Agreement(
         per_code=per_code,
-        micro_f1=_f1(tp.sum(), fp.sum(), fn.sum()),
-        macro_f1=float(present["f1"].mean()) if len(present) else 0.0,
-        mean_kappa=float(present["kappa"].mean()) if len(present) else 0.0,
+        # Nobody coded anything: the codings agree, but F1 is 0/0, so undefined rather than 0.
+        micro_f1=_f1(tp.sum(), fp.sum(), fn.sum()) if tp.sum() + fp.sum() + fn.sum() else nan,
+        macro_f1=float(averaged["f1"].mean()) if len(averaged) else 0.0,
+        mean_kappa=float(kappas.mean()) if len(kappas) else float("nan"),
         exact_set_accuracy=float(
             np.mean([set(a) == set(b) for a, b in zip(gold, predicted, strict=True)])
         )
@@ -180,13 +252,17 @@ def agreement(gold: list[list[str]], predicted: list[list[str]], code_ids: list[
         segments=len(gold),
         confused_pairs=pairs[:10],
         alpha=presence_alpha(g, p),
+        percent_agreement=float(averaged["agreement"].mean()) if len(averaged) else float("nan"),
+        averaged_codes=len(averaged),
+        kappa_undefined=int(averaged["kappa"].isna().sum()),
     )
 
 
 def presence_alpha(first: np.ndarray, second: np.ndarray) -> float:
     """Krippendorff's alpha (nominal) for two codings of the same (segment, code) cells.
 
-    Computed by the maintained ``krippendorff`` package; NaN when there is nothing to compare.
+    Computed by the maintained ``krippendorff`` package; NaN when there is nothing to compare
+    (no cell, or one value in every cell: alpha is 0/0 there).
     """
     import krippendorff
 
@@ -282,8 +358,11 @@ def code_gold(
 
 
 def reviewer_codes(resolved: pd.DataFrame) -> dict[str, dict[str, set[str]]]:
-    """reviewer -> unit -> the codes that reviewer holds for the unit (accepted or added)."""
-    live = resolved[(resolved["anchor"] != "orphaned") & (resolved["action"] != "note")]
+    """reviewer -> unit -> the codes that reviewer holds for the unit (accepted or added), for
+    every unit they decided anything on (a unit marked done with no code: an empty set)."""
+    live = resolved[
+        (resolved["anchor"] != "orphaned") & resolved["action"].isin((*CODING_ACTIONS, DONE))
+    ]
     live = live.sort_values("decision_id").drop_duplicates(
         ["reviewer", "current_unit_id", "current_code_id"], keep="last"
     )
@@ -291,16 +370,58 @@ def reviewer_codes(resolved: pd.DataFrame) -> dict[str, dict[str, set[str]]]:
     for row in live.itertuples():
         units = out.setdefault(row.reviewer, {})
         codes = units.setdefault(row.current_unit_id, set())
-        if row.action in ("accept", "add"):
+        if row.action in ACCEPTING:
             codes.add(row.current_code_id)
     return out
 
 
+# Decisions from these sources are another tool's whole coding of an interview (import-qdpx):
+# a unit its coder left uncoded in an interview they coded is their "no code", not missing.
+WHOLE_INTERVIEW_SOURCES = ("import",)
+
+
+def coder_units(
+    resolved: pd.DataFrame, units: pd.DataFrame, suggestions: pd.DataFrame
+) -> dict[str, dict[str, set[str]]]:
+    """reviewer -> unit -> codes, for the units that reviewer *reviewed*.
+
+    Reviewed is ``unit_review_state`` with the reviewer's own decisions: every suggested code
+    decided (a rejection is a decision: "no code" counts), or the unit marked done. A coder
+    imported from another tool (``WHOLE_INTERVIEW_SOURCES``) also reviewed, with no code, every
+    codable unit of each interview they coded.
+    """
+    held = reviewer_codes(resolved)
+    live = resolved[resolved["anchor"] != "orphaned"] if len(resolved) else resolved
+    codable = units[units["codable"].astype(bool)]
+    out: dict[str, dict[str, set[str]]] = {}
+    for reviewer in sorted(held):
+        state = unit_review_state(units, suggestions, resolved, reviewer)
+        done = set(state.loc[state["reviewed"], "unit_id"])
+        mine = {u: set(held[reviewer].get(u, set())) for u in done}
+        imported = (
+            live[(live["reviewer"] == reviewer) & live["source"].isin(WHOLE_INTERVIEW_SOURCES)]
+            if "source" in live.columns
+            else live.iloc[0:0]
+        )
+        if len(imported):
+            covered = set(
+                units.loc[units["unit_id"].isin(imported["current_unit_id"]), "transcript_id"]
+            )
+            for unit_id in codable.loc[codable["transcript_id"].isin(covered), "unit_id"]:
+                mine.setdefault(unit_id, set(held[reviewer].get(unit_id, set())))
+        out[reviewer] = mine
+    return out
+
+
 def human_agreement(
-    resolved: pd.DataFrame, code_ids: list[str]
+    resolved: pd.DataFrame,
+    code_ids: list[str],
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
 ) -> list[tuple[str, str, Agreement]]:
-    """Agreement for every pair of reviewers on the units both of them decided."""
-    by_reviewer = reviewer_codes(resolved)
+    """Agreement for every pair of reviewers on the units both of them reviewed
+    (``coder_units``), with figures that do not depend on the order of the two names."""
+    by_reviewer = coder_units(resolved, units, suggestions)
     names = sorted(by_reviewer)
     pairs = []
     for i, a in enumerate(names):
@@ -315,6 +436,7 @@ def human_agreement(
                             [sorted(by_reviewer[a][u]) for u in shared],
                             [sorted(by_reviewer[b][u]) for u in shared],
                             code_ids,
+                            symmetric=True,
                         ),
                     )
                 )

@@ -223,9 +223,32 @@ def migration_statements(statement: str) -> list[str]:
             f"CREATE TRIGGER {name} {when} {event} ON {table} FOR EACH ROW"
             f" EXECUTE FUNCTION qcode_refuse('{message}')",
         ]
+    rename = re.match(r"ALTER TABLE \w+ RENAME TO (\w+);?$", statement.strip(), re.IGNORECASE)
+    if rename:
+        # A table copied whole (SQLite cannot widen a CHECK in place) keeps its ids, but its
+        # BIGSERIAL sequence starts at 1: move it past the largest id, as SQLite's does.
+        return [statement.strip().rstrip(";"), _serial_past_max(rename[1])]
     text = re.sub(
         r"INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY", statement, flags=re.I
     )
     text = re.sub(r"\bREAL\b", "DOUBLE PRECISION", text)
     text = re.sub(r"\bBLOB\b", "BYTEA", text)
     return [text.rstrip().rstrip(";")]
+
+
+def _serial_past_max(table: str) -> str:
+    """A block that sets each serial column's sequence of ``table`` past its largest value."""
+    return f"""
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT attname FROM pg_attribute
+        WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped
+        AND pg_get_serial_sequence('{table}', attname) IS NOT NULL
+    LOOP
+        EXECUTE 'SELECT setval(pg_get_serial_sequence(' || quote_literal('{table}') || ', '
+            || quote_literal(r.attname) || '), COALESCE((SELECT MAX(' || quote_ident(r.attname)
+            || ') FROM {table}), 0) + 1, false)';
+    END LOOP;
+END $$
+"""

@@ -69,7 +69,6 @@ from pipeline.review.queue import (
     STRATEGIES,
     filter_queue,
     neighbours,
-    order_queue,
     page_of,
     progress,
 )
@@ -567,7 +566,7 @@ class QueueQuery:
     ) -> pd.DataFrame:
         """The ordered, filtered units (blind reviewers filter on their own decisions only)."""
         table = view.table() if table is None else table
-        ordered = order_queue(table, self.order, view.snapshot.code_order)
+        ordered = view.ordered(table, self.order)
         reviewer = "" if view.scope is not None else self.reviewer
         return filter_queue(ordered, self.transcript, self.code, self.status, reviewer, keep)
 
@@ -638,19 +637,28 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
     codings = records(view.codings(unit_id))
     for row in codings:
         code = codebook.code(row["code_id"])
-        row.update(label=code.label, definition=code.definition, kind=code.kind)
+        row.update(
+            label=code.label,
+            definition=code.definition,
+            include=code.include,
+            exclude=code.exclude,
+            kind=code.kind,
+        )
     return render(
         request,
         "unit.html",
         query=query,
         unit=_plain_series(unit),
         attributes={a: unit[a] for a in ATTRIBUTES if unit[a]},
-        turns=turns_around(view.snapshot.units, view.snapshot.texts, unit),
+        turns=turns_around(
+            view.snapshot.transcript_units(unit["transcript_id"]), view.snapshot.texts, unit
+        ),
         codings=codings,
+        state=view.review_state(unit_id),
         history=records(view.history(unit_id)),
         codes=[
             {
-                **c.model_dump(include={"id", "label", "definition", "kind"}),
+                **c.model_dump(include={"id", "label", "definition", "include", "exclude", "kind"}),
                 "group": codebook.group(c.group).label,
             }
             for c in codebook.codes
@@ -676,8 +684,13 @@ def save_unit(unit_id: str, request: Request, store: StoreDep, form: FormDep) ->
     queue_ids = query.queue(view, keep=unit_id)["unit_id"].tolist()
     _, after = neighbours(queue_ids, unit_id)
     codings = view.codings(unit_id)
+    done = form.get("done") == "1"
     decisions = decisions_from_form(
-        unit_id, codings, *_choices(form, codings, view.snapshot.codebook.ids)
+        unit_id,
+        codings,
+        *_choices(form, codings, view.snapshot.codebook.ids),
+        done=done,
+        reviewed=done and view.review_state(unit_id)["reviewed"],
     )
     if decisions:
         try:

@@ -28,6 +28,11 @@
     if (form) form.requestSubmit();
   }
 
+  function done() {
+    const button = document.getElementById("done");
+    if (form && button) form.requestSubmit(button);
+  }
+
   // -- the unit page -------------------------------------------------------------------------
 
   function rows() {
@@ -44,6 +49,48 @@
     if (!row) return;
     const accept = row.querySelector("input[value=accept]");
     choose(row, accept.checked ? "" : "accept");
+    // Focus the row's checked choice: its definition is then the one shown.
+    const checked = row.querySelector("input[type=radio]:checked") || accept;
+    checked.focus();
+  }
+
+  // -- the focused code's definition, include and exclude notes (not only in tooltips) --------
+
+  const definitions = document.getElementById("definitions");
+  const codeDefinitions = Array.from(document.querySelectorAll("#definitions .definition[data-row]"));
+  const picked = document.getElementById("definition-picked");
+
+  function showDefinition(n) {
+    if (!codeDefinitions.length) return;
+    for (const item of codeDefinitions) {
+      const here = Number(item.dataset.row) === n;
+      item.hidden = !here;
+      item.classList.toggle("focused", here);
+    }
+  }
+
+  function showPicked(item) {
+    if (!picked) return;
+    if (!item) {
+      picked.hidden = true;
+      return;
+    }
+    picked.querySelector(".picked-id").textContent = item.dataset.code;
+    picked.querySelector(".picked-label").textContent = item.dataset.label;
+    for (const name of ["definition", "include", "exclude"]) {
+      const cell = picked.querySelector(name === "definition" ? ".definition-text" : `.${name}`);
+      cell.textContent = item.dataset[name] || "(none given)";
+    }
+    picked.hidden = false;
+  }
+
+  if (definitions) {
+    showDefinition(1);
+    const table = document.getElementById("codings");
+    table.addEventListener("focusin", (event) => {
+      const row = event.target.closest("tr[data-row]");
+      if (row) showDefinition(Number(row.dataset.row));
+    });
   }
 
   function focusedRow() {
@@ -61,6 +108,8 @@
       const text = item.dataset.search;
       item.hidden = !words.every((word) => text.includes(word));
     }
+    // The code Enter would pick: its definition, so it is read before it is added.
+    showPicked(words.length ? codeItems.find((item) => !item.hidden) : null);
   }
 
   function showAdding() {
@@ -106,9 +155,11 @@
       if (row) choose(row, "reject");
     },
     c: () => filter && filter.focus(),
+    i: () => definitions && definitions.focus(),
     m: () => memo && memo.focus(),
     s: save,
     Enter: save,
+    d: done,
     j: () => follow("next"),
     n: () => follow("next"),
     k: () => follow("prev"),
