@@ -462,6 +462,13 @@ def export_sheet_command(
     unreviewed: Annotated[
         bool, typer.Option("--unreviewed", help="Only units nobody has decided on yet.")
     ] = False,
+    reviewer: Annotated[
+        str | None,
+        typer.Option(
+            help="A sheet for this reviewer alone (double coding): only their decisions are "
+            "shown, and only theirs can conflict with it."
+        ),
+    ] = None,
 ) -> None:
     """Write a review sheet of the latest run's units with the machine's codes, for people to
     fill in (decision, final_codes, memo, reviewer) and bring back with import-sheet."""
@@ -469,7 +476,7 @@ def export_sheet_command(
 
     try:
         with open_store(store) as project:
-            result = export_sheet(project, out, transcript, unreviewed)
+            result = export_sheet(project, out, transcript, unreviewed, reviewer)
     except QcodeError as error:
         fail(error)
     typer.echo(result.summary())
