@@ -406,7 +406,9 @@ def evaluate(
 def orphans(
     store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
 ) -> None:
-    """List reviewers' decisions whose text or code is gone (kept, never dropped)."""
+    """List reviewers' decisions whose text or code is gone (kept, never dropped), and those
+    whose move awaits a person ("moved — confirm")."""
+    from pipeline.decisions import awaiting_confirmation
     from pipeline.store import Store
 
     require_store(store)
@@ -416,12 +418,39 @@ def orphans(
     except QcodeError as error:
         fail(error)
     orphaned = resolved[resolved["anchor"] == "orphaned"]
-    typer.echo(f"{len(orphaned)} of {len(resolved)} decisions are orphaned.")
+    waiting = awaiting_confirmation(resolved)
+    typer.echo(
+        f"{len(orphaned)} of {len(resolved)} decisions are orphaned"
+        + (f" ({len(waiting)} moved — confirm)." if len(waiting) else ".")
+    )
     for row in orphaned.itertuples():
         typer.echo(
             f"- #{row.decision_id} {row.reviewer} {row.action} {row.code_id} on "
             f'{row.transcript_id} [{row.start}-{row.end}] "{row.text[:80]}": {row.reason}'
         )
+        if row.Index in waiting.index:
+            typer.echo(f"  to apply it there: qcode confirm-move {row.decision_id} --reviewer NAME")
+
+
+@app.command("confirm-move")
+def confirm_move(
+    decision: Annotated[int, typer.Argument(help="Decision number, as 'qcode orphans' lists.")],
+    reviewer: Annotated[str, typer.Option(help="Your name: who confirmed the move.")],
+    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+) -> None:
+    """Confirm that a decision shown as "moved — confirm" belongs to the passage offered (a
+    typo fix, or a text that now appears twice). Recorded as a note; nothing is overwritten."""
+    from pipeline.decisions import CONFIRM_SOURCE, confirmation
+    from pipeline.store import NewDecision, Store
+
+    require_store(store)
+    try:
+        with Store(store) as project:
+            unit_id, memo = confirmation(project.resolved_decisions(), decision)
+            project.decide(reviewer, [NewDecision(unit_id, "", "note", memo)], CONFIRM_SOURCE)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(f"Decision {decision} now applies to unit {unit_id} (confirmed by {reviewer}).")
 
 
 @app.command()

@@ -519,7 +519,9 @@ def _follow(store: Store, old: pd.DataFrame, units: pd.DataFrame, codebook: Code
     if old.empty:
         return {}
     probe = old.assign(code_id="")
-    anchored = resolve_anchors(probe, units, store.transcript_texts(), codebook)
+    anchored = resolve_anchors(
+        probe, units, store.transcript_texts(), codebook, store.earlier_units(store.latest_run_id())
+    )
     texts = dict(zip(units["unit_id"], units["text"], strict=True))
     out = {}
     for row in anchored.itertuples(index=False):

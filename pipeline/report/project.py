@@ -93,7 +93,9 @@ def load_project(store_path: Path, reviewer: str | None = None) -> ProjectData:
         codebook = store.codebook(run_id)
         units = store.units(run_id)
         texts = store.transcript_texts()
-        resolved = resolve_anchors(store.decisions(), units, texts, codebook)
+        resolved = resolve_anchors(
+            store.decisions(), units, texts, codebook, store.earlier_units(run_id)
+        )
         suggestions = store.suggestions(run_id)
         codings = current_codings(suggestions, resolved, reviewer)
         attributes = store.transcript_attributes()

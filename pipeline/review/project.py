@@ -30,6 +30,7 @@ class Snapshot:
     suggestions: pd.DataFrame
     codebook: Codebook
     texts: dict[str, str]
+    earlier: pd.DataFrame | None = None  # units of earlier runs (decisions.resolve_anchors)
 
     @property
     def code_order(self) -> list[str]:
@@ -55,6 +56,7 @@ class SnapshotCache:
                     store.suggestions(run_id),
                     store.codebook(run_id),
                     store.transcript_texts(),
+                    store.earlier_units(run_id),
                 )
             return self._snapshot
 
@@ -88,7 +90,7 @@ class ProjectView:
     def load(cls, store: Store, cache: SnapshotCache, scope: str | None) -> ProjectView:
         snapshot = cache.get(store)
         resolved = resolve_anchors(
-            store.decisions(), snapshot.units, snapshot.texts, snapshot.codebook
+            store.decisions(), snapshot.units, snapshot.texts, snapshot.codebook, snapshot.earlier
         )
         return cls(snapshot, resolved, scope)
 
