@@ -967,14 +967,23 @@ def import_qdpx_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be recorded; write nothing.")
     ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            help="Make the tool's codings the project's own decisions (default: a separate "
+            "coder per tool user, for agreement only).",
+        ),
+    ] = False,
 ) -> None:
-    """Record another tool's codings as reviewers' decisions (each tool user is a reviewer),
-    so agreement can be measured here. Codes and spans that do not fit are listed."""
+    """Record another tool's codings as separate coders (one per tool user, "USER (FILE)"), so
+    agreement can be measured here; the project's codings and reports do not change unless you
+    pass --adopt. Codes and spans that do not fit are listed."""
     from pipeline.interop.refi import import_qdpx, open_project
 
     try:
         with open_project(store) as project:
-            report = import_qdpx(project, qdpx, dry_run)
+            report = import_qdpx(project, qdpx, dry_run, adopt)
     except QcodeError as error:
         fail(error)
     typer.echo(report.summary())

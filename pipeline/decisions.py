@@ -60,6 +60,7 @@ def resolve_code(code_id: str, codebook: Codebook) -> str | None:
 FUZZY_AT_LEAST = 0.85  # similarity (difflib ratio) of an edited text to its old text
 CONFIRM = "moved — confirm"  # the start of a decision's reason while its move awaits a person
 CONFIRM_SOURCE = "confirm"  # source of the note a person writes to confirm a move
+COMPARE_SOURCE = "compare"  # source of decisions imported for comparison (a separate coder)
 _CONFIRMED = re.compile(r"\bdecision (\d+)\b")
 
 
@@ -283,11 +284,19 @@ def confirmation(resolved: pd.DataFrame, decision_id: int) -> tuple[str, str]:
     return unit_id, f"Confirmed: decision {decision_id} moved here after its interview was edited."
 
 
+def project_decisions(resolved: pd.DataFrame) -> pd.DataFrame:
+    """Decisions that make the project's coding: all but those imported for comparison only
+    (``qcode import-qdpx`` without ``--adopt``), which count for agreement alone."""
+    if resolved.empty or "source" not in resolved.columns:
+        return resolved
+    return resolved[resolved["source"] != COMPARE_SOURCE]
+
+
 def latest_decisions(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.DataFrame:
-    """The latest accept/reject per (unit, code) among anchored decisions."""
+    """The latest accept/reject per (unit, code) among anchored decisions: one reviewer's, or
+    (``reviewer`` None) the project's, without comparison imports."""
     live = resolved[(resolved["anchor"] != "orphaned") & (resolved["action"] != "note")]
-    if reviewer is not None:
-        live = live[live["reviewer"] == reviewer]
+    live = live[live["reviewer"] == reviewer] if reviewer is not None else project_decisions(live)
     live = live.sort_values("decision_id")
     return live.drop_duplicates(["current_unit_id", "current_code_id"], keep="last")
 
@@ -332,6 +341,7 @@ def unit_statuses(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.Ser
 
 def review_counts(units: pd.DataFrame, codings: pd.DataFrame, resolved: pd.DataFrame) -> dict:
     """How much of a run people have reviewed (recorded in the manifest and summaries)."""
+    resolved = project_decisions(resolved)
     statuses = unit_statuses(resolved)
     codable = int(units["codable"].sum()) if len(units) else 0
     reviewed = int(statuses.index.isin(units.loc[units["codable"], "unit_id"]).sum())

@@ -25,6 +25,7 @@ from pipeline.interop.sheets import (
     read_sheet,
 )
 from pipeline.store import NewDecision, Store
+from tests.conftest import rerun_with_edit
 
 runner = CliRunner()
 
@@ -549,22 +550,6 @@ def test_cli_errors_are_messages(project_store, tmp_path):
 
 
 # -- sheets exported before an interview edit ---------------------------------------------------
-
-
-def rerun_with_edit(project_store: Path, tmp_path: Path, edit_text, nlp, encoder, codebook, cache):
-    """A new run over the sample in which WP-02's file was edited by ``edit_text(body)``."""
-    import shutil
-
-    from pipeline.ingest import read_transcripts
-    from tests.conftest import SAMPLE, record_real_run
-
-    folder = tmp_path / "edited"
-    shutil.copytree(SAMPLE, folder, ignore=shutil.ignore_patterns("gold", "double_coded"))
-    source = folder / "wp02_class_teacher.txt"
-    head, body = source.read_text(encoding="utf-8").split("\n---\n", 1)
-    source.write_text(head + "\n---\n" + edit_text(body), encoding="utf-8")
-    transcripts, problems = read_transcripts(folder)
-    record_real_run(project_store, transcripts, problems, nlp, encoder, codebook, cache)
 
 
 def test_sheet_from_before_an_edit_imports_every_unchanged_unit(
