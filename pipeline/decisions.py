@@ -339,6 +339,14 @@ def unit_statuses(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.Ser
     return pd.Series(statuses, dtype=object)
 
 
+def reviewed_unit_ids(resolved: pd.DataFrame, reviewer: str | None = None) -> set[str]:
+    """Units a person has reviewed: report denominators count the people these belong to.
+
+    For now a unit with any decision of the project (or of ``reviewer``); the per-code review
+    state (every suggested code decided, issue 14 point 2) replaces this one definition."""
+    return set(unit_statuses(resolved, reviewer).index)
+
+
 def review_counts(units: pd.DataFrame, codings: pd.DataFrame, resolved: pd.DataFrame) -> dict:
     """How much of a run people have reviewed (recorded in the manifest and summaries)."""
     resolved = project_decisions(resolved)

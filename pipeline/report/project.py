@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.codebook import Codebook
-from pipeline.decisions import current_codings, resolve_anchors, review_counts
+from pipeline.decisions import current_codings, resolve_anchors, review_counts, reviewed_unit_ids
 from pipeline.report.errors import ReportError
 from pipeline.store import Store, StoreError
 
@@ -42,7 +42,16 @@ class ProjectData:
     people: pd.DataFrame
     review: dict
     read_at: str
+    reviewed_units: frozenset[str] = frozenset()  # units a person reviewed (denominators)
     _counted: dict[bool, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def reviewed_people(self) -> pd.DataFrame:
+        """``people`` whose units were reviewed: who the report's figures can speak for."""
+        units = self.units[
+            (self.units["speaker_kind"] == "participant")
+            & self.units["unit_id"].isin(self.reviewed_units)
+        ]
+        return self.people[self.people["person"].isin(set(units["person"]))]
 
     def counted(self, include_suggestions: bool) -> pd.DataFrame:
         """Codings that count: accepted, plus unreviewed suggestions when asked; each with its
@@ -120,6 +129,7 @@ def load_project(store_path: Path, reviewer: str | None = None) -> ProjectData:
         people=_people(units, attributes),
         review=review_counts(units, codings, resolved),
         read_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        reviewed_units=frozenset(reviewed_unit_ids(resolved, reviewer)),
     )
 
 
