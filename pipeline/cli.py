@@ -178,6 +178,17 @@ def run(
         typer.secho(f"Skipped {line}", fg=typer.colors.YELLOW, err=True)
     for line in manifest["warnings"]:
         typer.secho(f"Warning: {line}", fg=typer.colors.YELLOW, err=True)
+    review = manifest.get("review", {})
+    orphaned = review.get("orphaned_decisions", 0)
+    if orphaned:
+        waiting = review.get("decisions_to_confirm", 0)
+        typer.secho(
+            f"{orphaned} reviewers' decision{'' if orphaned == 1 else 's'} no longer "
+            "attach to a unit (their text or code is gone"
+            + (f"; {waiting} moved — confirm" if waiting else "")
+            + f"): kept, not applied; see 'qcode orphans' or {run_dir / 'orphaned_decisions.csv'}",
+            fg=typer.colors.YELLOW,
+        )
     typer.echo(f"Outputs: {run_dir}")
     typer.echo(f"Draft summaries: {run_dir / 'summaries' / 'index.html'}")
 
@@ -405,15 +416,35 @@ def evaluate(
 @app.command()
 def orphans(
     store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    confirm: Annotated[
+        int | None,
+        typer.Option(
+            help="Confirm that this decision (shown as 'moved — confirm') belongs to the "
+            "passage offered; needs --reviewer."
+        ),
+    ] = None,
+    reviewer: Annotated[
+        str | None, typer.Option(help="Your name, with --confirm: who confirmed the move.")
+    ] = None,
 ) -> None:
     """List reviewers' decisions whose text or code is gone (kept, never dropped), and those
-    whose move awaits a person ("moved — confirm")."""
-    from pipeline.decisions import awaiting_confirmation
-    from pipeline.store import Store
+    whose move awaits a person ("moved — confirm": a typo fix, or a text that now appears
+    twice). --confirm N --reviewer NAME applies one there (recorded as a note)."""
+    from pipeline.decisions import CONFIRM_SOURCE, awaiting_confirmation, confirmation
+    from pipeline.store import NewDecision, Store
 
     require_store(store)
     try:
         with Store(store) as project:
+            if confirm is not None:
+                if not (reviewer or "").strip():
+                    raise QcodeError("--confirm needs --reviewer NAME: who confirmed the move")
+                unit_id, memo = confirmation(project.resolved_decisions(), confirm)
+                project.decide(reviewer, [NewDecision(unit_id, "", "note", memo)], CONFIRM_SOURCE)
+                typer.echo(
+                    f"Decision {confirm} now applies to unit {unit_id} (confirmed by {reviewer})."
+                )
+                return
             resolved = project.resolved_decisions()
     except QcodeError as error:
         fail(error)
@@ -429,28 +460,9 @@ def orphans(
             f'{row.transcript_id} [{row.start}-{row.end}] "{row.text[:80]}": {row.reason}'
         )
         if row.Index in waiting.index:
-            typer.echo(f"  to apply it there: qcode confirm-move {row.decision_id} --reviewer NAME")
-
-
-@app.command("confirm-move")
-def confirm_move(
-    decision: Annotated[int, typer.Argument(help="Decision number, as 'qcode orphans' lists.")],
-    reviewer: Annotated[str, typer.Option(help="Your name: who confirmed the move.")],
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
-) -> None:
-    """Confirm that a decision shown as "moved — confirm" belongs to the passage offered (a
-    typo fix, or a text that now appears twice). Recorded as a note; nothing is overwritten."""
-    from pipeline.decisions import CONFIRM_SOURCE, confirmation
-    from pipeline.store import NewDecision, Store
-
-    require_store(store)
-    try:
-        with Store(store) as project:
-            unit_id, memo = confirmation(project.resolved_decisions(), decision)
-            project.decide(reviewer, [NewDecision(unit_id, "", "note", memo)], CONFIRM_SOURCE)
-    except QcodeError as error:
-        fail(error)
-    typer.echo(f"Decision {decision} now applies to unit {unit_id} (confirmed by {reviewer}).")
+            typer.echo(
+                f"  to apply it there: qcode orphans --confirm {row.decision_id} --reviewer NAME"
+            )
 
 
 @app.command()

@@ -363,4 +363,5 @@ def review_counts(units: pd.DataFrame, codings: pd.DataFrame, resolved: pd.DataF
         "rejected_codings": int((codings["status"] == "rejected").sum()),
         "unreviewed_suggestions": int((codings["status"] == "suggested").sum()),
         "orphaned_decisions": int((resolved["anchor"] == "orphaned").sum()) if len(resolved) else 0,
+        "decisions_to_confirm": len(awaiting_confirmation(resolved)),
     }

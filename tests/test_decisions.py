@@ -345,32 +345,15 @@ def test_real_store_quote_and_typo_cases(
     runner = CliRunner()
     listed = runner.invoke(app, ["orphans", "--store", str(project_store)])
     assert "1 of 2 decisions are orphaned (1 moved — confirm)." in listed.output
-    assert f"qcode confirm-move {waiting['decision_id']} --reviewer NAME" in listed.output
-    confirmed = runner.invoke(
-        app,
-        [
-            "confirm-move",
-            str(waiting["decision_id"]),
-            "--reviewer",
-            "bea",
-            "--store",
-            str(project_store),
-        ],
-    )
+    assert f"qcode orphans --confirm {waiting['decision_id']} --reviewer NAME" in listed.output
+    confirm = ["orphans", "--confirm", str(waiting["decision_id"]), "--store", str(project_store)]
+    nameless = runner.invoke(app, confirm)
+    assert nameless.exit_code == 2 and "--confirm needs --reviewer" in nameless.output
+    confirmed = runner.invoke(app, [*confirm, "--reviewer", "bea"])
     assert confirmed.exit_code == 0, confirmed.output
     with Store(project_store) as store:
         after = store.resolved_decisions().set_index("code_id")
     assert after.loc["ts.time", "anchor"] == "moved"
     assert after.loc["ts.time", "current_unit_id"] == waiting["candidate_unit_id"]
-    again = runner.invoke(
-        app,
-        [
-            "confirm-move",
-            str(waiting["decision_id"]),
-            "--reviewer",
-            "bea",
-            "--store",
-            str(project_store),
-        ],
-    )
+    again = runner.invoke(app, [*confirm, "--reviewer", "bea"])
     assert again.exit_code == 2 and "[E602]" in again.output
