@@ -490,7 +490,13 @@ def find_quotes(
             f"stored transcript at their offsets (e.g. unit {bad[0]}): run 'qcode run' again"
         )
         found = found[verbatim].reset_index(drop=True)
+    matched = found
     found = stand_alone(found, project)
+    if len(found) < len(matched):
+        warnings.append(
+            f"{len(matched) - len(found)} matching units are not quoted: under {MIN_WORDS} "
+            "words even with the rest of their turn, they would not stand alone"
+        )
     vectors = vectors or UnitVectors(project, None)
     similarity, method = vectors.similarity(found["unit_id"].tolist(), found["text"].tolist())
     picks = select_diverse(found, similarity, request.limit, request.per_participant)
@@ -500,8 +506,8 @@ def find_quotes(
         request=request,
         expression=str(expr),
         quotes=quotes,
-        matched_units=len(found),
-        matched_participants=int(found["person"].nunique()) if len(found) else 0,
+        matched_units=len(matched),
+        matched_participants=int(matched["person"].nunique()) if len(matched) else 0,
         diversity=method,
         warnings=warnings,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.codebook import Codebook
-from pipeline.decisions import current_codings, resolve_anchors
+from pipeline.decisions import awaiting_confirmation, current_codings, resolve_anchors
 from pipeline.review.errors import ReviewError
 from pipeline.review.queue import review_table
 from pipeline.store import NewDecision, Store, StoreError
@@ -110,6 +110,11 @@ class ProjectView:
         return decisions[decisions["anchor"] == "orphaned"].sort_values(
             "decision_id", ascending=False
         )
+
+    def moves_to(self, unit_id: str) -> pd.DataFrame:
+        """Decisions shown as "moved — confirm" whose candidate passage is this unit."""
+        waiting = awaiting_confirmation(self.visible_decisions())
+        return waiting[waiting["candidate_unit_id"] == unit_id].sort_values("decision_id")
 
     def unit(self, unit_id: str) -> pd.Series | None:
         """A codable unit of the run, or None."""
