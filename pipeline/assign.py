@@ -158,7 +158,7 @@ def suggest(
     ranked = np.take_along_axis(scores, order, axis=1)
     ranked_key = np.take_along_axis(key, order, axis=1)
     following = np.concatenate([ranked[:, 1:], np.full((len(ranked), 1), np.nan)], axis=1)
-    margins = ranked - following
+    margins = np.maximum(ranked - following, 0.0)  # a tie at decision precision: 0, not below
     keep = ranked_key >= round(settings.threshold, DECISION_DECIMALS)
     keep &= ranked_key >= decision_key(ranked_key[:, :1] - settings.relative_cutoff)
     keep[:, settings.top_k :] = False

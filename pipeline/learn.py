@@ -227,6 +227,7 @@ class LearnedCoder:
         kept = np.take_along_axis(keep, order, axis=1)
         rank = np.cumsum(kept, axis=1)
         following = np.concatenate([ranked[:, 1:], np.zeros((len(ranked), 1))], axis=1)
+        following = np.minimum(following, ranked)  # a tie at decision precision: margin 0
         rows, cols = np.nonzero(kept)
         codes = order[rows, cols]
         return pd.DataFrame(
