@@ -178,17 +178,11 @@ def run(
         typer.secho(f"Skipped {line}", fg=typer.colors.YELLOW, err=True)
     for line in manifest["warnings"]:
         typer.secho(f"Warning: {line}", fg=typer.colors.YELLOW, err=True)
-    review = manifest.get("review", {})
-    orphaned = review.get("orphaned_decisions", 0)
-    if orphaned:
-        waiting = review.get("decisions_to_confirm", 0)
-        typer.secho(
-            f"{orphaned} reviewers' decision{'' if orphaned == 1 else 's'} no longer "
-            "attach to a unit (their text or code is gone"
-            + (f"; {waiting} moved — confirm" if waiting else "")
-            + f"): kept, not applied; see 'qcode orphans' or {run_dir / 'orphaned_decisions.csv'}",
-            fg=typer.colors.YELLOW,
-        )
+    from pipeline.outputs import orphans_line
+
+    line = orphans_line(manifest.get("review", {}), run_dir)
+    if line:
+        typer.secho(line, fg=typer.colors.YELLOW)
     typer.echo(f"Outputs: {run_dir}")
     typer.echo(f"Draft summaries: {run_dir / 'summaries' / 'index.html'}")
 

@@ -19,6 +19,7 @@ from pipeline.decisions import (
     text_sha,
     unit_statuses,
 )
+from pipeline.outputs import orphans_line
 from pipeline.store import NewDecision, Store
 from tests.conftest import CODEBOOK, SAMPLE
 
@@ -243,6 +244,13 @@ def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(
     orphaned = pd.read_csv(run / "orphaned_decisions.csv", keep_default_na=False)
     assert orphaned["text"].tolist() == [lose.text]
     assert "no longer in the transcript" in orphaned["reason"].iloc[0]
+    # qcode run's closing summary says so.
+    review = json.loads((run / "manifest.json").read_text())["review"]
+    line = orphans_line(review, run)
+    assert line.startswith("1 reviewer's decision no longer attaches to a unit (text or code")
+    assert str(run / "orphaned_decisions.csv") in line
+    assert orphans_line({**review, "orphaned_decisions": 3, "decisions_to_confirm": 2}, run)
+    assert orphans_line({**review, "orphaned_decisions": 0}, run) == ""
 
 
 # -- anchoring never guesses (issue 14 point 3) -------------------------------------------------
