@@ -26,6 +26,7 @@ import pandas as pd
 
 from pipeline.codebook import Codebook
 from pipeline.decisions import (
+    CONFIRM,
     current_codings,
     resolve_anchors,
     resolve_code,
@@ -526,7 +527,8 @@ def _follow(store: Store, old: pd.DataFrame, units: pd.DataFrame, codebook: Code
     out = {}
     for row in anchored.itertuples(index=False):
         holder = row.current_unit_id if row.anchor == "moved" else None
-        out[row.unit_id] = (holder, texts.get(holder, "") if holder else "")
+        unsure = str(row.reason).startswith(CONFIRM) and "appears" in str(row.reason)
+        out[row.unit_id] = (holder, texts.get(holder, "") if holder else "", unsure)
     return out
 
 
@@ -755,16 +757,22 @@ def _plan_rows(
             continue
         moved_from = ""
         if changed:
-            holder, now_text = followed.get(unit_id, (None, ""))
+            holder, now_text, unsure = followed.get(unit_id, (None, "", False))
             if holder is None or now_text != old_texts[unit_id]:
                 if has_content:
                     checked.changed.append(
                         Conflict(
                             row.row,
                             unit_id,
-                            "the interview was edited since the export and this text is not "
-                            "there any more; not imported (decide on the new text in a new "
-                            "sheet or on the review page)",
+                            (
+                                "the interview was edited since the export and this text now "
+                                "appears in more than one place; not imported (decide on the "
+                                "passage you mean on the review page)"
+                                if unsure
+                                else "the interview was edited since the export and this text "
+                                "is not there any more; not imported (decide on the new text "
+                                "in a new sheet or on the review page)"
+                            ),
                             sheet_text=old_texts[unit_id],
                             now_text=_now_text(old, unit_id, units, texts),
                         )
