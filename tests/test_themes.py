@@ -311,3 +311,39 @@ def test_report_flow_renders_every_format(prefect_harness, decided, settings, tm
     assert {"theme_report.md", "theme_report.html", "theme_report.docx", "quote_bank.csv"} <= names
     html = (tmp_path / "drafts" / "theme_report.html").read_text(encoding="utf-8")
     assert BANNER in html and 'data-code="ts.trust" data-units="13"' in html
+
+
+def test_docx_is_a4_with_readable_tables_and_charts(accepted_report, written):
+    """A4 pages; tables in 9 pt with the code column wide enough for any code id on one line;
+    charts placed so that their numbers are 8 pt or more on the page."""
+    import docx
+    from docx.shared import Pt
+
+    from pipeline.report.charts import HEATMAP_NUMBER_PT
+    from pipeline.report.render import CHART_DPI, TABLE_FONT_PT
+
+    document = docx.Document(str(written / "theme_report.docx"))
+    for section in document.sections:
+        assert round(section.page_width.cm, 1) == 21.0 and round(section.page_height.cm, 1) == 29.7
+    sizes = {
+        run.font.size
+        for table in document.tables
+        for row in table.rows
+        for cell in row.cells
+        for paragraph in cell.paragraphs
+        for run in paragraph.runs
+    }
+    assert sizes == {Pt(TABLE_FONT_PT)}
+    longest = max(len(theme.code.id) for theme in accepted_report.codes)
+    code_tables = [t for t in document.tables if t.rows[0].cells[0].text == "Code"]
+    assert code_tables
+    for table in code_tables:
+        # A character of a 9 pt proportional font is at most ~0.6 em wide on average.
+        assert table.rows[1].cells[0].width >= Pt(longest * TABLE_FONT_PT * 0.6)
+    assert document.inline_shapes
+    for shape in document.inline_shapes:
+        blob = shape._inline.graphic.graphicData.pic.blipFill.blip.embed
+        png = document.part.related_parts[blob].blob
+        native = int.from_bytes(png[16:20], "big") / CHART_DPI  # inches
+        scale = shape.width.inches / native
+        assert HEATMAP_NUMBER_PT * scale >= 8, (native, shape.width.inches)
