@@ -16,7 +16,7 @@ ENABLER = "#2e7d4f"
 INHIBITOR = "#b23a3a"
 
 
-HEATMAP_NUMBER_PT = 10  # at most ~17 cm wide in a DOCX: 8 pt or more on the page
+HEATMAP_NUMBER_PT = 11  # shrunk to the DOCX's 17 cm text width: still 8 pt or more
 
 
 def _pyplot():
@@ -150,6 +150,7 @@ def draw_charts(report: ThemeReport) -> dict[str, bytes]:
     """Every chart of the report, by file stem (``overview``, ``<group>-heatmap``...)."""
     charts = {"overview": overview(report)} if report.groups else {}
     for theme in report.groups:
-        charts[f"{theme.group.id}-heatmap"] = heatmap(theme, report.authorities)
+        if report.authorities:  # none when nobody's units were reviewed yet: no empty chart
+            charts[f"{theme.group.id}-heatmap"] = heatmap(theme, report.authorities)
         charts[f"{theme.group.id}-balance"] = balance(theme)
     return charts
