@@ -143,6 +143,7 @@ def resolve_anchors(
     texts: dict[str, str],
     codebook: Codebook,
     earlier_units: pd.DataFrame | None = None,
+    cache: dict | None = None,
 ) -> pd.DataFrame:
     """Each decision with ``current_unit_id``, ``current_code_id``, ``anchor``, ``reason`` and
     ``candidate_unit_id``.
@@ -150,6 +151,8 @@ def resolve_anchors(
     ``units`` are the current units (latest run); ``texts`` the current transcript texts;
     ``earlier_units`` the store's units of earlier runs (with ``last_run_id``), which say where
     a decision's neighbours were, so a text that now appears twice follows its context.
+    ``cache``: where a caller that resolves again and again against the same units (the review
+    page, per run) keeps each anchor found, so only new decisions cost anything.
 
     Never a guess: a decision whose text now appears more than once with no context to tell
     which is its passage, or whose text was edited (a typo fix), stays ``orphaned`` with a
@@ -168,14 +171,16 @@ def resolve_anchors(
         tid: frame.sort_values("start") for tid, frame in units.groupby("transcript_id")
     }
     confirmed = _confirmations(out)
-    earlier = None if earlier_units is None or earlier_units.empty else _Earlier(earlier_units)
-    located: dict[tuple, tuple[str | None, str, str, str]] = {}
+    earlier: _Earlier | None = None  # indexed on first need: most calls find every unit current
+    located: dict[tuple, tuple[str | None, str, str, str]] = {} if cache is None else cache
     keys = list(
         zip(
             out["unit_id"], out["transcript_id"], out["start"], out["end"], out["text"], strict=True
         )
     )
     for key in set(keys):
+        if key in located:
+            continue
         unit_id, tid, start, _end, text = key
         if unit_id in current_ids:
             located[key] = (unit_id, "kept", "", "")
@@ -184,6 +189,8 @@ def resolve_anchors(
             located[key] = (None, "orphaned", "its interview is no longer in the project", "")
             continue
         new_text, frame = texts[tid], by_transcript.get(tid)
+        if earlier is None and earlier_units is not None and not earlier_units.empty:
+            earlier = _Earlier(earlier_units)
         places = _occurrences(text, new_text)
         shifts = _neighbour_shifts(earlier, unit_id, int(start), new_text)
         if not places:

@@ -7,7 +7,7 @@ A run fixes the units, suggestions, codebook and transcript texts, so they are r
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +31,7 @@ class Snapshot:
     codebook: Codebook
     texts: dict[str, str]
     earlier: pd.DataFrame | None = None  # units of earlier runs (decisions.resolve_anchors)
+    anchors: dict = field(default_factory=dict)  # anchors found against this run, reused
 
     @property
     def code_order(self) -> list[str]:
@@ -90,7 +91,12 @@ class ProjectView:
     def load(cls, store: Store, cache: SnapshotCache, scope: str | None) -> ProjectView:
         snapshot = cache.get(store)
         resolved = resolve_anchors(
-            store.decisions(), snapshot.units, snapshot.texts, snapshot.codebook, snapshot.earlier
+            store.decisions(),
+            snapshot.units,
+            snapshot.texts,
+            snapshot.codebook,
+            snapshot.earlier,
+            snapshot.anchors,
         )
         return cls(snapshot, resolved, scope)
 
