@@ -14,7 +14,9 @@ so every re-run, codebook edit or model change is reconciled the same way:
 * a code renamed or merged in the codebook (``renamed:``) carries its decisions to the new id.
 
 The current state of a unit's codes is its latest decision per code where any exist, else the
-latest run's suggestions.
+latest run's suggestions. Whether a unit is *reviewed* is decided in one place,
+``unit_review_state``: the review page's queue and progress, the run manifest and the reports
+all call it, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from pipeline.errors import QcodeError
 
 ACCEPTING = ("accept", "add")
 REJECTING = ("reject", "remove")
-ACTIONS = (*ACCEPTING, *REJECTING, "note")
+CODING_ACTIONS = (*ACCEPTING, *REJECTING)
+# "done": the reviewer marked the whole unit reviewed (any suggestion still undecided is rejected
+# with it). On a unit with no suggestion it is how "reviewed, no code" is recorded.
+DONE = "done"
+ACTIONS = (*CODING_ACTIONS, "note", DONE)
+REVIEW_STATUSES = ("unreviewed", "partly reviewed", "accepted", "rejected", "changed", "no code")
 CODING_COLUMNS = [
     "unit_id",
     "code_id",
@@ -302,7 +309,7 @@ def project_decisions(resolved: pd.DataFrame) -> pd.DataFrame:
 def latest_decisions(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.DataFrame:
     """The latest accept/reject per (unit, code) among anchored decisions: one reviewer's, or
     (``reviewer`` None) the project's, without comparison imports."""
-    live = resolved[(resolved["anchor"] != "orphaned") & (resolved["action"] != "note")]
+    live = resolved[(resolved["anchor"] != "orphaned") & resolved["action"].isin(CODING_ACTIONS)]
     live = live[live["reviewer"] == reviewer] if reviewer is not None else project_decisions(live)
     live = live.sort_values("decision_id")
     return live.drop_duplicates(["current_unit_id", "current_code_id"], keep="last")
@@ -332,7 +339,9 @@ def current_codings(
 
 
 def unit_statuses(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.Series:
-    """unit_id -> accepted / rejected / changed, for units with any decision."""
+    """unit_id -> accepted / rejected / changed, for units with any decision on a code.
+
+    This says who touched a unit, not whether it is reviewed: use ``unit_review_state``."""
     latest = latest_decisions(resolved, reviewer)
     statuses = {}
     for unit_id, group in latest.groupby("current_unit_id"):
@@ -346,24 +355,97 @@ def unit_statuses(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.Ser
     return pd.Series(statuses, dtype=object)
 
 
-def reviewed_unit_ids(resolved: pd.DataFrame, reviewer: str | None = None) -> set[str]:
-    """Units a person has reviewed: report denominators count the people these belong to.
+REVIEW_STATE_COLUMNS = ["unit_id", "suggested", "undecided", "decided_codes", "reviewed", "status"]
 
-    For now a unit with any decision of the project (or of ``reviewer``); the per-code review
-    state (every suggested code decided, issue 14 point 2) replaces this one definition."""
-    return set(unit_statuses(resolved, reviewer).index)
+
+def unit_review_state(
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+    resolved: pd.DataFrame,
+    reviewer: str | None = None,
+) -> pd.DataFrame:
+    """Per codable unit of the run: is it reviewed? The one definition of "reviewed".
+
+    A unit is reviewed when somebody (only ``reviewer``, if given: blind coding, agreement) has
+    decided on it (a decision on a code, or a "done" mark) and every code the run suggests on it
+    has an accept or reject decision. Accepting one of three suggested codes leaves the unit
+    "partly reviewed"; a new suggestion on a reviewed unit (a code added to the codebook, a new
+    model) has no decision yet, so the unit is back in the queue. A unit with no suggestion is
+    reviewed once somebody adds a code or marks it done ("reviewed, no code").
+
+    Columns: ``unit_id``; ``suggested`` and ``undecided`` (how many suggested codes, and how
+    many of them nobody decided); ``decided_codes`` (the codes with a decision, a list);
+    ``reviewed`` (bool); ``status``: ``unreviewed`` (nobody decided anything), ``partly
+    reviewed``, or for reviewed units ``accepted`` / ``rejected`` / ``changed`` (codes added or
+    removed, or some accepted and some rejected) / ``no code`` (marked done, nothing suggested).
+    """
+    codable = units.loc[units["codable"].astype(bool), "unit_id"].tolist()
+    suggested: dict[str, set[str]] = {}
+    for unit_id, code_id in zip(suggestions["unit_id"], suggestions["code_id"], strict=True):
+        suggested.setdefault(unit_id, set()).add(code_id)
+    decided: dict[str, dict[str, str]] = {}  # unit -> code -> latest action
+    touched: set[str] = set()
+    if len(resolved):
+        live = resolved[resolved["anchor"] != "orphaned"]
+        if reviewer is not None:
+            live = live[live["reviewer"] == reviewer]
+        live = live.sort_values("decision_id")
+        for unit_id, code_id, action in zip(
+            live["current_unit_id"], live["current_code_id"], live["action"], strict=True
+        ):
+            if action in CODING_ACTIONS:
+                decided.setdefault(unit_id, {})[code_id] = action
+                touched.add(unit_id)
+            elif action == DONE:
+                touched.add(unit_id)
+    rows = []
+    for unit_id in codable:
+        codes = suggested.get(unit_id, set())
+        latest = decided.get(unit_id, {})
+        undecided = len(codes - latest.keys())
+        reviewed = unit_id in touched and undecided == 0
+        if not reviewed:
+            status = "partly reviewed" if unit_id in touched else "unreviewed"
+        else:
+            actions = set(latest.values())
+            if not actions:
+                status = "no code"
+            elif actions & {"add", "remove"} or actions >= {"accept", "reject"}:
+                status = "changed"
+            elif actions == {"accept"}:
+                status = "accepted"
+            else:
+                status = "rejected"
+        rows.append((unit_id, len(codes), undecided, sorted(latest), reviewed, status))
+    return pd.DataFrame(rows, columns=REVIEW_STATE_COLUMNS)
+
+
+def reviewed_units(
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+    resolved: pd.DataFrame,
+    reviewer: str | None = None,
+) -> set[str]:
+    """Ids of the reviewed codable units (``unit_review_state``): report denominators use it."""
+    state = unit_review_state(units, suggestions, resolved, reviewer)
+    return set(state.loc[state["reviewed"], "unit_id"])
 
 
 def review_counts(units: pd.DataFrame, codings: pd.DataFrame, resolved: pd.DataFrame) -> dict:
-    """How much of a run people have reviewed (recorded in the manifest and summaries)."""
+    """How much of a run people have reviewed (recorded in the manifest and summaries).
+
+    ``codings`` are ``current_codings``: its rows with a rank are the run's suggestions.
+    Decisions imported for comparison only are not the project's and are left out."""
     resolved = project_decisions(resolved)
-    statuses = unit_statuses(resolved)
-    codable = int(units["codable"].sum()) if len(units) else 0
-    reviewed = int(statuses.index.isin(units.loc[units["codable"], "unit_id"]).sum())
+    suggested = codings[codings["rank"].notna()] if len(codings) else codings
+    state = unit_review_state(units, suggested, resolved)
+    codable = len(state)
+    reviewed = int(state["reviewed"].sum())
     return {
         "decisions": len(resolved),
         "reviewers": sorted(set(resolved["reviewer"])) if len(resolved) else [],
         "units_reviewed": reviewed,
+        "units_partly_reviewed": int((state["status"] == "partly reviewed").sum()),
         "codable_units": codable,
         "share_reviewed": round(reviewed / codable, 4) if codable else 0.0,
         "accepted_codings": int((codings["status"] == "accepted").sum()),

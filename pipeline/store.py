@@ -138,6 +138,39 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (transcript_sha256, config)
     );
     """,
+    # 5: "done", a reviewer's mark that a whole unit is reviewed (see pipeline.decisions). SQLite
+    # cannot widen a CHECK in place, so the table is copied whole, ids included, in one
+    # transaction; indexes and the append-only triggers are made again.
+    """
+    CREATE TABLE decisions_v5 (
+        decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        reviewer TEXT NOT NULL CHECK (length(trim(reviewer)) > 0),
+        at TEXT NOT NULL,
+        unit_id TEXT NOT NULL,
+        transcript_id TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        "end" INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        text_sha256 TEXT NOT NULL,
+        code_id TEXT NOT NULL,
+        action TEXT NOT NULL
+            CHECK (action IN ('accept', 'reject', 'add', 'remove', 'note', 'done')),
+        memo TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT 'web'
+    );
+    INSERT INTO decisions_v5 (decision_id, reviewer, at, unit_id, transcript_id, start, "end",
+        text, text_sha256, code_id, action, memo, source)
+        SELECT decision_id, reviewer, at, unit_id, transcript_id, start, "end", text,
+        text_sha256, code_id, action, memo, source FROM decisions ORDER BY decision_id;
+    DROP TABLE decisions;
+    ALTER TABLE decisions_v5 RENAME TO decisions;
+    CREATE INDEX decisions_by_unit ON decisions(unit_id, decision_id);
+    CREATE INDEX decisions_by_reviewer ON decisions(reviewer, decision_id);
+    CREATE TRIGGER decisions_are_append_only_u BEFORE UPDATE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    CREATE TRIGGER decisions_are_append_only_d BEFORE DELETE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

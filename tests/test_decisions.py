@@ -365,3 +365,102 @@ def test_real_store_quote_and_typo_cases(
     assert after.loc["ts.time", "current_unit_id"] == waiting["candidate_unit_id"]
     again = runner.invoke(app, [*confirm, "--reviewer", "bea"])
     assert again.exit_code == 2 and "[E602]" in again.output
+
+
+# -- review state per code: the one definition of "reviewed" -------------------------------------
+
+
+def _state_tables():
+    units = units_of(TEXT, SENTENCES).assign(codable=True)
+    ids = units["unit_id"].tolist()
+    suggestions = pd.DataFrame(
+        {
+            "unit_id": [ids[0], ids[0], ids[1]],
+            "code_id": ["a", "b", "a"],
+            "score": [0.6, 0.5, 0.7],
+            "rank": [1, 2, 1],
+            "margin": [0.1, 0.1, 0.3],
+        }
+    )
+    return units, suggestions, ids
+
+
+def _state(units, suggestions, decisions, reviewer=None):
+    from pipeline.decisions import unit_review_state
+
+    resolved = resolve_anchors(pd.DataFrame(decisions), units, {"T": TEXT}, BOOK)
+    return unit_review_state(units, suggestions, resolved, reviewer).set_index("unit_id")
+
+
+def test_a_unit_is_reviewed_only_when_every_suggested_code_has_a_decision():
+    units, suggestions, ids = _state_tables()
+    first = [decision(1, units.iloc[0], "a", "accept")]
+    state = _state(units, suggestions, first)
+    assert state.loc[ids[0], "status"] == "partly reviewed"
+    assert not state.loc[ids[0], "reviewed"] and state.loc[ids[0], "undecided"] == 1
+    assert state.loc[ids[1], "status"] == "unreviewed"
+    both = [*first, decision(2, units.iloc[0], "b", "reject", reviewer="bob")]
+    state = _state(units, suggestions, both)
+    assert state.loc[ids[0], "reviewed"] and state.loc[ids[0], "status"] == "changed"
+    assert state.loc[ids[0], "decided_codes"] == ["a", "b"]
+    # Blind coding: each reviewer's own decisions only; neither has decided both codes.
+    assert not _state(units, suggestions, both, reviewer="ann").loc[ids[0], "reviewed"]
+    assert not _state(units, suggestions, both, reviewer="bob").loc[ids[0], "reviewed"]
+
+
+def test_a_unit_without_suggestions_needs_a_code_or_a_done_mark():
+    units, suggestions, ids = _state_tables()
+    assert _state(units, suggestions, [decision(1, units.iloc[0], "a")]).loc[ids[2], "status"] == (
+        "unreviewed"
+    )
+    done = _state(units, suggestions, [decision(1, units.iloc[2], "", "done")])
+    assert done.loc[ids[2], "reviewed"] and done.loc[ids[2], "status"] == "no code"
+    added = _state(units, suggestions, [decision(1, units.iloc[2], "b", "add")])
+    assert added.loc[ids[2], "reviewed"] and added.loc[ids[2], "status"] == "changed"
+    noted = _state(units, suggestions, [decision(1, units.iloc[2], "", "note")])
+    assert noted.loc[ids[2], "status"] == "unreviewed", "a memo alone reviews nothing"
+
+
+def test_a_new_suggestion_returns_a_reviewed_unit_to_the_queue():
+    units, suggestions, ids = _state_tables()
+    decided = [decision(1, units.iloc[1], "a", "accept")]
+    assert _state(units, suggestions, decided).loc[ids[1], "status"] == "accepted"
+    # The next run (a code added to the codebook, say) also suggests b on that unit.
+    extra = pd.DataFrame(
+        [{"unit_id": ids[1], "code_id": "b", "score": 0.5, "rank": 2, "margin": 0.2}]
+    )
+    state = _state(units, pd.concat([suggestions, extra]), decided)
+    assert not state.loc[ids[1], "reviewed"] and state.loc[ids[1], "status"] == "partly reviewed"
+
+
+def test_orphaned_decisions_review_nothing_and_counts_use_the_same_definition():
+    from pipeline.decisions import review_counts, reviewed_units
+
+    units, suggestions, ids = _state_tables()
+    decisions = pd.DataFrame(
+        [
+            decision(1, units.iloc[0], "a", "accept"),  # partly: b undecided
+            decision(2, units.iloc[1], "a", "reject"),  # reviewed
+            decision(3, units.iloc[2], "gone_code", "add"),  # orphaned: its code is gone
+        ]
+    )
+    resolved = resolve_anchors(decisions, units, {"T": TEXT}, BOOK)
+    assert reviewed_units(units, suggestions, resolved) == {ids[1]}
+    counts = review_counts(units, current_codings(suggestions, resolved), resolved)
+    assert (counts["units_reviewed"], counts["units_partly_reviewed"]) == (1, 1)
+    assert counts["codable_units"] == 3 and counts["share_reviewed"] == round(1 / 3, 4)
+
+
+def test_done_marks_are_stored_and_review_a_unit_with_no_suggestion(project_store):
+    from pipeline.decisions import reviewed_units
+
+    with Store(project_store) as store:
+        units, suggestions = store.units(), store.suggestions()
+        codable = units.loc[units["codable"], "unit_id"]
+        bare = codable[~codable.isin(suggestions["unit_id"])].iloc[0]
+        coded = suggestions["unit_id"].iloc[0]
+        store.decide("ann", [NewDecision(bare, "", "done"), NewDecision(coded, "", "done")])
+        assert store.decisions()["action"].tolist() == ["done", "done"]
+        # A bare mark on a unit whose suggestions nobody decided does not review it (the page's
+        # Done button rejects them with it).
+        assert reviewed_units(units, suggestions, store.resolved_decisions()) == {bare}

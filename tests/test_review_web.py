@@ -109,12 +109,16 @@ def submit_unit(
     memo: str = "",
     query: str = "",
     page_html: str | None = None,
+    data_done: bool = False,
 ):
-    """Fill in the unit form as a person would (from the page as rendered) and send it."""
+    """Fill in the unit form as a person would (from the page as rendered) and send it;
+    ``data_done``: pressed the Done button rather than Save."""
     html = page_html or client.get(f"/unit/{unit_id}{query}").text
     fields = [(k, v) for k, v in form_fields(html, "unit-form") if k not in (choices or {})]
     fields += [(f"choice:{code}", choice) for code, choice in (choices or {}).items()]
     fields += [("add", code) for code in add] + [("memo", memo)]
+    if data_done:
+        fields.append(("done", "1"))
     return client.post(f"/unit/{unit_id}", data=_encode(fields))
 
 
@@ -146,6 +150,13 @@ def units_with_suggestions(path: Path, at_least: int) -> list[str]:
     return [u for u in queue_ids(path) if counts.get(u, 0) >= at_least]
 
 
+def units_with_one_suggestion(path: Path) -> list[str]:
+    """Codable units with exactly one suggestion: one decision reviews them."""
+    with Store(path) as store:
+        counts = store.suggestions()["unit_id"].value_counts()
+    return [u for u in queue_ids(path) if counts.get(u, 0) == 1]
+
+
 def suggested_codes(path: Path, unit_id: str) -> list[str]:
     with Store(path) as store:
         s = store.suggestions()
@@ -165,7 +176,7 @@ def section(html: str, element_id: str) -> str:
 
 
 def row_units(html: str) -> list[str]:
-    return re.findall(r'<tr class="status-\w+" data-unit="(\w+)"', html)
+    return re.findall(r'<tr class="status-[\w-]+" data-unit="(\w+)"', html)
 
 
 # -- queue: order, filters, progress (plain functions and the page) ------------------------------
@@ -225,18 +236,17 @@ def test_queue_page_lists_units_in_the_chosen_order_50_per_page(project_store):
 
 
 def _three_reviewed_units(path: Path) -> dict[str, str]:
-    """Ann accepts u1, Bob rejects u2, Ann changes u3 (reject + add): unit ids by status."""
+    """Ann accepts u1, Bob rejects u2, Ann changes u3 (reject + add), each deciding every
+    suggested code (so each unit is reviewed): unit ids by status."""
     u1, u2, u3 = units_with_suggestions(path, 1)[:3]
     other = next(c for c in ("ts.time", "context.resources") if c not in suggested_codes(path, u3))
     with Store(path) as store:
-        store.decide("Ann", [NewDecision(u1, suggested_codes(path, u1)[0], "accept")])
-        store.decide("Bob", [NewDecision(u2, suggested_codes(path, u2)[0], "reject")])
+        store.decide("Ann", [NewDecision(u1, c, "accept") for c in suggested_codes(path, u1)])
+        store.decide("Bob", [NewDecision(u2, c, "reject") for c in suggested_codes(path, u2)])
         store.decide(
             "Ann",
-            [
-                NewDecision(u3, suggested_codes(path, u3)[0], "reject"),
-                NewDecision(u3, other, "add"),
-            ],
+            [NewDecision(u3, c, "reject") for c in suggested_codes(path, u3)]
+            + [NewDecision(u3, other, "add")],
         )
     return {"accepted": u1, "rejected": u2, "changed": u3}
 
@@ -278,7 +288,7 @@ def test_queue_filters_and_progress(project_store):
     units_with_code = table[table["codes"].map(lambda c: accepted_code in c)]
     assert by_code.loc[accepted_code, "total"] == len(units_with_code)
     assert by_code.loc[accepted_code, "reviewed"] == int(
-        (units_with_code["status"] != "unreviewed").sum()
+        units_with_code["decided_codes"].map(lambda c: accepted_code in c).sum()
     )
     assert list(by_code.index) == [c for c in codes if c in by_code.index]
 
@@ -299,6 +309,61 @@ def test_queue_filters_and_progress(project_store):
     )
     bad = client.get("/?status=maybe")
     assert bad.status_code == 400 and "is not a status" in bad.text
+
+
+def test_review_state_is_per_code_and_done_marks_the_whole_unit(project_store, codebook):
+    """Accepting one of two suggested codes leaves the unit partly reviewed and in the
+    "unreviewed" queue; Done rejects the rest; a new suggestion brings it back."""
+    unit_id = units_with_suggestions(project_store, 2)[0]
+    first, second = suggested_codes(project_store, unit_id)[:2]
+    client = client_for(project_store)
+    submit_unit(client, unit_id, {first: "accept"})
+    assert unit_id in row_units(client.get("/?status=unreviewed").text)
+    assert unit_id in row_units(client.get("/?status=partly+reviewed").text)
+    page = client.get(f"/unit/{unit_id}").text
+    assert 'data-status="partly reviewed"' in page and "still undecided" in page
+    html = client.get("/").text
+    assert "<strong>0</strong> of" in html and "1 partly reviewed" in html
+    done = progress(review_table(*project_tables(project_store)[:3]), codebook.ids)
+    by_code = done.by_code.set_index("code_id")
+    assert by_code.loc[first, "reviewed"] == 1 and by_code.loc[second, "reviewed"] == 0
+
+    submit_unit(client, unit_id, data_done=True)  # Done: the codes left as is are rejected
+    stored = decisions_of(project_store)
+    mine = dict(zip(stored["code_id"], stored["action"], strict=True))
+    assert mine[first] == "accept" and mine[""] == "done"
+    assert all(mine[c] == "reject" for c in suggested_codes(project_store, unit_id)[1:])
+    assert unit_id not in row_units(client.get("/?status=unreviewed").text)
+    assert "<strong>1</strong> of" in client.get("/").text
+    before = len(decisions_of(project_store))
+    submit_unit(client, unit_id, data_done=True)  # done again, nothing changed: nothing stored
+    assert len(decisions_of(project_store)) == before
+
+    # A unit with no suggestion: Done records "reviewed, no code".
+    bare = next(u for u in queue_ids(project_store) if not suggested_codes(project_store, u))
+    submit_unit(client, bare, data_done=True)
+    assert unit_id in row_units(client.get("/?status=changed").text)
+    assert bare in row_units(client.get("/?status=no+code").text)
+
+    # The next run also suggests a new code on the reviewed unit: it is back in the queue.
+    with Store(project_store) as store:
+        units, suggestions = store.units(), store.suggestions()
+        new_code = next(c for c in codebook.ids if c not in suggested_codes(project_store, unit_id))
+        extra = pd.DataFrame(
+            [{"unit_id": unit_id, "code_id": new_code, "score": 0.3, "rank": 9, "margin": 0.0}]
+        )
+        from pipeline.ingest import read_transcripts
+        from tests.conftest import SAMPLE
+
+        store.record_run(
+            {"run_id": "run-with-a-new-code"},
+            read_transcripts(SAMPLE)[0],
+            units,
+            pd.concat([suggestions, extra], ignore_index=True),
+            codebook,
+        )
+    assert unit_id in row_units(client.get("/?status=partly+reviewed").text)
+    assert bare not in row_units(client.get("/?status=unreviewed").text)
 
 
 def test_unit_page_shows_context_speaker_codes_and_shortcuts(project_store):
@@ -363,7 +428,7 @@ def test_saving_the_form_records_accept_reject_add_and_memo(project_store):
 
 
 def test_change_code_is_a_reject_and_an_add_saved_together(project_store):
-    unit_id = units_with_suggestions(project_store, 1)[5]
+    unit_id = units_with_one_suggestion(project_store)[5]
     wrong = suggested_codes(project_store, unit_id)[0]
     right = next(c for c in ("ts.tenacity", "context.pandemic") if c != wrong)
     client = client_for(project_store)
@@ -644,11 +709,12 @@ def test_transcript_text_and_memos_are_shown_as_text(tmp_path, nlp, encoder, cod
 
 def test_blind_mode_shows_each_reviewer_only_their_own_decisions(project_store):
     unit_id = units_with_suggestions(project_store, 1)[0]
-    code = suggested_codes(project_store, unit_id)[0]
+    codes = suggested_codes(project_store, unit_id)
+    code = codes[0]
     bob = client_for(project_store, reviewer="Bob", blind=True)
     page = bob.get(f"/unit/{unit_id}").text  # Bob opens the unit...
     with Store(project_store) as store:  # ...Ann codes it independently meanwhile.
-        store.decide("Ann", [NewDecision(unit_id, code, "accept", "Ann's reason")])
+        store.decide("Ann", [NewDecision(unit_id, c, "accept", "Ann's reason") for c in codes])
     hidden = bob.get(f"/unit/{unit_id}").text
     assert "Ann" not in section(hidden, "decisions") and "Ann" not in section(hidden, "codings")
     assert '<span class="status accepted">' not in hidden
@@ -656,8 +722,11 @@ def test_blind_mode_shows_each_reviewer_only_their_own_decisions(project_store):
     assert unit_id not in row_units(bob.get("/?status=accepted").text)
     assert "<strong>0</strong> of" in bob.get("/").text and 'name="reviewer"' not in page
     # Ann's decision does not make Bob's page stale: each codes blind.
-    assert submit_unit(bob, unit_id, {code: "reject"}, page_html=page).status_code == 200
-    assert decisions_of(project_store, "Bob")["action"].tolist() == ["reject"]
+    bob_saves = submit_unit(bob, unit_id, {code: "reject"}, page_html=page, data_done=True)
+    assert bob_saves.status_code == 200
+    assert decisions_of(project_store, "Bob")["action"].tolist() == ["reject"] * len(codes) + [
+        "done"
+    ]
     assert unit_id in row_units(bob.get("/?status=rejected").text)
     ann = client_for(project_store, reviewer="Ann", blind=True)
     assert unit_id in row_units(ann.get("/?status=accepted").text)

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.decisions import unit_review_state
 from pipeline.report.batch import build_report, draft_reports
 from pipeline.report.project import load_project
 from pipeline.report.quotes import k_notice, verify_quote
@@ -55,7 +56,11 @@ def test_report_counts_equal_the_store_counts(decided, settings, accepted_report
     joined, units, _ = store_codings(decided)
     everybody = units[units["speaker_kind"] == "participant"]
     with Store(decided) as store:
-        decided_units = set(store.decisions()["unit_id"])  # no edits: ids are current
+        state = unit_review_state(
+            store.units(), store.suggestions(), store.resolved_decisions()
+        )  # the one definition of "reviewed" (every suggested code decided)
+    accepted_units = set(joined.loc[joined["status"] == "accepted", "unit_id"])
+    decided_units = set(state.loc[state["reviewed"], "unit_id"]) | accepted_units
     # Denominators: participants whose units were reviewed (all of them with suggestions).
     reviewed = everybody[
         everybody.set_index(["transcript_id", "speaker"]).index.isin(

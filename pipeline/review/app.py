@@ -564,6 +564,7 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
         attributes={a: unit[a] for a in ATTRIBUTES if unit[a]},
         turns=turns_around(view.snapshot.units, view.snapshot.texts, unit),
         codings=codings,
+        state=view.review_state(unit_id),
         history=records(view.history(unit_id)),
         moves=records(view.moves_to(unit_id)),
         codes=[
@@ -593,8 +594,13 @@ def save_unit(unit_id: str, request: Request, store: StoreDep, form: FormDep) ->
     queue_ids = query.queue(view, keep=unit_id)["unit_id"].tolist()
     _, after = neighbours(queue_ids, unit_id)
     codings = view.codings(unit_id)
+    done = form.get("done") == "1"
     decisions = decisions_from_form(
-        unit_id, codings, *_choices(form, codings, view.snapshot.codebook.ids)
+        unit_id,
+        codings,
+        *_choices(form, codings, view.snapshot.codebook.ids),
+        done=done,
+        reviewed=done and view.review_state(unit_id)["reviewed"],
     )
     if decisions:
         try:

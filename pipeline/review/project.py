@@ -13,7 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.codebook import Codebook
-from pipeline.decisions import awaiting_confirmation, current_codings, resolve_anchors
+from pipeline.decisions import (
+    DONE,
+    awaiting_confirmation,
+    current_codings,
+    resolve_anchors,
+    unit_review_state,
+)
 from pipeline.review.errors import ReviewError
 from pipeline.review.queue import review_table
 from pipeline.store import NewDecision, Store, StoreError
@@ -137,6 +143,18 @@ class ProjectView:
         codings = codings[codings["unit_id"] == unit_id]
         return codings.sort_values(["rank", "code_id"], na_position="last").reset_index(drop=True)
 
+    def review_state(self, unit_id: str) -> dict:
+        """The unit's row of ``unit_review_state`` (reviewed, status, undecided, ...)."""
+        units = self.snapshot.units
+        suggestions = self.snapshot.suggestions
+        state = unit_review_state(
+            units[units["unit_id"] == unit_id],
+            suggestions[suggestions["unit_id"] == unit_id],
+            self._decisions_on(unit_id),
+            self.scope,
+        )
+        return state.iloc[0].to_dict()
+
     def history(self, unit_id: str) -> pd.DataFrame:
         """Decisions on the unit, newest first (the reviewer's own only in blind mode)."""
         decisions = self.visible_decisions()
@@ -197,6 +215,8 @@ def decisions_from_form(
     choices: dict[str, str],
     added: list[str],
     memo: str,
+    done: bool = False,
+    reviewed: bool = False,
 ) -> list[NewDecision]:
     """What a saved unit form means, as decisions; only changes to what the page showed.
 
@@ -204,10 +224,19 @@ def decisions_from_form(
     codes picked in "add code". A code the machine suggested is accepted or rejected; any other
     code is added or removed. "Change code" is a reject plus an add, saved together. The memo
     goes with every decision, or alone as a note when nothing else changed.
+
+    ``done`` (the "Done" button): the reviewer marks the whole unit reviewed, so every suggested
+    code still undecided and left as is is rejected, and a "done" mark is recorded (on a unit
+    with no suggestion that is "reviewed, no code"). Nothing is written for a unit that was
+    already ``reviewed`` and is left unchanged.
     """
     status = dict(zip(codings["code_id"], codings["status"], strict=True))
     suggested = set(codings.loc[codings["rank"].notna(), "code_id"])
     wanted = {code: choice for code, choice in choices.items() if choice}
+    if done:
+        for code in codings.loc[codings["rank"].notna(), "code_id"]:
+            if status.get(code) == "suggested" and not wanted.get(code):
+                wanted[code] = "reject"
     wanted.update(dict.fromkeys(added, "accept"))
     decisions = []
     for code, choice in wanted.items():
@@ -218,6 +247,8 @@ def decisions_from_form(
         else:
             action = "reject" if code in suggested else "remove"
         decisions.append(NewDecision(unit_id, code, action, memo))
+    if done and (decisions or not reviewed):
+        decisions.append(NewDecision(unit_id, "", DONE, memo))
     if not decisions and memo:
         decisions.append(NewDecision(unit_id, "", "note", memo))
     return decisions

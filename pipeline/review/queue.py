@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.decisions import current_codings, unit_statuses
+from pipeline.decisions import REVIEW_STATUSES, current_codings, unit_review_state
 
 STRATEGIES = ("random", "uncertain", "reading", "code")
 DEFAULT_ORDER = "uncertain"  # "random" taught the coder faster (docs/quality.md); see there
-STATUSES = ("unreviewed", "accepted", "rejected", "changed")
+# The status filter: "unreviewed" means not reviewed yet, partly reviewed units included.
+STATUSES = REVIEW_STATUSES
 PAGE_SIZE = 50
 
 
@@ -28,16 +29,19 @@ def review_table(
 ) -> pd.DataFrame:
     """One row per codable unit of the run, with what the queue sorts and filters on.
 
-    Adds ``suggested_code`` and ``margin`` (the rank-1 suggestion, if any), ``status``
-    (unreviewed / accepted / rejected / changed), ``codes`` (codes suggested or decided on the
-    unit) and ``reviewers`` (who decided on it).
+    Adds ``suggested_code`` and ``margin`` (the rank-1 suggestion, if any), ``reviewed``,
+    ``status`` and ``decided_codes`` (from ``unit_review_state``, the one definition of
+    reviewed), ``codes`` (codes suggested or decided on the unit) and ``reviewers`` (who decided
+    on it).
     """
     table = units[units["codable"]].reset_index(drop=True)
     top = suggestions[suggestions["rank"] == 1].drop_duplicates("unit_id").set_index("unit_id")
     table["suggested_code"] = table["unit_id"].map(top["code_id"]).astype(object)
     table["margin"] = table["unit_id"].map(top["margin"]).astype(float)
-    statuses = unit_statuses(resolved, reviewer)
-    table["status"] = table["unit_id"].map(statuses).astype(object).fillna("unreviewed")
+    state = unit_review_state(units, suggestions, resolved, reviewer).set_index("unit_id")
+    table["reviewed"] = table["unit_id"].map(state["reviewed"]).astype(bool)
+    table["status"] = table["unit_id"].map(state["status"]).astype(object)
+    table["decided_codes"] = table["unit_id"].map(state["decided_codes"])
     codings = current_codings(suggestions, resolved, reviewer)
     table["codes"] = _collect(table["unit_id"], codings["unit_id"], codings["code_id"])
     live = _live_decisions(resolved, reviewer)
@@ -115,7 +119,9 @@ def filter_queue(
         mask &= table["transcript_id"] == transcript
     if code:
         mask &= table["codes"].map(lambda codes: code in codes)
-    if status:
+    if status == "unreviewed":
+        mask &= ~table["reviewed"]
+    elif status:
         mask &= table["status"] == status
     if reviewer:
         mask &= table["reviewers"].map(lambda names: reviewer in names)
@@ -136,12 +142,14 @@ def neighbours(unit_ids: list[str], unit_id: str) -> tuple[str | None, str | Non
 
 @dataclass(frozen=True)
 class Progress:
-    """Reviewed units of all codable units: overall, per transcript and per code."""
+    """Reviewed units of all codable units: overall and per transcript; per code, the units
+    whose decision on that code is made."""
 
     reviewed: int
     total: int
     by_transcript: pd.DataFrame  # transcript_id, reviewed, total
-    by_code: pd.DataFrame  # code_id, reviewed, total
+    by_code: pd.DataFrame  # code_id, reviewed (decided on this code), total
+    partly: int = 0  # units with some decisions and some suggested codes still undecided
 
     @property
     def share(self) -> float:
@@ -149,8 +157,11 @@ class Progress:
 
 
 def progress(table: pd.DataFrame, code_order: list[str]) -> Progress:
-    """Counts for the progress bars; a unit counts once for each code suggested or decided."""
-    done = table.assign(reviewed=table["status"] != "unreviewed")
+    """Counts for the progress bars, all from the table's ``reviewed`` (``unit_review_state``).
+
+    Per code, a unit counts once for each code suggested or decided on it, and as reviewed for
+    that code when the code has a decision (accepting code 1 leaves code 2 unreviewed)."""
+    done = table
     by_transcript = (
         done.groupby("transcript_id")["reviewed"]
         .agg(reviewed="sum", total="size")
@@ -158,17 +169,18 @@ def progress(table: pd.DataFrame, code_order: list[str]) -> Progress:
         .astype({"reviewed": int, "total": int})
     )
     counts: dict[str, list[int]] = {}
-    for codes, reviewed in zip(done["codes"], done["reviewed"], strict=True):
+    for codes, decided in zip(done["codes"], done["decided_codes"], strict=True):
         for code in codes:
             count = counts.setdefault(code, [0, 0])
-            count[0] += int(reviewed)
+            count[0] += int(code in decided)
             count[1] += 1
     rank = {code: i for i, code in enumerate(code_order)}
     ordered = sorted(counts, key=lambda c: (rank.get(c, len(rank)), c))
     by_code = pd.DataFrame(
         [(c, *counts[c]) for c in ordered], columns=["code_id", "reviewed", "total"]
     )
-    return Progress(int(done["reviewed"].sum()), len(done), by_transcript, by_code)
+    partly = int((done["status"] == "partly reviewed").sum())
+    return Progress(int(done["reviewed"].sum()), len(done), by_transcript, by_code, partly)
 
 
 def page_of(frame: pd.DataFrame, page: int, size: int = PAGE_SIZE) -> tuple[pd.DataFrame, int, int]:

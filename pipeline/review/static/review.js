@@ -28,6 +28,11 @@
     if (form) form.requestSubmit();
   }
 
+  function done() {
+    const button = document.getElementById("done");
+    if (form && button) form.requestSubmit(button);
+  }
+
   // -- the unit page -------------------------------------------------------------------------
 
   function rows() {
@@ -109,6 +114,7 @@
     m: () => memo && memo.focus(),
     s: save,
     Enter: save,
+    d: done,
     j: () => follow("next"),
     n: () => follow("next"),
     k: () => follow("prev"),
