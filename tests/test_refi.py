@@ -447,6 +447,12 @@ def test_round_trip_keeps_reviewed_no_code(tiny):
         unit = next(u for u in suggestions["unit_id"] if u not in decided)
         codes = set(suggestions.loc[suggestions["unit_id"] == unit, "code_id"])
         store.decide("ann", [NewDecision(unit, c, "reject") for c in sorted(codes)])
+        units = store.units()
+        bare = units.loc[
+            units["codable"] & ~units["unit_id"].isin(set(suggestions["unit_id"]) | decided),
+            "unit_id",
+        ].iloc[0]
+        store.decide("ann", [NewDecision(bare, "", "done")])  # reviewed, nothing suggested
         before = review_counts(
             store.units(),
             current_codings(suggestions, store.resolved_decisions()),
@@ -459,7 +465,7 @@ def test_round_trip_keeps_reviewed_no_code(tiny):
         for s in root.iterfind(".//q:PlainTextSelection", NS)
         if s.findtext("q:Description", namespaces=NS) == REVIEWED_NO_CODE
     ]
-    assert len(empty) == 1 and empty[0].find("q:Coding", NS) is None
+    assert len(empty) == 2 and all(s.find("q:Coding", NS) is None for s in empty)
     with Store(tiny / "undecided.sqlite") as store:
         report = import_qdpx(store, tiny / "out.qdpx", adopt=True)
         mine = current_codings(store.suggestions(), store.resolved_decisions(), "ann")
@@ -467,7 +473,10 @@ def test_round_trip_keeps_reviewed_no_code(tiny):
         after = review_counts(
             store.units(), current_codings(store.suggestions(), resolved), resolved
         )
-    assert report.reviewed_no_code == 1
+    assert report.reviewed_no_code == 2
+    with Store(tiny / "undecided.sqlite") as store:
+        marks = store.decisions(reviewer="ann").query("action == 'done'")
+    assert marks["unit_id"].tolist() == [bare]
     on_unit = mine[mine["unit_id"] == unit]
     assert set(on_unit["code_id"]) == codes and set(on_unit["status"]) == {"rejected"}
     for key in ("units_reviewed", "accepted_codings"):

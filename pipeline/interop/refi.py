@@ -40,7 +40,7 @@ from lxml import etree
 
 from pipeline import __version__
 from pipeline.codebook import Codebook
-from pipeline.decisions import COMPARE_SOURCE, current_codings, resolve_code
+from pipeline.decisions import COMPARE_SOURCE, DONE, current_codings, resolve_code
 from pipeline.interop import listed
 from pipeline.interop.qdc import (
     PROJECT_NS,
@@ -197,6 +197,17 @@ def build_project(
         for unit_id, group in decided.groupby("unit_id"):
             if unit_id in unit_rows and not (group["status"] == "accepted").any():
                 selection(unit_id, reviewer).reviewed_no_code = str(group["decided_at"].max())
+        # A unit marked done with nothing suggested or accepted: "reviewed, no code" too.
+        accepted_units = set(mine.loc[mine["status"] == "accepted", "unit_id"])
+        marks = resolved[
+            (resolved["reviewer"] == reviewer)
+            & (resolved["action"] == DONE)
+            & (resolved["anchor"] != "orphaned")
+        ]
+        for unit_id, at in zip(marks["current_unit_id"], marks["at"], strict=True):
+            if unit_id in unit_rows and unit_id not in accepted_units:
+                chosen = selection(unit_id, reviewer)
+                chosen.reviewed_no_code = max(chosen.reviewed_no_code, str(at))
     for (unit_id, reviewer), memos in _memos(resolved).items():
         if unit_id in unit_rows:
             selection(unit_id, reviewer).memos.extend(memos)
@@ -1149,7 +1160,10 @@ def _plan_decisions(
         ):
             (accepted if status == "accepted" else rejected)[unit_id].add(code_id)
         old_memos: dict[str, set[str]] = defaultdict(set)
+        marked_done: set[str] = set()
         if len(resolved):
+            mine_all = resolved[(resolved["reviewer"] == reviewer) & (resolved["action"] == DONE)]
+            marked_done = set(mine_all["current_unit_id"].dropna())
             for row in resolved[resolved["reviewer"] == reviewer].itertuples():
                 if row.current_unit_id:
                     old_memos[row.current_unit_id].add(row.memo)
@@ -1171,6 +1185,8 @@ def _plan_decisions(
                 NewDecision(unit_id, c, "reject" if c in machine else "remove", memo)
                 for c in sorted(accepted[unit_id] - codes)
             ]
+            if not codes and not machine and unit_id not in marked_done:
+                decisions.append(NewDecision(unit_id, "", DONE, memo))  # reviewed, no code
             if not decisions and memo and memo not in old_memos[unit_id]:
                 decisions = [NewDecision(unit_id, "", "note", memo)]
             plans[reviewer].extend(decisions)
