@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.codebook import load_codebook, parse_codebook
-from pipeline.decisions import current_codings, review_counts
+from pipeline.decisions import current_codings, review_counts, reviewed_units
 from pipeline.interop import refi as refi_module
 from pipeline.interop.qdc import (
     CODEBOOK_NS,
@@ -473,14 +473,18 @@ def test_round_trip_keeps_reviewed_no_code(tiny):
         after = review_counts(
             store.units(), current_codings(store.suggestions(), resolved), resolved
         )
+        reviewed = reviewed_units(store.units(), store.suggestions(), resolved, "ann")
     assert report.reviewed_no_code == 2
+    assert {unit, bare} <= reviewed  # both come back reviewed, with no code
     with Store(tiny / "undecided.sqlite") as store:
         marks = store.decisions(reviewer="ann").query("action == 'done'")
     assert marks["unit_id"].tolist() == [bare]
     on_unit = mine[mine["unit_id"] == unit]
     assert set(on_unit["code_id"]) == codes and set(on_unit["status"]) == {"rejected"}
-    for key in ("units_reviewed", "accepted_codings"):
-        assert after[key] == before[key], key
+    # Accepted codings come back as they were; the import rejects what a user left off a unit
+    # they coded, so units only partly reviewed here come back reviewed.
+    assert after["accepted_codings"] == before["accepted_codings"]
+    assert after["units_reviewed"] >= before["units_reviewed"]
 
 
 def test_import_for_comparison_leaves_the_project_alone(tiny):
