@@ -283,7 +283,11 @@ def write_task(
     store = Store(store_path)
     try:
         resolved = resolve_anchors(
-            store.decisions(), units, {t.transcript_id: t.text for t in transcripts}, codebook
+            store.decisions(),
+            units,
+            {t.transcript_id: t.text for t in transcripts},
+            codebook,
+            store.earlier_units(),  # this run is not stored yet: every stored unit is earlier
         )
         codings = current_codings(suggestions, resolved)
         orphaned = resolved[resolved["anchor"] == "orphaned"]

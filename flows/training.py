@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.assign import add_context, embedded_mask
 from pipeline.classify import ClassifierError, TrainedCoder, train_from_labelled
+from pipeline.decisions import project_decisions
 from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.evaluate import reviewer_codes
 from pipeline.preload import default_cache_dir, get_encoder
@@ -23,8 +24,9 @@ from pipeline.store import Store
 
 
 def labelled_units(store: Store) -> tuple[pd.DataFrame, list[list[str]]]:
-    """Units any reviewer decided, with the codes they hold (the latest decision wins)."""
-    resolved = store.resolved_decisions()
+    """Units any reviewer decided, with the codes they hold (the latest decision wins); a
+    coding imported for comparison only is not the project's and does not train its coder."""
+    resolved = project_decisions(store.resolved_decisions())
     merged: dict[str, set[str]] = {}
     for units in reviewer_codes(resolved).values():
         for unit_id, codes in units.items():

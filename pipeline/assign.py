@@ -25,6 +25,11 @@ from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
 
 OUT_OF_SCOPE = -1.0  # the score of a code that does not apply to a unit: the lowest cosine
+# Thresholds, cut-offs and ranks are decided on scores rounded to this many decimals, so that
+# float noise of about 1e-6 (a text's vector and a matrix product's last bits depend on the
+# batch and on the BLAS kernel) cannot change which codes a unit gets or their order, except
+# for a score within rounding of a threshold or of a tie (docs/reports.md, "Reproducibility").
+DECISION_DECIMALS = 4
 
 
 KIND_SIGN = {"enabler": 1.0, "inhibitor": -1.0}
@@ -142,20 +147,27 @@ def add_context(
     return blended
 
 
+def decision_key(values: np.ndarray) -> np.ndarray:
+    """Scores or probabilities as decisions see them: rounded to ``DECISION_DECIMALS``."""
+    return np.round(np.asarray(values, dtype=np.float64), DECISION_DECIMALS)
+
+
 def suggest(
     scores: np.ndarray, unit_ids: list[str], code_ids: list[str], settings: Settings
 ) -> pd.DataFrame:
     """Suggestions (one row per unit and suggested code) from a score matrix."""
     if scores.size == 0:
         return pd.DataFrame(columns=SUGGESTION_COLUMNS)
-    scores = np.round(scores.astype(np.float64), 6)  # stable output across BLAS differences
-    # Rank codes per unit: highest score first; ties by codebook order (stable sort).
-    order = np.argsort(-scores, axis=1, kind="stable")
+    scores = np.round(scores.astype(np.float64), 6)  # what is shown and stored
+    key = decision_key(scores)
+    # Rank codes per unit: highest rounded score first; ties by codebook order (stable sort).
+    order = np.argsort(-key, axis=1, kind="stable")
     ranked = np.take_along_axis(scores, order, axis=1)
+    ranked_key = np.take_along_axis(key, order, axis=1)
     following = np.concatenate([ranked[:, 1:], np.full((len(ranked), 1), np.nan)], axis=1)
-    margins = ranked - following
-    keep = ranked >= settings.threshold
-    keep &= ranked >= ranked[:, :1] - settings.relative_cutoff
+    margins = np.maximum(ranked - following, 0.0)  # a tie at decision precision: 0, not below
+    keep = ranked_key >= round(settings.threshold, DECISION_DECIMALS)
+    keep &= ranked_key >= decision_key(ranked_key[:, :1] - settings.relative_cutoff)
     keep[:, settings.top_k :] = False
     rows, cols = np.nonzero(keep)
     code_array = np.asarray(code_ids, dtype=object)
@@ -175,7 +187,7 @@ def top_codes(scores: np.ndarray, unit_ids: list[str], code_ids: list[str]) -> p
     """Each unit's best code and score, suggested or not (for thresholds and review order)."""
     if scores.size == 0:
         return pd.DataFrame(columns=["unit_id", "top_code", "top_score"])
-    best = scores.argmax(axis=1)
+    best = decision_key(scores).argmax(axis=1)  # a tie goes to the first code, as in suggest
     return pd.DataFrame(
         {
             "unit_id": unit_ids,

@@ -175,6 +175,11 @@ def run(
         typer.secho(f"Skipped {line}", fg=typer.colors.YELLOW, err=True)
     for line in manifest["warnings"]:
         typer.secho(f"Warning: {line}", fg=typer.colors.YELLOW, err=True)
+    from pipeline.outputs import orphans_line
+
+    line = orphans_line(manifest.get("review", {}), run_dir)
+    if line:
+        typer.secho(line, fg=typer.colors.YELLOW)
     typer.echo(f"Outputs: {run_dir}")
     typer.echo(f"Draft summaries: {run_dir / 'summaries' / 'index.html'}")
 
@@ -408,23 +413,53 @@ def evaluate(
 @app.command()
 def orphans(
     store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    confirm: Annotated[
+        int | None,
+        typer.Option(
+            help="Confirm that this decision (shown as 'moved — confirm') belongs to the "
+            "passage offered; needs --reviewer."
+        ),
+    ] = None,
+    reviewer: Annotated[
+        str | None, typer.Option(help="Your name, with --confirm: who confirmed the move.")
+    ] = None,
 ) -> None:
-    """List reviewers' decisions whose text or code is gone (kept, never dropped)."""
-    from pipeline.store import Store
+    """List reviewers' decisions whose text or code is gone (kept, never dropped), and those
+    whose move awaits a person ("moved — confirm": a typo fix, or a text that now appears
+    twice). --confirm N --reviewer NAME applies one there (recorded as a note)."""
+    from pipeline.decisions import CONFIRM_SOURCE, awaiting_confirmation, confirmation
+    from pipeline.store import NewDecision, Store
 
     require_store(store)
     try:
         with Store(store) as project:
+            if confirm is not None:
+                if not (reviewer or "").strip():
+                    raise QcodeError("--confirm needs --reviewer NAME: who confirmed the move")
+                unit_id, memo = confirmation(project.resolved_decisions(), confirm)
+                project.decide(reviewer, [NewDecision(unit_id, "", "note", memo)], CONFIRM_SOURCE)
+                typer.echo(
+                    f"Decision {confirm} now applies to unit {unit_id} (confirmed by {reviewer})."
+                )
+                return
             resolved = project.resolved_decisions()
     except QcodeError as error:
         fail(error)
     orphaned = resolved[resolved["anchor"] == "orphaned"]
-    typer.echo(f"{len(orphaned)} of {len(resolved)} decisions are orphaned.")
+    waiting = awaiting_confirmation(resolved)
+    typer.echo(
+        f"{len(orphaned)} of {len(resolved)} decisions are orphaned"
+        + (f" ({len(waiting)} moved — confirm)." if len(waiting) else ".")
+    )
     for row in orphaned.itertuples():
         typer.echo(
             f"- #{row.decision_id} {row.reviewer} {row.action} {row.code_id} on "
             f'{row.transcript_id} [{row.start}-{row.end}] "{row.text[:80]}": {row.reason}'
         )
+        if row.Index in waiting.index:
+            typer.echo(
+                f"  to apply it there: qcode orphans --confirm {row.decision_id} --reviewer NAME"
+            )
 
 
 @app.command()
@@ -492,6 +527,13 @@ def export_sheet_command(
     unreviewed: Annotated[
         bool, typer.Option("--unreviewed", help="Only units nobody has decided on yet.")
     ] = False,
+    reviewer: Annotated[
+        str | None,
+        typer.Option(
+            help="A sheet for this reviewer alone (double coding): only their decisions are "
+            "shown, and only theirs can conflict with it."
+        ),
+    ] = None,
 ) -> None:
     """Write a review sheet of the latest run's units with the machine's codes, for people to
     fill in (decision, final_codes, memo, reviewer) and bring back with import-sheet."""
@@ -499,7 +541,7 @@ def export_sheet_command(
 
     try:
         with open_store(store) as project:
-            result = export_sheet(project, out, transcript, unreviewed)
+            result = export_sheet(project, out, transcript, unreviewed, reviewer)
     except QcodeError as error:
         fail(error)
     typer.echo(result.summary())
@@ -1027,14 +1069,23 @@ def import_qdpx_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be recorded; write nothing.")
     ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            help="Make the tool's codings the project's own decisions (default: a separate "
+            "coder per tool user, for agreement only).",
+        ),
+    ] = False,
 ) -> None:
-    """Record another tool's codings as reviewers' decisions (each tool user is a reviewer),
-    so agreement can be measured here. Codes and spans that do not fit are listed."""
+    """Record another tool's codings as separate coders (one per tool user, "USER (FILE)"), so
+    agreement can be measured here; the project's codings and reports do not change unless you
+    pass --adopt. Codes and spans that do not fit are listed."""
     from pipeline.interop.refi import import_qdpx, open_project
 
     try:
         with open_project(store) as project:
-            report = import_qdpx(project, qdpx, dry_run)
+            report = import_qdpx(project, qdpx, dry_run, adopt)
     except QcodeError as error:
         fail(error)
     typer.echo(report.summary())

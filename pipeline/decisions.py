@@ -8,6 +8,9 @@ so every re-run, codebook edit or model change is reconciled the same way:
   the unit setting changed, it follows the text to the unit that now holds it ("moved");
   if the text or the transcript is gone, or the code was removed from the codebook, it is
   reported as "orphaned" and never silently dropped;
+* it never guesses: where the text now appears twice, the decision follows the passage whose
+  neighbours moved with it; if nothing tells, or the text was edited (a typo fix), it waits,
+  orphaned, as "moved — confirm" with a candidate unit until a person confirms the move;
 * a code renamed or merged in the codebook (``renamed:``) carries its decisions to the new id.
 
 The current state of a unit's codes is its latest decision per code where any exist, else the
@@ -19,10 +22,13 @@ all call it, so they cannot disagree.
 from __future__ import annotations
 
 import hashlib
+import re
+from difflib import SequenceMatcher
 
 import pandas as pd
 
 from pipeline.codebook import Codebook
+from pipeline.errors import QcodeError
 
 ACCEPTING = ("accept", "add")
 REJECTING = ("reject", "remove")
@@ -58,30 +64,117 @@ def resolve_code(code_id: str, codebook: Codebook) -> str | None:
     return code_id if code_id in codebook.ids else None
 
 
-def _locate(text: str, old_start: int, new_text: str) -> int | None:
-    """Start of the occurrence of ``text`` in ``new_text`` nearest to where it used to be."""
-    best, position = None, new_text.find(text)
-    while position != -1:
-        if best is None or abs(position - old_start) < abs(best - old_start):
-            best = position
+FUZZY_AT_LEAST = 0.85  # similarity (difflib ratio) of an edited text to its old text
+CONFIRM = "moved — confirm"  # the start of a decision's reason while its move awaits a person
+CONFIRM_SOURCE = "confirm"  # source of the note a person writes to confirm a move
+COMPARE_SOURCE = "compare"  # source of decisions imported for comparison (a separate coder)
+_CONFIRMED = re.compile(r"\bdecision (\d+)\b")
+
+
+def _occurrences(text: str, new_text: str) -> list[int]:
+    found, position = [], new_text.find(text)
+    while position != -1 and text:
+        found.append(position)
         position = new_text.find(text, position + 1)
-    return best
+    return found
+
+
+def _holder(frame: pd.DataFrame | None, start: int, end: int) -> str | None:
+    """The current unit holding the span: the same span, else one covering it, else overlapping."""
+    if frame is None:
+        return None
+    exact = frame[(frame["start"] == start) & (frame["end"] == end)]
+    covering = frame[(frame["start"] <= start) & (frame["end"] >= end)]
+    overlapping = frame[(frame["start"] < end) & (frame["end"] > start)]
+    for candidates in (exact, covering, overlapping):
+        if len(candidates):
+            return str(candidates.iloc[0]["unit_id"])
+    return None
+
+
+def _neighbour_shifts(
+    earlier: _Earlier | None, unit_id: str, start: int, new_text: str
+) -> set[int]:
+    """How far the unit's old neighbours (the units beside it in the run it came from) moved:
+    the shift its own text should show if it moved with its context."""
+    if earlier is None or unit_id not in earlier.run_of:
+        return set()
+    same = earlier.layout[earlier.run_of[unit_id]]
+    shifts: set[int] = set()
+    for side in (same[same["start"] < start], same[same["start"] > start]):
+        ordered = side.assign(_d=(side["start"] - start).abs()).sort_values("_d")
+        for row in ordered.head(3).itertuples(index=False):
+            places = _occurrences(row.text, new_text)
+            if len(places) == 1:
+                shifts.add(places[0] - int(row.start))
+                break
+    return shifts
+
+
+class _Earlier:
+    """Units of earlier runs, indexed once: which run and interview a unit came from, and
+    every unit of that run and interview."""
+
+    def __init__(self, units: pd.DataFrame):
+        self.run_of = {
+            u: (r, t)
+            for u, r, t in zip(
+                units["unit_id"], units["last_run_id"], units["transcript_id"], strict=True
+            )
+        }
+        self.layout = {key: frame for key, frame in units.groupby(["last_run_id", "transcript_id"])}
+
+
+def _fuzzy(text: str, frame: pd.DataFrame | None) -> tuple[str, str] | None:
+    """The current unit whose text is most like ``text`` (a typo fix), if like enough."""
+    if frame is None:
+        return None
+    best: tuple[float, str, str] | None = None
+    for unit_id, candidate in zip(frame["unit_id"], frame["text"], strict=True):
+        matcher = SequenceMatcher(None, text, candidate, autojunk=False)
+        if matcher.real_quick_ratio() < FUZZY_AT_LEAST or matcher.quick_ratio() < FUZZY_AT_LEAST:
+            continue
+        ratio = matcher.ratio()
+        if ratio >= FUZZY_AT_LEAST and (best is None or ratio > best[0]):
+            best = (ratio, str(unit_id), str(candidate))
+    return None if best is None else best[1:]
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def resolve_anchors(
-    decisions: pd.DataFrame, units: pd.DataFrame, texts: dict[str, str], codebook: Codebook
+    decisions: pd.DataFrame,
+    units: pd.DataFrame,
+    texts: dict[str, str],
+    codebook: Codebook,
+    earlier_units: pd.DataFrame | None = None,
+    cache: dict | None = None,
 ) -> pd.DataFrame:
-    """Each decision with ``current_unit_id``, ``current_code_id``, ``anchor`` and ``reason``.
+    """Each decision with ``current_unit_id``, ``current_code_id``, ``anchor``, ``reason`` and
+    ``candidate_unit_id``.
 
-    ``units`` are the current units (latest run); ``texts`` the current transcript texts.
+    ``units`` are the current units (latest run); ``texts`` the current transcript texts;
+    ``earlier_units`` the store's units of earlier runs (with ``last_run_id``), which say where
+    a decision's neighbours were, so a text that now appears twice follows its context.
+    ``cache``: where a caller that resolves again and again against the same units (the review
+    page, per run) keeps each anchor found, so only new decisions cost anything.
+
+    Never a guess: a decision whose text now appears more than once with no context to tell
+    which is its passage, or whose text was edited (a typo fix), stays ``orphaned`` with a
+    reason starting "moved — confirm" and the ``candidate_unit_id`` a person can confirm
+    (``confirm_move``); once confirmed it is ``moved`` there.
     """
     out = decisions.copy()
     if out.empty:
         for column in ("current_unit_id", "current_code_id", "anchor", "reason"):
             out[column] = pd.Series(dtype=object)
+        out["candidate_unit_id"] = pd.Series(dtype=object)
         return out
     current_ids = set(units["unit_id"])
     by_transcript: dict[str, pd.DataFrame] = {}
+    unit_texts: dict[str, str] = {}
 
     def units_of(tid: str) -> pd.DataFrame | None:
         # Only for decisions whose unit is gone (most are kept): splitting all units by
@@ -90,49 +183,80 @@ def resolve_anchors(
             by_transcript.update(
                 {t: f.sort_values("start") for t, f in units.groupby("transcript_id")}
             )
+            unit_texts.update(zip(units["unit_id"], units["text"], strict=True))
         return by_transcript.get(tid)
 
-    located: dict[tuple, tuple[str | None, str, str]] = {}
-    for key in set(
+    confirmed = _confirmations(out)
+    earlier: _Earlier | None = None  # indexed on first need: most calls find every unit current
+    located: dict[tuple, tuple[str | None, str, str, str]] = {} if cache is None else cache
+    keys = list(
         zip(
             out["unit_id"], out["transcript_id"], out["start"], out["end"], out["text"], strict=True
         )
-    ):
+    )
+    for key in set(keys):
+        if key in located:
+            continue
         unit_id, tid, start, _end, text = key
         if unit_id in current_ids:
-            located[key] = (unit_id, "kept", "")
+            located[key] = (unit_id, "kept", "", "")
             continue
         if tid not in texts:
-            located[key] = (None, "orphaned", "its interview is no longer in the project")
+            located[key] = (None, "orphaned", "its interview is no longer in the project", "")
             continue
-        new_start = _locate(text, int(start), texts[tid])
-        if new_start is None:
-            located[key] = (None, "orphaned", "its text is no longer in the transcript")
+        new_text, frame = texts[tid], units_of(tid)
+        if earlier is None and earlier_units is not None and not earlier_units.empty:
+            earlier = _Earlier(earlier_units)
+        places = _occurrences(text, new_text)
+        shifts = _neighbour_shifts(earlier, unit_id, int(start), new_text)
+        if not places:
+            similar = _fuzzy(text, frame)
+            if similar is None:
+                located[key] = (None, "orphaned", "its text is no longer in the transcript", "")
+            else:
+                located[key] = (
+                    None,
+                    "orphaned",
+                    f'{CONFIRM}: its text was edited; now "{_short(similar[1])}"',
+                    similar[0],
+                )
             continue
-        new_end = new_start + len(text)
-        frame = units_of(tid)
-        holder = None
-        if frame is not None:
-            exact = frame[(frame["start"] == new_start) & (frame["end"] == new_end)]
-            covering = frame[(frame["start"] <= new_start) & (frame["end"] >= new_end)]
-            overlapping = frame[(frame["start"] < new_end) & (frame["end"] > new_start)]
-            for candidates in (exact, covering, overlapping):
-                if len(candidates):
-                    holder = candidates.iloc[0]["unit_id"]
-                    break
-        if holder is None:
-            located[key] = (None, "orphaned", "its text is no longer part of a coding unit")
+        matching = [p for p in places if p - int(start) in shifts]
+        if len(matching) == 1:
+            chosen, sure = matching[0], True
         else:
-            located[key] = (holder, "moved", "")
-    anchors = [
-        located[k]
-        for k in zip(
-            out["unit_id"], out["transcript_id"], out["start"], out["end"], out["text"], strict=True
-        )
-    ]
+            chosen = min(places, key=lambda p: abs(p - int(start)))
+            # One place and nothing says otherwise: the text moved with the edit around it.
+            sure = len(places) == 1 and not shifts
+        holder = _holder(frame, chosen, chosen + len(text))
+        if holder is None:
+            located[key] = (None, "orphaned", "its text is no longer part of a coding unit", "")
+        elif sure:
+            located[key] = (holder, "moved", "", "")
+        else:
+            why = (
+                f"its text now appears {len(places)} times and its neighbours do not say which"
+                if len(places) > 1
+                else "its text is still there but its neighbours are not around it"
+            )
+            located[key] = (
+                None,
+                "orphaned",
+                f'{CONFIRM}: {why}; nearest: "{_short(unit_texts.get(holder, text))}"',
+                holder,
+            )
+    anchors = [located[k] for k in keys]
     out["current_unit_id"] = [a[0] for a in anchors]
     out["anchor"] = [a[1] for a in anchors]
     out["reason"] = [a[2] for a in anchors]
+    out["candidate_unit_id"] = [a[3] for a in anchors]
+    if confirmed:
+        for i, row in out.iterrows():
+            target = confirmed.get(int(row["decision_id"]))
+            if row["anchor"] == "orphaned" and target and target == row["candidate_unit_id"]:
+                out.at[i, "current_unit_id"] = target
+                out.at[i, "anchor"] = "moved"
+                out.at[i, "reason"] = "move confirmed by a person"
     codes = [resolve_code(c, codebook) if c else "" for c in out["code_id"]]
     out["current_code_id"] = codes
     gone = [c is None for c in codes]
@@ -144,11 +268,58 @@ def resolve_anchors(
     return out
 
 
+def _confirmations(decisions: pd.DataFrame) -> dict[int, str]:
+    """decision id -> unit a person confirmed it moved to (notes with source 'confirm')."""
+    if "source" not in decisions.columns:
+        return {}
+    notes = decisions[(decisions["source"] == CONFIRM_SOURCE) & (decisions["action"] == "note")]
+    out: dict[int, str] = {}
+    for unit_id, memo in zip(notes["unit_id"], notes["memo"], strict=True):
+        for match in _CONFIRMED.finditer(str(memo)):
+            out[int(match.group(1))] = str(unit_id)
+    return out
+
+
+class MoveError(QcodeError):
+    """A move cannot be confirmed: the decision is not waiting for one."""
+
+    code = "E602"
+
+
+def awaiting_confirmation(resolved: pd.DataFrame) -> pd.DataFrame:
+    """Decisions shown as "moved — confirm": not applied until a person confirms the move."""
+    if resolved.empty:
+        return resolved
+    return resolved[(resolved["anchor"] == "orphaned") & resolved["reason"].str.startswith(CONFIRM)]
+
+
+def confirmation(resolved: pd.DataFrame, decision_id: int) -> tuple[str, str]:
+    """(unit, memo) of the note (source 'confirm') that confirms decision ``decision_id``'s
+    move to its candidate unit; a ``MoveError`` if it is not waiting for a confirmation."""
+    waiting = awaiting_confirmation(resolved)
+    row = waiting[waiting["decision_id"] == decision_id]
+    if row.empty:
+        raise MoveError(
+            f"decision {decision_id} is not waiting for a move to be confirmed "
+            "(see 'qcode orphans' for those that are)"
+        )
+    unit_id = str(row.iloc[0]["candidate_unit_id"])
+    return unit_id, f"Confirmed: decision {decision_id} moved here after its interview was edited."
+
+
+def project_decisions(resolved: pd.DataFrame) -> pd.DataFrame:
+    """Decisions that make the project's coding: all but those imported for comparison only
+    (``qcode import-qdpx`` without ``--adopt``), which count for agreement alone."""
+    if resolved.empty or "source" not in resolved.columns:
+        return resolved
+    return resolved[resolved["source"] != COMPARE_SOURCE]
+
+
 def latest_decisions(resolved: pd.DataFrame, reviewer: str | None = None) -> pd.DataFrame:
-    """The latest accept/reject per (unit, code) among anchored decisions."""
+    """The latest accept/reject per (unit, code) among anchored decisions: one reviewer's, or
+    (``reviewer`` None) the project's, without comparison imports."""
     live = resolved[(resolved["anchor"] != "orphaned") & resolved["action"].isin(CODING_ACTIONS)]
-    if reviewer is not None:
-        live = live[live["reviewer"] == reviewer]
+    live = live[live["reviewer"] == reviewer] if reviewer is not None else project_decisions(live)
     live = live.sort_values("decision_id")
     return live.drop_duplicates(["current_unit_id", "current_code_id"], keep="last")
 
@@ -272,7 +443,9 @@ def reviewed_units(
 def review_counts(units: pd.DataFrame, codings: pd.DataFrame, resolved: pd.DataFrame) -> dict:
     """How much of a run people have reviewed (recorded in the manifest and summaries).
 
-    ``codings`` are ``current_codings``: its rows with a rank are the run's suggestions."""
+    ``codings`` are ``current_codings``: its rows with a rank are the run's suggestions.
+    Decisions imported for comparison only are not the project's and are left out."""
+    resolved = project_decisions(resolved)
     suggested = codings[codings["rank"].notna()] if len(codings) else codings
     state = unit_review_state(units, suggested, resolved)
     codable = len(state)
@@ -288,4 +461,5 @@ def review_counts(units: pd.DataFrame, codings: pd.DataFrame, resolved: pd.DataF
         "rejected_codings": int((codings["status"] == "rejected").sum()),
         "unreviewed_suggestions": int((codings["status"] == "suggested").sum()),
         "orphaned_decisions": int((resolved["anchor"] == "orphaned").sum()) if len(resolved) else 0,
+        "decisions_to_confirm": len(awaiting_confirmation(resolved)),
     }

@@ -32,6 +32,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from pipeline.assign import decision_key
 from pipeline.errors import QcodeError
 from pipeline.settings import Settings
 
@@ -262,12 +263,14 @@ class LearnedCoder:
         if probabilities.size == 0:
             return pd.DataFrame(columns=SUGGESTION_COLUMNS)
         probabilities = np.round(probabilities.astype(np.float64), 6)
-        keep = self.decide(probabilities, top_k)
-        order = np.argsort(-probabilities, axis=1, kind="stable")
+        key = decision_key(probabilities)  # float noise cannot flip a decision or a rank
+        keep = self.decide(key, top_k)
+        order = np.argsort(-key, axis=1, kind="stable")
         ranked = np.take_along_axis(probabilities, order, axis=1)
         kept = np.take_along_axis(keep, order, axis=1)
         rank = np.cumsum(kept, axis=1)
         following = np.concatenate([ranked[:, 1:], np.zeros((len(ranked), 1))], axis=1)
+        following = np.minimum(following, ranked)  # a tie at decision precision: margin 0
         rows, cols = np.nonzero(kept)
         codes = order[rows, cols]
         return pd.DataFrame(

@@ -289,3 +289,18 @@ def read_store_state(path: Path) -> tuple[str, str | None]:
         return "unreadable", None
     finally:
         db.close()
+
+
+def orphans_line(review: dict, run_dir: Path) -> str:
+    """The closing summary's line on decisions that no longer attach to a unit ("" if none)."""
+    orphaned = int(review.get("orphaned_decisions", 0))
+    if not orphaned:
+        return ""
+    waiting = int(review.get("decisions_to_confirm", 0))
+    one = orphaned == 1
+    return (
+        f"{orphaned} reviewer{chr(39) + 's' if one else 's' + chr(39)} decision"
+        f"{'' if one else 's'} no longer attach{'es' if one else ''} to a unit (text or code "
+        "gone" + (f"; {waiting} moved — confirm" if waiting else "") + "): kept, not applied; "
+        f"see 'qcode orphans' or {run_dir / 'orphaned_decisions.csv'}"
+    )

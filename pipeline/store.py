@@ -501,8 +501,22 @@ class Store:
 
     def resolved_decisions(self, codebook: Codebook | None = None) -> pd.DataFrame:
         """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""
+        decisions, units = self.decisions(), self.units()
+        earlier = None
+        if not decisions["unit_id"].isin(units["unit_id"]).all():
+            earlier = self.earlier_units(self.latest_run_id())
         return resolve_anchors(
-            self.decisions(), self.units(), self.transcript_texts(), codebook or self.codebook()
+            decisions, units, self.transcript_texts(), codebook or self.codebook(), earlier
+        )
+
+    def earlier_units(self, but_run: str | None = None) -> pd.DataFrame:
+        """Stored units not in run ``but_run`` (None: all), with the run each was last in: where
+        a moved decision's neighbours were (``pipeline.decisions.resolve_anchors``)."""
+        return pd.read_sql_query(
+            'SELECT unit_id, transcript_id, start, "end", text, last_run_id FROM units'
+            " WHERE ? IS NULL OR last_run_id != ?",
+            self.db,
+            params=(but_run, but_run),
         )
 
     def reviewers(self) -> list[str]:

@@ -143,6 +143,23 @@ def record_real_run(
     return path
 
 
+def rerun_with_edit(
+    project_store: Path, tmp_path: Path, edit_text, nlp, encoder, codebook, cache
+) -> None:
+    """A new run over the sample in which WP-02's file was edited by ``edit_text(body)``."""
+    import shutil
+
+    from pipeline.ingest import read_transcripts
+
+    folder = tmp_path / "edited"
+    shutil.copytree(SAMPLE, folder, ignore=shutil.ignore_patterns("gold", "double_coded"))
+    source = folder / "wp02_class_teacher.txt"
+    head, body = source.read_text(encoding="utf-8").split("\n---\n", 1)
+    source.write_text(head + "\n---\n" + edit_text(body), encoding="utf-8")
+    transcripts, problems = read_transcripts(folder)
+    record_real_run(project_store, transcripts, problems, nlp, encoder, codebook, cache)
+
+
 @pytest.fixture(scope="session")
 def _sample_project_template(
     tmp_path_factory, nlp, encoder, codebook, sample_transcripts, embedding_cache

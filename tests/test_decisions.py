@@ -9,7 +9,17 @@ import pandas as pd
 import pytest
 
 from pipeline.codebook import parse_codebook
-from pipeline.decisions import current_codings, resolve_anchors, text_sha, unit_statuses
+from pipeline.decisions import (
+    CONFIRM_SOURCE,
+    MoveError,
+    confirmation,
+    current_codings,
+    latest_decisions,
+    resolve_anchors,
+    text_sha,
+    unit_statuses,
+)
+from pipeline.outputs import orphans_line
 from pipeline.store import NewDecision, Store
 from tests.conftest import CODEBOOK, SAMPLE
 
@@ -239,6 +249,127 @@ def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(
     orphaned = pd.read_csv(run / "orphaned_decisions.csv", keep_default_na=False)
     assert orphaned["text"].tolist() == [lose.text]
     assert "no longer in the transcript" in orphaned["reason"].iloc[0]
+    # qcode run's closing summary says so.
+    review = json.loads((run / "manifest.json").read_text())["review"]
+    line = orphans_line(review, run)
+    assert line.startswith("1 reviewer's decision no longer attaches to a unit (text or code")
+    assert str(run / "orphaned_decisions.csv") in line
+    assert orphans_line({**review, "orphaned_decisions": 3, "decisions_to_confirm": 2}, run)
+    assert orphans_line({**review, "orphaned_decisions": 0}, run) == ""
+
+
+# -- anchoring never guesses (issue 14 point 3) -------------------------------------------------
+
+
+def test_a_quoted_copy_inserted_before_does_not_take_the_decision():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame([decision(1, units.iloc[1], "a")])
+    earlier = units.assign(last_run_id="r1")
+    quote = "Two sentence there. "  # an inserted exchange quoting the decided sentence
+    edited = "Q: " + quote + "Yes. " + TEXT
+    shift = len("Q: " + quote + "Yes. ")
+    new_units = units_of(
+        edited, [(3, 22), (23, 27), *[(s + shift, e + shift) for s, e in SENTENCES]]
+    )
+    resolved = resolve_anchors(decisions, new_units, {"T": edited}, BOOK, earlier)
+    assert resolved.loc[0, "anchor"] == "moved"
+    original = new_units.iloc[3]
+    assert original["text"] == units.iloc[1]["text"]
+    assert resolved.loc[0, "current_unit_id"] == original["unit_id"]  # not the quote at 3
+    # Without the earlier layout nothing says which copy: shown as "moved — confirm".
+    blind = resolve_anchors(decisions, new_units, {"T": edited}, BOOK)
+    assert blind.loc[0, "anchor"] == "orphaned" and blind.loc[0, "current_unit_id"] is None
+    assert blind.loc[0, "reason"].startswith("moved — confirm: its text now appears 2 times")
+    assert blind.loc[0, "candidate_unit_id"] == new_units.iloc[0]["unit_id"]  # the nearest
+
+
+def test_a_typo_fix_is_moved_confirm_until_a_person_confirms():
+    units = units_of(TEXT, SENTENCES)
+    decisions = pd.DataFrame([decision(1, units.iloc[1], "a")])
+    fixed = TEXT.replace("Two sentence there.", "Two sentences there.")
+    new_units = units_of(fixed, [(0, 18), (19, 39), (40, 57)])
+    resolved = resolve_anchors(decisions, new_units, {"T": fixed}, BOOK)
+    row = resolved.iloc[0]
+    assert row["anchor"] == "orphaned" and row["current_unit_id"] is None
+    assert row["reason"] == 'moved — confirm: its text was edited; now "Two sentences there."'
+    assert row["candidate_unit_id"] == new_units.iloc[1]["unit_id"]
+    assert latest_decisions(resolved).empty  # never applied before a person confirms
+    unit, memo = confirmation(resolved, 1)
+    note = {**decision(2, new_units.iloc[1], ""), "action": "note", "memo": memo}
+    both = pd.DataFrame(
+        [{**decision(1, units.iloc[1], "a"), "source": "web"}, {**note, "source": CONFIRM_SOURCE}]
+    )
+    after = resolve_anchors(both, new_units, {"T": fixed}, BOOK)
+    assert after.loc[0, "anchor"] == "moved" and after.loc[0, "current_unit_id"] == unit
+    with pytest.raises(MoveError, match="not waiting"):
+        confirmation(after, 1)
+    # A wholly different sentence is no candidate: plainly orphaned.
+    other = TEXT.replace("Two sentence there.", "Something else entirely.")
+    gone = resolve_anchors(decisions, units_of(other, [(0, 18), (19, 44)]), {"T": other}, BOOK)
+    assert gone.loc[0, "reason"] == "its text is no longer in the transcript"
+
+
+def test_real_store_quote_and_typo_cases(
+    project_store, tmp_path, nlp, encoder, codebook, embedding_cache
+):
+    """Both issue cases on a real project: an inserted exchange quoting a decided sentence
+    leaves the decision with the original; a one-word fix shows as "moved — confirm"."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.conftest import rerun_with_edit
+
+    with Store(project_store) as store:
+        units = store.units()
+    mine = units[(units["transcript_id"] == "WP-02") & units["codable"]].reset_index(drop=True)
+    quoted, typo = mine.iloc[12], mine.iloc[20]
+    assert quoted["text"] != typo["text"] and len(typo["text"].split()) > 3
+    with Store(project_store) as store:
+        store.decide(
+            "ann",
+            [
+                NewDecision(quoted.unit_id, "ts.trust", "add"),
+                NewDecision(typo.unit_id, "ts.time", "add"),
+            ],
+        )
+    words = typo["text"].split(" ")
+    fixed = " ".join([*words[:-1], "X" + words[-1]])
+
+    def edit_text(body: str) -> str:
+        body = body.replace(typo["text"], fixed)
+        return (
+            f"\nInterviewer: Earlier you said: {quoted['text']} Can you say more?\n\n"
+            f"Participant: Aye. {quoted['text']}\n" + body
+        )
+
+    rerun_with_edit(project_store, tmp_path, edit_text, nlp, encoder, codebook, embedding_cache)
+    with Store(project_store) as store:
+        resolved = store.resolved_decisions().set_index("code_id")
+        current = store.units().set_index("unit_id")
+    kept = resolved.loc["ts.trust"]
+    assert kept["anchor"] == "moved", kept["reason"]
+    holder = current.loc[kept["current_unit_id"]]
+    # The original passage, after the inserted exchange (its copies sit before it).
+    copies = current[(current["transcript_id"] == "WP-02") & (current["text"] == quoted["text"])]
+    assert len(copies) >= 2 and holder["start"] == copies["start"].max()
+    waiting = resolved.loc["ts.time"]
+    assert waiting["anchor"] == "orphaned" and waiting["reason"].startswith("moved — confirm")
+    assert current.loc[waiting["candidate_unit_id"], "text"] == fixed
+    runner = CliRunner()
+    listed = runner.invoke(app, ["orphans", "--store", str(project_store)])
+    assert "1 of 2 decisions are orphaned (1 moved — confirm)." in listed.output
+    assert f"qcode orphans --confirm {waiting['decision_id']} --reviewer NAME" in listed.output
+    confirm = ["orphans", "--confirm", str(waiting["decision_id"]), "--store", str(project_store)]
+    nameless = runner.invoke(app, confirm)
+    assert nameless.exit_code == 2 and "--confirm needs --reviewer" in nameless.output
+    confirmed = runner.invoke(app, [*confirm, "--reviewer", "bea"])
+    assert confirmed.exit_code == 0, confirmed.output
+    with Store(project_store) as store:
+        after = store.resolved_decisions().set_index("code_id")
+    assert after.loc["ts.time", "anchor"] == "moved"
+    assert after.loc["ts.time", "current_unit_id"] == waiting["candidate_unit_id"]
+    again = runner.invoke(app, [*confirm, "--reviewer", "bea"])
+    assert again.exit_code == 2 and "[E602]" in again.output
 
 
 # -- review state per code: the one definition of "reviewed" -------------------------------------

@@ -20,9 +20,12 @@ from pipeline.report.expr import parse_expression
 from pipeline.report.project import load_project
 from pipeline.report.quotes import (
     CUT,
+    MIN_WORDS,
     QuoteRequest,
     UnitVectors,
+    _whole_brackets,
     find_quotes,
+    k_notice,
     select_diverse,
     verify_quote,
 )
@@ -75,6 +78,36 @@ def test_every_quote_is_a_slice_of_the_stored_transcript(project, sample_transcr
                 assert rest[:1].isspace() or rest[:1] in ",;:" or source[q.kept_end - 1] in ".!?"
             seen += 1
     assert seen > 100 and trimmed > 10
+
+
+def test_quotes_stand_alone(project, cache_dir):
+    """No fragment: every quote has MIN_WORDS words, short units are quoted with the
+    neighbouring sentences of their turn, and no stage direction is cut in two."""
+    units = project.units.set_index("unit_id")
+    merged = 0
+    for code in project.codebook.ids:
+        result = ask(project, cache_dir, codes=(code,), include_suggestions=True, limit=8)
+        for q in result.quotes:
+            unit = units.loc[q.unit_id]
+            assert q.start <= unit["start"] and unit["end"] <= q.end  # the unit is inside
+            assert len(re.findall(r"[\w'’-]+", q.kept_text)) >= MIN_WORDS, q.text
+            assert q.kept_text.count("[") == q.kept_text.count("]"), q.text
+            if (q.start, q.end) != (unit["start"], unit["end"]):
+                merged += 1
+                turn = units[
+                    (units["transcript_id"] == q.transcript_id)
+                    & (units["turn_index"] == unit["turn_index"])
+                ]
+                assert turn["start"].min() <= q.start and q.end <= turn["end"].max()
+    assert merged > 0
+
+
+def test_stage_directions_are_kept_whole():
+    text = "Well, we tried. [laughs] It did not work at all, honestly."
+    cut = text.index("laughs]")
+    assert _whole_brackets(text, cut, len(text)) == (text.index("["), len(text))
+    assert _whole_brackets(text, 0, text.index("[") + 2) == (0, text.index("]") + 1)
+    assert _whole_brackets(text, 0, len(text)) == (0, len(text))
 
 
 def test_verify_quote_catches_text_that_is_not_the_source(project):
@@ -357,8 +390,14 @@ def test_every_format_carries_quotes_and_flags(project, cache_dir, tmp_path):
         )
         assert body["quotes"][i]["quote"] == q.text
         assert body["quotes"][i]["k_flag"] == q.identifiable
-    assert md.count("k-anonymity:") == word.count("k-anonymity:") == len(flagged)
-    assert all(f"only {q.group_size} participant" in md for q in flagged)
+    # One notice for the list, naming the flagged quotes by number; a mark on each of them.
+    assert md.count("k-anonymity:") == word.count("k-anonymity:") == 1
+    notice = k_notice(result.quotes)
+    assert notice in md and notice in word
+    numbers = [str(i) for i, q in enumerate(result.quotes, 1) if q.identifiable]
+    assert all(n in notice.split(" may ")[0] for n in numbers)
+    assert all(str(q.group_size) in notice for q in flagged)
+    assert set(table["draft"]) == {"DRAFT - FOR HUMAN REVIEW"}  # CSVs say so too
 
 
 # -- the command and the page ---------------------------------------------------------------------

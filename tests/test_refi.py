@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.codebook import load_codebook, parse_codebook
-from pipeline.decisions import current_codings
+from pipeline.decisions import current_codings, review_counts, reviewed_units
 from pipeline.interop import refi as refi_module
 from pipeline.interop.qdc import (
     CODEBOOK_NS,
@@ -27,6 +27,7 @@ from pipeline.interop.qdc import (
 )
 from pipeline.interop.refi import (
     MACHINE_PREFIX,
+    REVIEWED_NO_CODE,
     export_qdpx,
     import_qdpx,
     lf_position,
@@ -425,7 +426,7 @@ def test_import_of_our_own_export_recreates_every_decision_once(tiny):
         export_qdpx(store, tiny / "out.qdpx", include_suggestions=True)
         expected = {r: _accepted(store, r) for r in ("ann", "bob")}
     with Store(tiny / "undecided.sqlite") as store:
-        report = import_qdpx(store, tiny / "out.qdpx")
+        report = import_qdpx(store, tiny / "out.qdpx", adopt=True)
         assert {r: _accepted(store, r) for r in ("ann", "bob")} == expected
         decisions = store.decisions()
         assert set(decisions["source"]) == {"import"}
@@ -433,9 +434,79 @@ def test_import_of_our_own_export_recreates_every_decision_once(tiny):
         assert report.machine_skipped >= 1 and report.unknown_codes == {}
         memos = set(decisions["memo"])
         assert {"Strong “trust” quote 🙂", "CRLF file, é", "agree"} <= memos
-        again = import_qdpx(store, tiny / "out.qdpx")
+        again = import_qdpx(store, tiny / "out.qdpx", adopt=True)
         assert again.written == {} and len(store.decisions()) == len(decisions)
         assert "already up to date" in again.summary()
+
+
+def test_round_trip_keeps_reviewed_no_code(tiny):
+    """A unit ann reviewed and gave no code comes back reviewed, its suggestions rejected."""
+    with Store(tiny / "decided.sqlite") as store:
+        suggestions = store.suggestions()
+        decided = set(store.decisions()["unit_id"])
+        unit = next(u for u in suggestions["unit_id"] if u not in decided)
+        codes = set(suggestions.loc[suggestions["unit_id"] == unit, "code_id"])
+        store.decide("ann", [NewDecision(unit, c, "reject") for c in sorted(codes)])
+        units = store.units()
+        free = units[units["codable"] & ~units["unit_id"].isin(decided | {unit})]
+        unsuggested = free[~free["unit_id"].isin(set(suggestions["unit_id"]))]
+        bare = (unsuggested if len(unsuggested) else free)["unit_id"].iloc[0]
+        store.decide("ann", [NewDecision(bare, "", "done")])  # marked done, no code
+        before = review_counts(
+            store.units(),
+            current_codings(suggestions, store.resolved_decisions()),
+            store.resolved_decisions(),
+        )
+        export_qdpx(store, tiny / "out.qdpx")
+    root, _ = _unzip(tiny / "out.qdpx")
+    empty = [
+        s
+        for s in root.iterfind(".//q:PlainTextSelection", NS)
+        if s.findtext("q:Description", namespaces=NS) == REVIEWED_NO_CODE
+    ]
+    assert len(empty) == 2 and all(s.find("q:Coding", NS) is None for s in empty)
+    with Store(tiny / "undecided.sqlite") as store:
+        report = import_qdpx(store, tiny / "out.qdpx", adopt=True)
+        mine = current_codings(store.suggestions(), store.resolved_decisions(), "ann")
+        resolved = store.resolved_decisions()
+        after = review_counts(
+            store.units(), current_codings(store.suggestions(), resolved), resolved
+        )
+        reviewed = reviewed_units(store.units(), store.suggestions(), resolved, "ann")
+    assert report.reviewed_no_code == 2
+    assert {unit, bare} <= reviewed  # both come back reviewed, with no code
+    with Store(tiny / "undecided.sqlite") as store:
+        marks = store.decisions(reviewer="ann").query("action == 'done'")
+    # Nothing suggested: recorded as done; else as rejections of what was suggested.
+    assert marks["unit_id"].tolist() == ([bare] if len(unsuggested) else [])
+    on_unit = mine[mine["unit_id"] == unit]
+    assert set(on_unit["code_id"]) == codes and set(on_unit["status"]) == {"rejected"}
+    # Accepted codings come back as they were; the import rejects what a user left off a unit
+    # they coded, so units only partly reviewed here come back reviewed.
+    assert after["accepted_codings"] == before["accepted_codings"]
+    assert after["units_reviewed"] >= before["units_reviewed"]
+
+
+def test_import_for_comparison_leaves_the_project_alone(tiny):
+    """Another tool's coding of the same units is a separate coder: the project's codings,
+    review counts and reviewers stay as they were, unless it is adopted."""
+    with Store(tiny / "decided.sqlite") as store:
+        export_qdpx(store, tiny / "theirs.qdpx")
+    with Store(tiny / "decided.sqlite") as store:
+        resolved = store.resolved_decisions()
+        before = review_counts(
+            store.units(), current_codings(store.suggestions(), resolved), resolved
+        )
+        report = import_qdpx(store, tiny / "theirs.qdpx")
+        resolved = store.resolved_decisions()
+        after = review_counts(
+            store.units(), current_codings(store.suggestions(), resolved), resolved
+        )
+        coders = set(store.decisions()["reviewer"])
+        assert _accepted(store, "ann (theirs.qdpx)") == _accepted(store, "ann")
+    assert report.written and after == before
+    assert after["reviewers"] == ["ann", "bob"]
+    assert {"ann (theirs.qdpx)", "bob (theirs.qdpx)"} <= coders
 
 
 def _foreign_qdpx(
@@ -555,9 +626,12 @@ def test_import_from_another_tool_with_crlf_sources(tiny, origin, counting):
         dry = import_qdpx(store, tiny / "field.qdpx", dry_run=True)
         assert len(store.decisions()) == 0 and dry.written
         report = import_qdpx(store, tiny / "field.qdpx")
-        ann = _accepted(store, "Ann Smith")
-        bob = _accepted(store, "Bob Jones")
-        memos = set(store.decisions(reviewer="Ann Smith")["memo"])
+        ann = _accepted(store, "Ann Smith (field.qdpx)")
+        bob = _accepted(store, "Bob Jones (field.qdpx)")
+        memos = set(store.decisions(reviewer="Ann Smith (field.qdpx)")["memo"])
+        # For comparison only: the project's own codings do not change.
+        assert set(store.decisions()["source"]) == {"compare"}
+        assert _accepted(store, None) == set()
     assert ann == {(time_unit, "ts.time_pressure"), (sharing, "ts.trust")}
     # Bob's span covers two whole units: both are coded. His phrase inside a unit is reported.
     assert bob == {(time_unit, "ts.trust"), (shorter, "ts.trust")}
@@ -570,7 +644,8 @@ def test_import_from_another_tool_with_crlf_sources(tiny, origin, counting):
     if counting == "crlf":
         assert any("CRLF as two characters" in line for line in report.countings)
     summary = report.summary()
-    assert "'Weather': 1 codings" in summary and "Ann Smith" in summary
+    assert "'Weather': 1 codings" in summary and "Ann Smith (field.qdpx)" in summary
+    assert "For comparison only" in summary
 
 
 def test_import_matches_sources_by_file_name_or_by_text(tiny):
@@ -596,7 +671,7 @@ def test_import_matches_sources_by_file_name_or_by_text(tiny):
         )
         report = import_qdpx(store, tiny / "by_text.qdpx")
         assert report.matched == [("Interview with the QIO.docx", "T-02", "by text")]
-        assert _accepted(store, "Ann Smith") == {
+        assert _accepted(store, "Ann Smith (by_text.qdpx)") == {
             (_unit(store, "T-02", "never enough time").unit_id, "ts.time_pressure"),
             (_unit(store, "T-02", "Sharing our plans").unit_id, "ts.trust"),
         }
@@ -692,7 +767,7 @@ def test_round_trip_through_an_independent_reader_and_writer(tiny):
     schema = etree.XMLSchema(etree.parse(str(SCHEMA)))
     assert schema.validate(etree.fromstring(qde)), schema.error_log
     with Store(tiny / "undecided.sqlite") as store:
-        report = import_qdpx(store, tiny / "peer.qdpx")
+        report = import_qdpx(store, tiny / "peer.qdpx", adopt=True)
         assert report.unplaced == [] and report.unknown_codes == {}
         assert {r: _accepted(store, r) for r in ("ann", "bob")} == expected
         decisions = store.decisions()

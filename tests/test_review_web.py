@@ -1154,3 +1154,54 @@ def test_browser_focused_code_definition_by_keyboard_and_done(page, project_stor
     assert made == expected
     page.goto(f"/unit/{unit_id}")
     assert page.get_attribute("#review-state", "data-status") == "changed"
+
+
+def test_moved_confirm_is_shown_on_the_unit_and_confirmed_there(
+    project_store, tmp_path, nlp, encoder, codebook, embedding_cache
+):
+    """A decision on a sentence later fixed by one word is not applied, not dropped: the
+    page's orphans list and the new sentence's unit show it as "moved — confirm", and the
+    confirm button applies it there."""
+    from tests.conftest import rerun_with_edit
+
+    with Store(project_store) as store:
+        units = store.units()
+    mine = units[(units["transcript_id"] == "WP-02") & units["codable"]].reset_index(drop=True)
+    typo = mine.iloc[20]
+    with Store(project_store) as store:
+        (decision_id,) = store.decide("ann", [NewDecision(typo.unit_id, "ts.time", "add")])
+    words = typo["text"].split(" ")
+    fixed = " ".join([*words[:-1], "X" + words[-1]])
+    rerun_with_edit(
+        project_store,
+        tmp_path,
+        lambda body: body.replace(typo["text"], fixed),
+        nlp,
+        encoder,
+        codebook,
+        embedding_cache,
+    )
+    with Store(project_store) as store:
+        current = store.units()
+    candidate = current.loc[current["text"] == fixed, "unit_id"].item()
+    client = client_for(project_store)
+    orphans = client.get("/orphans").text
+    assert "moved — confirm: its text was edited" in orphans
+    assert f'href="/unit/{candidate}#moves"' in orphans
+    page = client.get(f"/unit/{candidate}").text
+    assert 'id="moves"' in page and str(escape(typo["text"])) in page
+    form = re.search(r'<form method="post" action="/orphans/confirm">(.*?)</form>', page, re.S)
+    data = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1)))
+    assert data["decision"] == str(decision_id) and data["csrf"]
+    response = client.post("/orphans/confirm", data=data, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == f"/unit/{candidate}"
+    with Store(project_store) as store:
+        resolved = store.resolved_decisions().set_index("decision_id")
+    assert resolved.loc[decision_id, "anchor"] == "moved"
+    assert resolved.loc[decision_id, "current_unit_id"] == candidate
+    assert 'id="moves"' not in client.get(f"/unit/{candidate}").text
+    # Confirming again, or without the form's token, is refused.
+    again = client.post("/orphans/confirm", data=data, follow_redirects=False)
+    assert again.status_code == 400
+    forged = client.post("/orphans/confirm", data={"decision": str(decision_id)})
+    assert forged.status_code in (400, 403)

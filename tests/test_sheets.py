@@ -25,6 +25,7 @@ from pipeline.interop.sheets import (
     read_sheet,
 )
 from pipeline.store import NewDecision, Store
+from tests.conftest import rerun_with_edit
 
 runner = CliRunner()
 
@@ -546,3 +547,141 @@ def test_cli_errors_are_messages(project_store, tmp_path):
     for command in ("export-sheet", "import-sheet"):
         help_text = runner.invoke(app, [command, "--help"])
         assert help_text.exit_code == 0 and "Usage" in help_text.output
+
+
+# -- sheets exported before an interview edit ---------------------------------------------------
+
+
+def test_sheet_from_before_an_edit_imports_every_unchanged_unit(
+    project_store, tmp_path, nlp, encoder, codebook, embedding_cache
+):
+    out = export(project_store, tmp_path / "review.xlsx", transcripts=["WP-02"])
+    rows = units_with_suggestions(out, 1)
+    moved, typo = rows[5], rows[8]
+    assert moved["text"] != typo["text"] and " " in typo["text"]
+    edit(
+        out,
+        {
+            moved["unit_id"]: {"decision": "accept", "reviewer": "ann"},
+            typo["unit_id"]: {"decision": "reject", "reviewer": "ann"},
+        },
+    )
+    words = typo["text"].split(" ")
+    middle = len(words) // 2
+    fixed = " ".join([*words[:middle], words[middle] + "x", *words[middle + 1 :]])  # one word
+    assert fixed != typo["text"]
+
+    def edit_text(body: str) -> str:
+        body = body.replace(typo["text"], fixed)
+        return "\nInterviewer: A question added in the edit, before everything else?\n" + body
+
+    rerun_with_edit(project_store, tmp_path, edit_text, nlp, encoder, codebook, embedding_cache)
+    with Store(project_store) as store:
+        assert moved["unit_id"] not in set(store.units()["unit_id"])  # every unit moved
+        report = import_sheet(store, out)
+        units = store.units().set_index("unit_id")
+        decisions = store.decisions()
+    # The moved unit's decision is on the unit that now holds its text.
+    assert report.units_decided == 1 and report.moved == 1
+    (target,) = set(decisions["unit_id"])
+    assert units.loc[target, "text"] == moved["text"]
+    assert set(decisions["action"]) == {"accept"}
+    # The edited sentence is a conflict showing both texts; untouched rows are no problem.
+    (conflict,) = report.conflicts
+    assert conflict.row == row_of(out, typo["unit_id"])
+    assert conflict.sheet_text == typo["text"] and fixed in conflict.now_text
+    assert report.skipped_blank == len(records(out)) - 2  # blank rows are no problem
+    assert not report.deleted_codes and not report.deleted_rows
+    summary = report.summary()
+    assert f'in the sheet: "{typo["text"]}"' in summary
+    assert f'now:          "{conflict.now_text}"' in summary
+
+
+# -- double coding: one sheet per reviewer -------------------------------------------------------
+
+
+def test_per_reviewer_sheets_do_not_conflict_with_each_other(project_store, tmp_path):
+    sheets = {}
+    for name in ("ann", "bob"):
+        sheets[name] = export(
+            project_store, tmp_path / f"{name}.xlsx", transcripts=["WP-04"], reviewer=name
+        )
+        assert {r["reviewer"] for r in records(sheets[name])} == {name}
+        assert {r["sheet_reviewer"] for r in records(sheets[name])} == {name}
+    picked = units_with_suggestions(sheets["ann"], 1)[:20]
+    assert len(picked) == 20
+    edit(sheets["ann"], {r["unit_id"]: {"decision": "accept"} for r in picked})
+    edit(sheets["bob"], {r["unit_id"]: {"decision": "reject"} for r in picked})
+    with Store(project_store) as store:
+        first = import_sheet(store, sheets["ann"])
+        second = import_sheet(store, sheets["bob"])
+        again = import_sheet(store, sheets["bob"])
+        decisions = store.decisions()
+    assert first.units_decided == second.units_decided == 20
+    assert not first.conflicts and not second.conflicts
+    assert "for bob alone" in second.summary()
+    # Each keeps their own decisions: both reviewers are there for agreement.
+    for name, action in (("ann", "accept"), ("bob", "reject")):
+        mine = decisions[decisions["reviewer"] == name]
+        assert set(mine["action"]) == {action} and mine["unit_id"].nunique() == 20
+    # A reviewer's own sheet imported twice still conflicts with their own decisions.
+    assert again.units_decided == 0 and len(again.conflicts) == 20
+    assert all("bob (sheet," in c.reason for c in again.conflicts)
+    # A later per-reviewer export shows only that reviewer's state (blind).
+    later = {
+        r["unit_id"]: r
+        for r in records(
+            export(project_store, tmp_path / "b2.csv", transcripts=["WP-04"], reviewer="bob")
+        )
+    }
+    assert all(later[r["unit_id"]]["current_codes"] == "" for r in picked)
+
+
+def test_someone_elses_name_in_a_per_reviewer_sheet_is_refused(project_store, tmp_path):
+    out = export(project_store, tmp_path / "ann.csv", transcripts=["WP-04"], reviewer="ann")
+    first = units_with_suggestions(out, 1)[0]
+    edit(out, {first["unit_id"]: {"decision": "accept", "reviewer": "bob"}})
+    with Store(project_store) as store, pytest.raises(SheetError) as caught:
+        import_sheet(store, out)
+    assert "reviewer 'bob' in a sheet exported for ann" in caught.value.message
+    assert n_decisions(project_store) == 0
+
+
+# -- deletions are reported, never skipped silently ----------------------------------------------
+
+
+def test_deleted_codes_and_deleted_rows_are_reported(project_store, tmp_path):
+    out = export(project_store, tmp_path / "review.csv", transcripts=["WP-02"])
+    rows = records(out)
+    coded = units_with_suggestions(out, 2)
+    blank_cut, decided_cut = coded[0], coded[1]
+    edit(
+        out,
+        {
+            blank_cut["unit_id"]: {"suggested_codes": codes(blank_cut["suggested_codes"])[0]},
+            decided_cut["unit_id"]: {
+                "suggested_codes": codes(decided_cut["suggested_codes"])[0],
+                "decision": "accept",
+                "reviewer": "ann",
+            },
+        },
+    )
+    header, grid = load(out)
+    gone = [grid[3], grid[-1]]  # two rows deleted, the last one included
+    kept = [r for r in grid if r not in gone]
+    with out.open("w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle).writerows([header, *kept])
+    with Store(project_store) as store:
+        report = import_sheet(store, out)
+    assert [c.unit_id for c in report.deleted_codes] == [
+        blank_cut["unit_id"],
+        decided_cut["unit_id"],
+    ]
+    assert report.deleted_rows == [
+        f"exported row 4 of {len(rows)}",
+        f"exported row {len(rows)} of {len(rows)}",
+    ]
+    assert report.decisions_written == 0 and n_decisions(project_store) == 0
+    summary = report.summary()
+    assert "2 rows NOT imported: codes were deleted from suggested_codes" in summary
+    assert "2 exported rows are missing from the sheet" in summary

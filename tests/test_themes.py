@@ -14,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.decisions import unit_review_state
 from pipeline.report.batch import build_report, draft_reports
 from pipeline.report.project import load_project
-from pipeline.report.quotes import verify_quote
+from pipeline.report.quotes import k_notice, verify_quote
 from pipeline.report.render import write_theme_report
 from pipeline.settings import Settings
+from pipeline.store import Store
 from tests.reporting import DECIDED_CODES, decide_sample, squash, store_codings
 
 runner = CliRunner()
@@ -52,10 +54,27 @@ def written(accepted_report, tmp_path_factory):
 
 def test_report_counts_equal_the_store_counts(decided, settings, accepted_report):
     joined, units, _ = store_codings(decided)
-    people = units[units["speaker_kind"] == "participant"]
-    total_people = len(people.drop_duplicates(["transcript_id", "speaker"]))
+    everybody = units[units["speaker_kind"] == "participant"]
+    with Store(decided) as store:
+        state = unit_review_state(
+            store.units(), store.suggestions(), store.resolved_decisions()
+        )  # the one definition of "reviewed" (every suggested code decided)
+    accepted_units = set(joined.loc[joined["status"] == "accepted", "unit_id"])
+    decided_units = set(state.loc[state["reviewed"], "unit_id"]) | accepted_units
+    # Denominators: participants whose units were reviewed (all of them with suggestions).
+    reviewed = everybody[
+        everybody.set_index(["transcript_id", "speaker"]).index.isin(
+            everybody[everybody["unit_id"].isin(decided_units)]
+            .set_index(["transcript_id", "speaker"])
+            .index
+        )
+    ]
     with_suggestions = build_report(load_project(decided), settings, include_suggestions=True)
-    for report, statuses in ((accepted_report, {"accepted"}), (with_suggestions, None)):
+    for report, statuses, people in (
+        (accepted_report, {"accepted"}, reviewed),
+        (with_suggestions, None, everybody),
+    ):
+        total_people = len(people.drop_duplicates(["transcript_id", "speaker"]))
         counted = joined[joined["status"].isin(statuses or {"accepted", "suggested"})]
         for theme in report.codes:
             mine = counted[counted["code_id"] == theme.code.id]
@@ -66,6 +85,9 @@ def test_report_counts_equal_the_store_counts(decided, settings, accepted_report
             assert theme.participants == mine["person"].nunique()
             assert theme.interviews == mine["transcript_id"].nunique()
             assert theme.total_participants == total_people
+            assert {r.value for r in theme.matrix["Role"]} == set(
+                people["role"].replace("", "not stated")
+            )
             for row in theme.matrix["Role"]:
                 assert row.participants == mine.loc[mine["role"] == row.value, "person"].nunique()
                 assert (
@@ -154,8 +176,17 @@ def test_report_files_carry_banner_manifest_quotes_and_charts(accepted_report, w
     for q in quotes:
         assert q.text in md and str(escape_html(q.text)) in html and q.text in word
     flagged = sum(q.identifiable for q in quotes)
-    assert flagged and md.count("k-anonymity:") == flagged == word.count("k-anonymity:")
+    # One k-anonymity notice per code section that needs one, naming its quotes by number;
+    # each flagged quote carries only a mark.
+    sections = [t.quotes.quotes for t in report.codes if t.quotes and k_notice(t.quotes.quotes)]
+    assert flagged and sections and len(sections) < flagged
+    assert md.count("k-anonymity:") == len(sections) == word.count("k-anonymity:")
+    assert unescape(html).count("k-anonymity:") == len(sections)
     assert html.count('data-k-flag="1"') == flagged
+    for quotes_of_section in sections:
+        notice = k_notice(quotes_of_section)
+        numbers = [str(i) for i, q in enumerate(quotes_of_section, 1) if q.identifiable]
+        assert notice in md and notice in word and all(n in notice for n in numbers)
     charts = html.count('src="data:image/png;base64,')
     assert charts == 1 + 2 * len(report.groups) == len(document.inline_shapes)
     assert len(list((written / "charts").glob("*.png"))) == charts
@@ -285,3 +316,39 @@ def test_report_flow_renders_every_format(prefect_harness, decided, settings, tm
     assert {"theme_report.md", "theme_report.html", "theme_report.docx", "quote_bank.csv"} <= names
     html = (tmp_path / "drafts" / "theme_report.html").read_text(encoding="utf-8")
     assert BANNER in html and 'data-code="ts.trust" data-units="13"' in html
+
+
+def test_docx_is_a4_with_readable_tables_and_charts(accepted_report, written):
+    """A4 pages; tables in 9 pt with the code column wide enough for any code id on one line;
+    charts placed so that their numbers are 8 pt or more on the page."""
+    import docx
+    from docx.shared import Pt
+
+    from pipeline.report.charts import HEATMAP_NUMBER_PT
+    from pipeline.report.render import CHART_DPI, TABLE_FONT_PT
+
+    document = docx.Document(str(written / "theme_report.docx"))
+    for section in document.sections:
+        assert round(section.page_width.cm, 1) == 21.0 and round(section.page_height.cm, 1) == 29.7
+    sizes = {
+        run.font.size
+        for table in document.tables
+        for row in table.rows
+        for cell in row.cells
+        for paragraph in cell.paragraphs
+        for run in paragraph.runs
+    }
+    assert sizes == {Pt(TABLE_FONT_PT)}
+    longest = max(len(theme.code.id) for theme in accepted_report.codes)
+    code_tables = [t for t in document.tables if t.rows[0].cells[0].text == "Code"]
+    assert code_tables
+    for table in code_tables:
+        # A character of a 9 pt proportional font is at most ~0.6 em wide on average.
+        assert table.rows[1].cells[0].width >= Pt(longest * TABLE_FONT_PT * 0.6)
+    assert document.inline_shapes
+    for shape in document.inline_shapes:
+        blob = shape._inline.graphic.graphicData.pic.blipFill.blip.embed
+        png = document.part.related_parts[blob].blob
+        native = int.from_bytes(png[16:20], "big") / CHART_DPI  # inches
+        scale = shape.width.inches / native
+        assert HEATMAP_NUMBER_PT * scale >= 8, (native, shape.width.inches)

@@ -40,7 +40,7 @@ from lxml import etree
 
 from pipeline import __version__
 from pipeline.codebook import Codebook
-from pipeline.decisions import current_codings, resolve_code
+from pipeline.decisions import COMPARE_SOURCE, DONE, current_codings, resolve_code
 from pipeline.interop import listed
 from pipeline.interop.qdc import (
     PROJECT_NS,
@@ -68,6 +68,11 @@ from pipeline.interop.qdc import (
 from pipeline.store import NewDecision, Store
 
 MACHINE_PREFIX = "qcode machine coder"
+# The Description of a selection that holds no coding: its user reviewed the unit and gave it
+# no code (kept on a round trip; a unit a user coded nowhere is otherwise unreviewed).
+REVIEWED_NO_CODE = "qcode: reviewed, no code"
+# Decisions imported for comparison only (a separate coder for 'qcode agreement'): they never
+# change the project's codings, reports or sheets unless imported with --adopt.
 # Participant attributes that may leave the project: never names, never free-form extras.
 VARIABLES = ("role", "local_authority", "workstream", "network", "date")
 QUOTE_NAME_CHARS = 100
@@ -155,6 +160,7 @@ class _Selection:
     codings: list[tuple[str, str]] = field(default_factory=list)  # (code id, time)
     scores: list[tuple[str, float, int]] = field(default_factory=list)  # suggestions
     memos: list[tuple[str, str]] = field(default_factory=list)
+    reviewed_no_code: str = ""  # time of the decision, for a unit reviewed with no code
 
 
 def build_project(
@@ -179,12 +185,29 @@ def build_project(
     def selection(unit_id: str, user: str) -> _Selection:
         return selections.setdefault((unit_id, user), _Selection(unit_id, user))
 
+    if len(resolved) and "source" in resolved.columns:
+        resolved = resolved[resolved["source"] != COMPARE_SOURCE]  # not the project's coding
     reviewers = sorted(set(resolved["reviewer"])) if len(resolved) else []
     for reviewer in reviewers:
         mine = current_codings(suggestions, resolved, reviewer)
         for row in mine[mine["status"] == "accepted"].itertuples():
             if row.unit_id in unit_rows:
                 selection(row.unit_id, reviewer).codings.append((row.code_id, row.decided_at))
+        decided = mine[mine["reviewer"] == reviewer]
+        for unit_id, group in decided.groupby("unit_id"):
+            if unit_id in unit_rows and not (group["status"] == "accepted").any():
+                selection(unit_id, reviewer).reviewed_no_code = str(group["decided_at"].max())
+        # A unit marked done with nothing suggested or accepted: "reviewed, no code" too.
+        accepted_units = set(mine.loc[mine["status"] == "accepted", "unit_id"])
+        marks = resolved[
+            (resolved["reviewer"] == reviewer)
+            & (resolved["action"] == DONE)
+            & (resolved["anchor"] != "orphaned")
+        ]
+        for unit_id, at in zip(marks["current_unit_id"], marks["at"], strict=True):
+            if unit_id in unit_rows and unit_id not in accepted_units:
+                chosen = selection(unit_id, reviewer)
+                chosen.reviewed_no_code = max(chosen.reviewed_no_code, str(at))
     for (unit_id, reviewer), memos in _memos(resolved).items():
         if unit_id in unit_rows:
             selection(unit_id, reviewer).memos.extend(memos)
@@ -323,6 +346,7 @@ def build_project(
                 creatingUser=user_guid[chosen.user],
             )
             times = [t for _c, t in chosen.codings] + [t for _m, t in chosen.memos]
+            times += [chosen.reviewed_no_code] if chosen.reviewed_no_code else []
             if times:
                 element.set("creationDateTime", min(times))
             if chosen.scores:
@@ -337,6 +361,8 @@ def build_project(
                     f"qcode suggestion, status: unreviewed (no person has accepted or rejected "
                     f"it). {listed}",
                 )
+            elif chosen.reviewed_no_code and not chosen.codings:
+                _text_child(element, PROJECT_NS, "Description", REVIEWED_NO_CODE)
             for code_id, at in sorted(chosen.codings):
                 coding = etree.SubElement(
                     element,
@@ -767,6 +793,8 @@ class QdpxImportReport:
     path: Path
     dry_run: bool
     origin: str = ""
+    adopted: bool = False
+    reviewed_no_code: int = 0
     text_sources: int = 0
     matched: list[tuple[str, str, str]] = field(default_factory=list)  # (name, interview, how)
     unmatched_sources: list[str] = field(default_factory=list)
@@ -795,8 +823,17 @@ class QdpxImportReport:
             f"{self.selections} selections, {self.codings_read} codings "
             f"({self.codings_mapped} on units of this project).",
             f"{verb} {total} decisions on {self.units_decided} units"
-            + (" (dry run: nothing was written)." if self.dry_run else " (source 'import')."),
+            + (" (dry run: nothing was written)." if self.dry_run else "."),
+            (
+                "Adopted: they are the project's own decisions now (source 'import')."
+                if self.adopted
+                else "For comparison only: each user is a separate coder for 'qcode agreement'; "
+                "the project's codings and reports do not change (import with --adopt to make "
+                "them the project's own decisions)."
+            ),
         ]
+        if self.reviewed_no_code:
+            lines.append(f"{self.reviewed_no_code} units were reviewed with no code.")
         for reviewer, actions in sorted(self.written.items()):
             counts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
             lines.append(f"  {reviewer}: {counts}")
@@ -955,12 +992,20 @@ def _locate(source: RefiSource, sel: RefiSelection, counting: str, ours: str) ->
     return _Located("", start, end, ours[start:end])
 
 
-def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxImportReport:
-    """Record each tool user's codings as that reviewer's decisions (``source='import'``).
+def import_qdpx(
+    store: Store, path: str | Path, dry_run: bool = False, adopt: bool = False
+) -> QdpxImportReport:
+    """Record each tool user's codings as a coder's decisions.
+
+    By default for comparison: each user becomes a separate coder, "USER (FILE NAME)", with
+    ``source='compare'``, which ``qcode agreement`` compares and the project's codings, reports
+    and sheets leave out. With ``adopt`` they become the project's own decisions under the
+    user's name (``source='import'``).
 
     A unit a user coded gets exactly the codes they gave it: codes the machine suggested are
     accepted, others added, suggestions they left off rejected, and codes an earlier import
-    gave it removed. Importing the same file twice writes nothing the second time."""
+    gave it removed; a selection marked "reviewed, no code" rejects them all. Importing the same
+    file twice writes nothing the second time."""
     path = Path(path)
     project = read_qdpx(path)
     run_id = store.latest_run_id()
@@ -971,7 +1016,7 @@ def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxIm
     suggestions = store.suggestions(run_id)
     texts = {t: x for t, x in store.transcript_texts().items() if t in set(units["transcript_id"])}
     paths = dict(store.db.execute("SELECT transcript_id, source_path FROM transcripts"))
-    report = QdpxImportReport(path, dry_run, origin=project.origin)
+    report = QdpxImportReport(path, dry_run, origin=project.origin, adopted=adopt)
     report.other_sources = project.other_sources
     report.text_sources = len(project.sources)
     report.other_codings = project.other_codings
@@ -983,6 +1028,11 @@ def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxIm
     by_transcript = {t: f for t, f in codable.groupby("transcript_id")}
     wanted: dict[tuple[str, str], set[str]] = defaultdict(set)  # (reviewer, unit) -> codes
     memos: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def coder(user: str) -> str:
+        """The coder a tool user's codings are recorded as."""
+        return user if adopt else f"{user} ({path.name})"
+
     for source in project.sources:
         report.selections += len(source.selections)
         n_codings = sum(len(s.codings) for s in source.selections)
@@ -1016,7 +1066,8 @@ def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxIm
                 )
         frame = by_transcript.get(tid)
         for sel in source.selections:
-            if not sel.codings:
+            no_code = not sel.codings and sel.description.strip() == REVIEWED_NO_CODE
+            if not sel.codings and not no_code:
                 continue
             located = _locate(source, sel, counting, texts[tid])
             if isinstance(located, str):
@@ -1035,6 +1086,13 @@ def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxIm
                 continue
             partly = frame[(frame["start"] < located.end) & (frame["end"] > located.start)]
             report.partly_covered += len(partly) - len(hit)
+            if no_code:
+                user = project.users.get(sel.user or project.creating_user, "")
+                if user and not user.startswith(MACHINE_PREFIX):
+                    for unit_id in hit["unit_id"]:
+                        wanted[coder(user), unit_id] |= set()
+                        report.reviewed_no_code += 1
+                continue
             for code_guid_, user_guid in sel.codings:
                 user = project.users.get(user_guid or sel.user or project.creating_user, "")
                 reviewer = user or f"user {(user_guid or 'unknown')[:8]}"
@@ -1051,12 +1109,14 @@ def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxIm
                     report.unknown_codes[name] = report.unknown_codes.get(name, 0) + 1
                     continue
                 report.codings_mapped += 1
+                reviewer = coder(reviewer)
                 for unit_id in hit["unit_id"]:
                     wanted[reviewer, unit_id].add(code_id)
                     for memo in [sel.description, *sel.notes]:
                         if memo and memo not in memos[reviewer, unit_id]:
                             memos[reviewer, unit_id].append(memo)
-    plans = _plan_decisions(store, codebook, suggestions, wanted, memos)
+    source_kind = "import" if adopt else COMPARE_SOURCE
+    plans = _plan_decisions(store, codebook, suggestions, wanted, memos, source_kind)
     for reviewer, decisions in plans.items():
         if not decisions:
             continue
@@ -1066,7 +1126,7 @@ def import_qdpx(store: Store, path: str | Path, dry_run: bool = False) -> QdpxIm
         report.written[reviewer] = dict(counts)
         report.units_decided += len({d.unit_id for d in decisions})
         if not dry_run:
-            store.decide(reviewer, decisions, source="import")
+            store.decide(reviewer, decisions, source=source_kind)
     decided = {(r, d.unit_id) for r, ds in plans.items() for d in ds}
     report.up_to_date = len(set(wanted) - decided)
     return report
@@ -1078,9 +1138,14 @@ def _plan_decisions(
     suggestions: pd.DataFrame,
     wanted: dict[tuple[str, str], set[str]],
     memos: dict[tuple[str, str], list[str]],
+    source: str = "import",
 ) -> dict[str, list[NewDecision]]:
-    """Per reviewer, the decisions that make each unit hold exactly the imported codes."""
+    """Per reviewer, the decisions that make each unit hold exactly the imported codes (the
+    reviewer's earlier decisions from ``source`` count; comparison and own stay apart)."""
     resolved = store.resolved_decisions(codebook)
+    if len(resolved):
+        ours = resolved["source"] == COMPARE_SOURCE
+        resolved = resolved[ours if source == COMPARE_SOURCE else ~ours]
     suggested: dict[str, set[str]] = defaultdict(set)
     for unit_id, code_id in suggestions[["unit_id", "code_id"]].itertuples(index=False):
         suggested[unit_id].add(code_id)
@@ -1095,7 +1160,10 @@ def _plan_decisions(
         ):
             (accepted if status == "accepted" else rejected)[unit_id].add(code_id)
         old_memos: dict[str, set[str]] = defaultdict(set)
+        marked_done: set[str] = set()
         if len(resolved):
+            mine_all = resolved[(resolved["reviewer"] == reviewer) & (resolved["action"] == DONE)]
+            marked_done = set(mine_all["current_unit_id"].dropna())
             for row in resolved[resolved["reviewer"] == reviewer].itertuples():
                 if row.current_unit_id:
                     old_memos[row.current_unit_id].add(row.memo)
@@ -1117,6 +1185,8 @@ def _plan_decisions(
                 NewDecision(unit_id, c, "reject" if c in machine else "remove", memo)
                 for c in sorted(accepted[unit_id] - codes)
             ]
+            if not codes and not machine and unit_id not in marked_done:
+                decisions.append(NewDecision(unit_id, "", DONE, memo))  # reviewed, no code
             if not decisions and memo and memo not in old_memos[unit_id]:
                 decisions = [NewDecision(unit_id, "", "note", memo)]
             plans[reviewer].extend(decisions)

@@ -25,7 +25,14 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.codebook import Codebook
-from pipeline.decisions import current_codings, resolve_code, text_sha, unit_statuses
+from pipeline.decisions import (
+    CONFIRM,
+    current_codings,
+    resolve_anchors,
+    resolve_code,
+    text_sha,
+    unit_statuses,
+)
 from pipeline.errors import QcodeError
 from pipeline.interop import listed
 from pipeline.store import NewDecision, StaleUnitError, Store
@@ -45,10 +52,13 @@ INFO_COLUMNS = [
     "current_codes",
 ]
 DECISION_COLUMNS = ["decision", "final_codes", "memo", "reviewer"]
-BOOKKEEPING_COLUMNS = ["version", "text_sha256"]
+# ``sheet_reviewer``: the reviewer a per-reviewer sheet was exported for (blank: a shared
+# sheet); ``export_row``: "k of N", the row's place in the export, so deleted rows are reported.
+BOOKKEEPING_COLUMNS = ["version", "text_sha256", "sheet_reviewer", "export_row"]
 COLUMNS = [*INFO_COLUMNS, *DECISION_COLUMNS, *BOOKKEEPING_COLUMNS]
 # Columns an import cannot do without; the others are there for the reader and may be deleted.
-REQUIRED_COLUMNS = ["unit_id", "text", *DECISION_COLUMNS, *BOOKKEEPING_COLUMNS]
+# (sheet_reviewer and export_row are newer: sheets exported before them still import.)
+REQUIRED_COLUMNS = ["unit_id", "text", *DECISION_COLUMNS, "version", "text_sha256"]
 DECISION_WORDS = ("accept", "reject", "change")
 SUFFIXES = (".xlsx", ".csv")
 REVIEW_SHEET = "review"
@@ -61,6 +71,7 @@ ALREADY = "already imported or changed since export"
 _ILLEGAL = re.compile(r"[\000-\010]|[\013-\014]|[\016-\037]")
 _CODE_SPLIT = re.compile(r"[;,\s]+")
 _WHOLE_NUMBER = re.compile(r"^\d+(\.0*)?$")
+_EXPORT_ROW = re.compile(r"^(\d+) of (\d+)$")  # not "k/N": Excel reads that as a date
 _WIDTHS = {
     "unit_id": 18,
     "transcript_id": 12,
@@ -113,11 +124,19 @@ class ExportResult:
     rows: int
     transcripts: tuple[str, ...]
     unreviewed_only: bool
+    reviewer: str = ""
 
     def summary(self) -> str:
         which = "unreviewed units" if self.unreviewed_only else "units"
+        who = (
+            f" for {self.reviewer} alone (independent coding: other reviewers' decisions are "
+            "not shown and do not conflict)"
+            if self.reviewer
+            else ""
+        )
         return (
-            f"Wrote {self.rows} {which} from {len(self.transcripts)} interview(s) to {self.path}.\n"
+            f"Wrote {self.rows} {which} from {len(self.transcripts)} interview(s) to {self.path}"
+            f"{who}.\n"
             "Fill in decision (accept / reject / change), final_codes (for change), memo and "
             f"reviewer, then run: qcode import-sheet {self.path}"
         )
@@ -190,9 +209,16 @@ def _ranked(codes: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def review_frame(
-    store: Store, transcripts: Sequence[str] | None = None, unreviewed: bool = False
+    store: Store,
+    transcripts: Sequence[str] | None = None,
+    unreviewed: bool = False,
+    reviewer: str | None = None,
 ) -> tuple[pd.DataFrame, Codebook]:
-    """The review sheet's rows (COLUMNS) for the codable units of the latest run."""
+    """The review sheet's rows (COLUMNS) for the codable units of the latest run.
+
+    With ``reviewer``, a per-reviewer sheet for independent (double) coding: current codes,
+    "unreviewed" and versions count that reviewer's decisions only."""
+    reviewer = (reviewer or "").strip() or None
     with _snapshot(store):
         run_id = store.latest_run_id()
         if run_id is None:
@@ -201,7 +227,7 @@ def review_frame(
         units = store.units(run_id)
         suggestions = store.suggestions(run_id)
         resolved = store.resolved_decisions(codebook)
-        codings = current_codings(suggestions, resolved)
+        codings = current_codings(suggestions, resolved, reviewer)
         rows = units[units["codable"]]
         if transcripts:
             unknown = sorted(set(transcripts) - set(units["transcript_id"]))
@@ -213,8 +239,8 @@ def review_frame(
                 )
             rows = rows[rows["transcript_id"].isin(transcripts)]
         if unreviewed:
-            rows = rows[~rows["unit_id"].isin(unit_statuses(resolved).index)]
-        versions = [store.unit_version(u) for u in rows["unit_id"]]
+            rows = rows[~rows["unit_id"].isin(unit_statuses(resolved, reviewer).index)]
+        versions = [store.unit_version(u, reviewer) for u in rows["unit_id"]]
     before, after = unit_contexts(units)
     suggested = _ranked(suggestions)
     scores = {
@@ -241,8 +267,12 @@ def review_frame(
             **{column: "" for column in DECISION_COLUMNS},
             "version": versions,
             "text_sha256": [text_sha(t) for t in rows["text"]],
+            "sheet_reviewer": reviewer or "",
+            "export_row": [f"{i} of {len(rows)}" for i in range(1, len(rows) + 1)],
         }
     )
+    if reviewer:
+        frame["reviewer"] = reviewer
     return frame[COLUMNS].reset_index(drop=True), codebook
 
 
@@ -251,13 +281,16 @@ def export_sheet(
     out: str | Path,
     transcripts: Sequence[str] | None = None,
     unreviewed: bool = False,
+    reviewer: str | None = None,
 ) -> ExportResult:
-    """Write the review sheet (.xlsx or .csv, by suffix) all at once: no half-written file."""
+    """Write the review sheet (.xlsx or .csv, by suffix) all at once: no half-written file.
+
+    ``reviewer``: a per-reviewer sheet (see ``review_frame``)."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in SUFFIXES:
         raise SheetError("a review sheet must be .xlsx or .csv", out)
-    frame, codebook = review_frame(store, transcripts, unreviewed)
+    frame, codebook = review_frame(store, transcripts, unreviewed, reviewer)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.stem}.partial{suffix}")
     try:
@@ -270,7 +303,11 @@ def export_sheet(
         partial.unlink(missing_ok=True)
         raise SheetError(f"cannot write the sheet ({error.strerror or error})", out) from None
     return ExportResult(
-        out, len(frame), tuple(sorted(set(frame["transcript_id"]))), unreviewed_only=unreviewed
+        out,
+        len(frame),
+        tuple(sorted(set(frame["transcript_id"]))),
+        unreviewed_only=unreviewed,
+        reviewer=(reviewer or "").strip(),
     )
 
 
@@ -352,9 +389,16 @@ class Conflict:
     row: int
     unit_id: str
     reason: str
+    sheet_text: str = ""  # for a unit whose interview was edited: the text as exported ...
+    now_text: str = ""  # ... and what the interview says there now ("" if nothing)
 
     def __str__(self) -> str:
-        return f"row {self.row}: unit {self.unit_id}: {self.reason}"
+        line = f"row {self.row}: unit {self.unit_id}: {self.reason}"
+        if self.sheet_text:
+            line += f'\n      in the sheet: "{self.sheet_text}"\n      now:          ' + (
+                f'"{self.now_text}"' if self.now_text else "(no longer in the interview)"
+            )
+        return line
 
 
 @dataclass
@@ -368,6 +412,11 @@ class ImportReport:
     skipped_blank: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     nothing_to_record: list[int] = field(default_factory=list)  # rows: accept/reject, no codes
+    moved: int = 0  # decided rows whose text moved in an edited interview, imported there
+    blank_changed: int = 0  # blank rows whose unit changed since the export (nothing to do)
+    deleted_codes: list[Conflict] = field(default_factory=list)
+    deleted_rows: list[str] = field(default_factory=list)
+    sheet_reviewer: str = ""
 
     def summary(self) -> str:
         lines = [
@@ -375,6 +424,34 @@ class ImportReport:
             f"decided ({self.decisions_written} decisions written), {self.skipped_blank} blank "
             "rows skipped."
         ]
+        if self.moved:
+            lines.append(
+                f"{self.moved} decided rows are units whose interview was edited since the "
+                "export; their text is unchanged and was found again, so they were imported there."
+            )
+        if self.blank_changed:
+            lines.append(
+                f"{self.blank_changed} of the blank rows are units changed since the export "
+                "(nothing to import for them)."
+            )
+        if self.sheet_reviewer:
+            lines.append(
+                f"A sheet for {self.sheet_reviewer} alone: other reviewers' decisions were not "
+                "conflicts (independent coding)."
+            )
+        if self.deleted_codes:
+            lines.append(
+                f"{len(self.deleted_codes)} rows NOT imported: codes were deleted from "
+                "suggested_codes. Deleting a code records nothing; to reject it, write change "
+                "and list the codes to keep in final_codes (or reject for none):"
+            )
+            lines += listed(self.deleted_codes, MAX_LISTED)
+        if self.deleted_rows:
+            lines.append(
+                f"{len(self.deleted_rows)} exported rows are missing from the sheet (deleted?); "
+                "nothing was recorded for them and their units' decisions are unchanged:"
+            )
+            lines += listed(self.deleted_rows, MAX_LISTED)
         if self.nothing_to_record:
             rows = ", ".join(str(r) for r in self.nothing_to_record[:MAX_LISTED])
             more = len(self.nothing_to_record) - MAX_LISTED
@@ -411,6 +488,52 @@ class _Plan:
     version: int
     decisions: list[NewDecision]
     sheet_suggested: frozenset[str] | None
+    moved_from: str = ""  # the exported unit id, when the text moved to ``unit_id``
+
+
+@dataclass
+class _Checked:
+    """What checking the rows found: writes, problems and what is only reported."""
+
+    plans: list[_Plan] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    blank: int = 0
+    nothing: list[int] = field(default_factory=list)
+    changed: list[Conflict] = field(default_factory=list)
+    blank_changed: int = 0
+    deleted_codes: list[Conflict] = field(default_factory=list)
+    deleted_rows: list[str] = field(default_factory=list)
+    sheet_reviewer: str = ""
+
+
+def _old_units(store: Store, unit_ids: list[str]) -> pd.DataFrame:
+    """Units of earlier runs (the store keeps them), for rows exported before an edit."""
+    if not unit_ids:
+        return pd.DataFrame(columns=["unit_id", "transcript_id", "start", "end", "text"])
+    marks = ", ".join("?" * len(unit_ids))
+    return pd.read_sql_query(
+        f'SELECT unit_id, transcript_id, start, "end", text FROM units WHERE unit_id IN ({marks})',
+        store.db,
+        params=unit_ids,
+    )
+
+
+def _follow(store: Store, old: pd.DataFrame, units: pd.DataFrame, codebook: Codebook) -> dict:
+    """Exported unit id -> (current unit id or None, its current text): where each changed
+    unit's exact text is now, by the same anchoring that decisions follow."""
+    if old.empty:
+        return {}
+    probe = old.assign(code_id="")
+    anchored = resolve_anchors(
+        probe, units, store.transcript_texts(), codebook, store.earlier_units(store.latest_run_id())
+    )
+    texts = dict(zip(units["unit_id"], units["text"], strict=True))
+    out = {}
+    for row in anchored.itertuples(index=False):
+        holder = row.current_unit_id if row.anchor == "moved" else None
+        unsure = str(row.reason).startswith(CONFIRM) and "appears" in str(row.reason)
+        out[row.unit_id] = (holder, texts.get(holder, "") if holder else "", unsure)
+    return out
 
 
 def _value(value: object) -> str:
@@ -503,25 +626,51 @@ def _normal(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _sheet_reviewer(rows: list[SheetRow], path: Path) -> str:
+    """The reviewer a per-reviewer sheet was exported for ("" for a shared sheet)."""
+    names = {r["sheet_reviewer"].strip() for r in rows}
+    if len(names) > 1:
+        listed_names = ", ".join(sorted(n or "(blank)" for n in names))
+        raise SheetError(
+            f"the hidden sheet_reviewer column holds several names ({listed_names}): rows from "
+            "different reviewers' sheets were pasted together; import each sheet on its own",
+            path,
+        )
+    return names.pop() if names else ""
+
+
 def _plan_rows(
-    rows: list[SheetRow], store: Store, codebook: Codebook, default_reviewer: str | None
-) -> tuple[list[_Plan], list[str], int, list[int]]:
-    """Check every row; return the writes, the problems, blank rows and no-op rows."""
+    rows: list[SheetRow],
+    store: Store,
+    codebook: Codebook,
+    default_reviewer: str | None,
+    sheet_reviewer: str = "",
+) -> _Checked:
+    """Check every row; return the writes, the problems and what is only reported."""
+    checked = _Checked(sheet_reviewer=sheet_reviewer)
     units = store.units()
     texts = dict(zip(units["unit_id"], units["text"], strict=True))
     in_project = {r[0] for r in store.db.execute("SELECT unit_id FROM units")}
     suggestions = store.suggestions()
     suggested = _ranked(suggestions)
-    codings = current_codings(suggestions, store.resolved_decisions(codebook))
+    codings = current_codings(
+        suggestions, store.resolved_decisions(codebook), sheet_reviewer or None
+    )
     accepted = codings[codings["status"] == "accepted"]
     people_added = {
         u: set(g["code_id"]) - set(suggested.get(u, [])) for u, g in accepted.groupby("unit_id")
     }
-    plans: list[_Plan] = []
-    problems: list[str] = []
-    blank = 0
-    nothing: list[int] = []
+    gone = [
+        r["unit_id"].strip()
+        for r in rows
+        if r["unit_id"].strip() in in_project and r["unit_id"].strip() not in texts
+    ]
+    old = _old_units(store, sorted(set(gone)))
+    old_texts = dict(zip(old["unit_id"], old["text"], strict=True))
+    followed = _follow(store, old, units, codebook)
     first_row: dict[str, int] = {}
+    seen_export_rows: set[int] = set()
+    exported_rows = 0
     for row in rows:
         found: list[str] = []
         unit_id = row["unit_id"].strip()
@@ -529,8 +678,14 @@ def _plan_rows(
         final_raw = _codes(row["final_codes"])
         memo = row["memo"].strip()
         reviewer = row["reviewer"].strip() or (default_reviewer or "").strip()
+        if sheet_reviewer and not row["reviewer"].strip():
+            reviewer = sheet_reviewer
         has_content = bool(decision or final_raw or memo)
-        known = False
+        known = changed = False
+        place = _EXPORT_ROW.match(row["export_row"].strip())
+        if place:
+            seen_export_rows.add(int(place.group(1)))
+            exported_rows = max(exported_rows, int(place.group(2)))
         if not unit_id:
             found.append("no unit_id (keep the exported unit_id of every row)")
         elif unit_id in first_row:
@@ -538,25 +693,25 @@ def _plan_rows(
                 f"unit {unit_id} appears again (first at row {first_row[unit_id]}): keep one "
                 "row per unit"
             )
+        elif unit_id in old_texts:
+            changed = True
         elif unit_id not in texts:
             found.append(
-                f"unit {unit_id} is not in the latest run (the interviews were re-coded since "
-                "the export): export a new sheet"
-                if unit_id in in_project
-                else f"unknown unit id '{unit_id}': not in this project (a sheet from another "
+                f"unknown unit id '{unit_id}': not in this project (a sheet from another "
                 "project, or an edited unit_id?)"
             )
         else:
             known = True
         if unit_id and unit_id not in first_row:
             first_row[unit_id] = row.row
-        if known:
-            if _normal(row["text"]) != _cell_text(texts[unit_id]):
+        exported_text = texts.get(unit_id) if known else old_texts.get(unit_id)
+        if exported_text is not None:
+            if _normal(row["text"]) != _cell_text(exported_text):
                 found.append(
                     f"the text of unit {unit_id} was edited: leave text as exported and write "
                     "comments in memo"
                 )
-            elif row["text_sha256"].strip() != text_sha(texts[unit_id]):
+            elif row["text_sha256"].strip() != text_sha(exported_text):
                 found.append(
                     f"text_sha256 does not match unit {unit_id} (a hidden bookkeeping column "
                     "was changed): export a new sheet"
@@ -596,13 +751,61 @@ def _plan_rows(
             )
         if has_content and not reviewer:
             found.append("no reviewer: fill the reviewer column or pass --reviewer NAME")
-        problems += [f"row {row.row}: {p}" for p in found]
+        if sheet_reviewer and reviewer != sheet_reviewer:
+            found.append(
+                f"reviewer '{reviewer}' in a sheet exported for {sheet_reviewer}: each reviewer "
+                "fills their own sheet (qcode export-sheet --reviewer NAME)"
+            )
+        checked.problems += [f"row {row.row}: {p}" for p in found]
         if found:
             continue
-        if not has_content:
-            blank += 1
-            continue
+        moved_from = ""
+        if changed:
+            holder, now_text, unsure = followed.get(unit_id, (None, "", False))
+            if holder is None or now_text != old_texts[unit_id]:
+                if has_content:
+                    checked.changed.append(
+                        Conflict(
+                            row.row,
+                            unit_id,
+                            (
+                                "the interview was edited since the export and this text now "
+                                "appears in more than one place; not imported (decide on the "
+                                "passage you mean on the review page)"
+                                if unsure
+                                else "the interview was edited since the export and this text "
+                                "is not there any more; not imported (decide on the new text "
+                                "in a new sheet or on the review page)"
+                            ),
+                            sheet_text=old_texts[unit_id],
+                            now_text=_now_text(old, unit_id, units, texts),
+                        )
+                    )
+                else:
+                    checked.blank_changed += 1
+                    checked.blank += 1
+                continue
+            moved_from, unit_id = unit_id, holder
+        sheet_suggested = None
+        if "suggested_codes" in row.values:
+            sheet_suggested = frozenset(
+                resolve_code(c, codebook) or c for c in _codes(row["suggested_codes"])
+            )
         machine = suggested.get(unit_id, [])
+        exported_scores = len(_codes(row["scores"])) if "scores" in row.values else None
+        if (
+            sheet_suggested is not None
+            and sheet_suggested < set(machine)
+            and (exported_scores is None or exported_scores > len(sheet_suggested))
+        ):
+            missing = ";".join(c for c in machine if c not in sheet_suggested)
+            checked.deleted_codes.append(
+                Conflict(row.row, unit_id, f"{missing} deleted from suggested_codes")
+            )
+            continue
+        if not has_content:
+            checked.blank += 1
+            continue
         if decision == "accept":
             planned = [NewDecision(unit_id, c, "accept", memo) for c in machine]
         elif decision == "reject":
@@ -621,25 +824,46 @@ def _plan_rows(
         if not planned and memo:
             planned = [NewDecision(unit_id, "", "note", memo)]
         if not planned:
-            nothing.append(row.row)
+            checked.nothing.append(row.row)
             continue
-        sheet_suggested = None
-        if "suggested_codes" in row.values:
-            sheet_suggested = frozenset(
-                resolve_code(c, codebook) or c for c in _codes(row["suggested_codes"])
+        checked.plans.append(
+            _Plan(
+                row.row,
+                unit_id,
+                reviewer,
+                int(float(version_cell)),
+                planned,
+                sheet_suggested,
+                moved_from,
             )
-        plans.append(
-            _Plan(row.row, unit_id, reviewer, int(float(version_cell)), planned, sheet_suggested)
         )
-    return plans, problems, blank, nothing
+    if exported_rows:
+        missing_rows = sorted(set(range(1, exported_rows + 1)) - seen_export_rows)
+        checked.deleted_rows = [f"exported row {k} of {exported_rows}" for k in missing_rows]
+    return checked
 
 
-def _changed_by(store: Store, unit_id: str, since: int) -> str:
+def _now_text(old: pd.DataFrame, unit_id: str, units: pd.DataFrame, texts: dict) -> str:
+    """What the edited interview holds where a unit used to be: the current unit of the same
+    interview whose text is most like it (for the reviewer to compare), or ""."""
+    from difflib import SequenceMatcher
+
+    (row,) = old[old["unit_id"] == unit_id].itertuples(index=False)
+    same = units[(units["transcript_id"] == row.transcript_id) & units["codable"]]
+    best, best_ratio = "", 0.6
+    for text in same["text"]:
+        ratio = SequenceMatcher(None, row.text, text).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = text, ratio
+    return best
+
+
+def _changed_by(store: Store, unit_id: str, since: int, reviewer: str | None = None) -> str:
     """Who decided on a unit after the sheet's version, e.g. 'ann (web, 2026-03-01 10:02)'."""
     rows = store.db.execute(
         "SELECT reviewer, source, at FROM decisions WHERE unit_id = ? AND decision_id > ?"
-        " ORDER BY decision_id",
-        (unit_id, since),
+        " AND (? IS NULL OR reviewer = ?) ORDER BY decision_id",
+        (unit_id, since, reviewer, reviewer),
     ).fetchall()
     latest: dict[tuple[str, str], str] = {}
     for reviewer, source, at in rows:
@@ -653,12 +877,16 @@ def import_sheet(store: Store, path: str | Path, reviewer: str | None = None) ->
     """Validate a filled review sheet, then record its decisions (``source='sheet'``).
 
     ``reviewer`` fills blank reviewer cells. Raises ``SheetError`` (nothing written) if any row
-    has a problem; conflicting units are skipped and listed in the report.
+    has a problem; conflicting units are skipped and listed in the report, so is every row of a
+    unit changed since the export, with both texts. In a per-reviewer sheet only that reviewer's
+    own later decisions are conflicts (independent double coding).
     """
     path = Path(path)
     rows = read_sheet(path)
     codebook = store.codebook()
-    plans, problems, blank, nothing = _plan_rows(rows, store, codebook, reviewer)
+    sheet_reviewer = _sheet_reviewer(rows, path)
+    checked = _plan_rows(rows, store, codebook, reviewer, sheet_reviewer)
+    problems = checked.problems
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
         more = len(problems) - MAX_LISTED
@@ -669,9 +897,20 @@ def import_sheet(store: Store, path: str | Path, reviewer: str | None = None) ->
             path,
             problems=problems,
         )
-    report = ImportReport(path, rows_read=len(rows), skipped_blank=blank, nothing_to_record=nothing)
+    report = ImportReport(
+        path,
+        rows_read=len(rows),
+        skipped_blank=checked.blank,
+        nothing_to_record=checked.nothing,
+        conflicts=list(checked.changed),
+        blank_changed=checked.blank_changed,
+        deleted_codes=checked.deleted_codes,
+        deleted_rows=checked.deleted_rows,
+        sheet_reviewer=sheet_reviewer,
+    )
+    scope = sheet_reviewer or None
     machine = {u: frozenset(c) for u, c in _ranked(store.suggestions()).items()}
-    for plan in plans:
+    for plan in checked.plans:
         now_suggested = machine.get(plan.unit_id, frozenset())
         if plan.sheet_suggested is not None and plan.sheet_suggested != now_suggested:
             report.conflicts.append(
@@ -683,23 +922,34 @@ def import_sheet(store: Store, path: str | Path, reviewer: str | None = None) ->
                 )
             )
             continue
+        # Decisions since the export: on the exported unit (ids only grow, so "after the
+        # sheet's version" is exact), and on the unit its text moved to.
+        since = max(
+            store.unit_version(plan.moved_from or plan.unit_id, scope),
+            store.unit_version(plan.unit_id, scope),
+        )
         try:
+            if since > plan.version:
+                raise StaleUnitError("decided since the export")
             written = store.decide(
                 plan.reviewer,
                 plan.decisions,
                 source="sheet",
-                expected_versions={plan.unit_id: plan.version},
+                expected_versions={plan.unit_id: store.unit_version(plan.unit_id, scope)},
+                version_reviewer=scope,
             )
         except StaleUnitError:
             report.conflicts.append(
                 Conflict(
                     plan.row,
                     plan.unit_id,
-                    f"{ALREADY} ({_changed_by(store, plan.unit_id, plan.version)}); "
+                    f"{ALREADY} ({_changed_by(store, plan.unit_id, plan.version, scope)}); "
                     "not overwritten",
                 )
             )
             continue
         report.units_decided += 1
+        report.moved += bool(plan.moved_from)
         report.decisions_written += len(written)
+    report.conflicts.sort(key=lambda c: c.row)
     return report

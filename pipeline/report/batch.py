@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline.report.charts import draw_charts
 from pipeline.report.project import ProjectData, load_project
 from pipeline.report.quotes import QuoteRequest, QuoteResult, UnitVectors, find_quotes
-from pipeline.report.render import FORMATS, write_atomic, write_theme_report
+from pipeline.report.render import FORMATS, with_draft_marker, write_atomic, write_theme_report
 from pipeline.report.themes import ReportOptions, ThemeReport, build_theme_report
 from pipeline.settings import Settings
 
@@ -52,6 +52,7 @@ def write_quote_bank(report: ThemeReport, out_dir: Path) -> Path:
         for q in theme.quotes.quotes
     ]
     table = pd.DataFrame(rows, columns=None if rows else ["code_id", "code", "unit_id", "quote"])
+    table = with_draft_marker(table)
     return write_atomic(Path(out_dir) / QUOTE_BANK, table.to_csv(index=False).encode("utf-8-sig"))
 
 

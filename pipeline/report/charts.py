@@ -16,6 +16,9 @@ ENABLER = "#2e7d4f"
 INHIBITOR = "#b23a3a"
 
 
+HEATMAP_NUMBER_PT = 11  # shrunk to the DOCX's 17 cm text width: still 8 pt or more
+
+
 def _pyplot():
     import matplotlib
 
@@ -41,14 +44,16 @@ def heatmap(theme: GroupTheme, authorities: list[str]) -> bytes:
     rows = theme.rows
     values = [[t.by_authority.get(a, 0) for a in authorities] for t in rows]
     figure, axis = plt.subplots(
-        figsize=(1.2 + 0.75 * max(len(authorities), 1), 0.9 + 0.55 * len(rows))
+        figsize=(1.2 + 0.6 * max(len(authorities), 1), 0.9 + 0.55 * len(rows))
     )
     image = axis.imshow(values, cmap="Blues", aspect="auto", vmin=0)
     axis.set_xticks(range(len(authorities)), authorities, rotation=45, ha="right")
     axis.set_yticks(
         range(len(rows)),
         [
-            f"{_label(t.code.label)} ({t.code.kind[0].upper()})" if t.code.kind else t.code.label
+            f"{_label(t.code.label, 26)} ({t.code.kind[0].upper()})"
+            if t.code.kind
+            else _label(t.code.label, 26)
             for t in rows
         ],
     )
@@ -61,7 +66,7 @@ def heatmap(theme: GroupTheme, authorities: list[str]) -> bytes:
                 str(value),
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=HEATMAP_NUMBER_PT,
                 color="white" if top and value > top * 0.6 else "black",
             )
     axis.set_title(f"{theme.group.label}: coded units by local authority")
@@ -145,6 +150,7 @@ def draw_charts(report: ThemeReport) -> dict[str, bytes]:
     """Every chart of the report, by file stem (``overview``, ``<group>-heatmap``...)."""
     charts = {"overview": overview(report)} if report.groups else {}
     for theme in report.groups:
-        charts[f"{theme.group.id}-heatmap"] = heatmap(theme, report.authorities)
+        if report.authorities:  # none when nobody's units were reviewed yet: no empty chart
+            charts[f"{theme.group.id}-heatmap"] = heatmap(theme, report.authorities)
         charts[f"{theme.group.id}-balance"] = balance(theme)
     return charts

@@ -14,7 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.codebook import Codebook
-from pipeline.decisions import current_codings, resolve_anchors, review_counts
+from pipeline.decisions import (
+    current_codings,
+    project_decisions,
+    resolve_anchors,
+    review_counts,
+    reviewed_units,
+)
 from pipeline.report.errors import ReportError
 from pipeline.store import Store, StoreError
 from pipeline.store_pg import is_url
@@ -43,7 +49,19 @@ class ProjectData:
     people: pd.DataFrame
     review: dict
     read_at: str
+    reviewed_units: frozenset[str] = frozenset()  # units a person reviewed (denominators)
     _counted: dict[bool, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def reviewed_people(self) -> pd.DataFrame:
+        """``people`` whose units were reviewed: who the report's figures can speak for. A
+        person with an accepted coding on a partly reviewed unit counts too, so that nobody
+        raising a code is left out of the "of N"."""
+        accepted = set(self.codings.loc[self.codings["status"] == "accepted", "unit_id"])
+        units = self.units[
+            (self.units["speaker_kind"] == "participant")
+            & self.units["unit_id"].isin(self.reviewed_units | accepted)
+        ]
+        return self.people[self.people["person"].isin(set(units["person"]))]
 
     def counted(self, include_suggestions: bool) -> pd.DataFrame:
         """Codings that count: accepted, plus unreviewed suggestions when asked; each with its
@@ -94,7 +112,9 @@ def load_project(store_path: Path, reviewer: str | None = None) -> ProjectData:
         codebook = store.codebook(run_id)
         units = store.units(run_id)
         texts = store.transcript_texts()
-        resolved = resolve_anchors(store.decisions(), units, texts, codebook)
+        resolved = resolve_anchors(
+            store.decisions(), units, texts, codebook, store.earlier_units(run_id)
+        )
         suggestions = store.suggestions(run_id)
         codings = current_codings(suggestions, resolved, reviewer)
         attributes = store.transcript_attributes()
@@ -119,6 +139,10 @@ def load_project(store_path: Path, reviewer: str | None = None) -> ProjectData:
         people=_people(units, attributes),
         review=review_counts(units, codings, resolved),
         read_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        # The one definition of "reviewed" (every suggested code decided, or marked done).
+        reviewed_units=frozenset(
+            reviewed_units(units, suggestions, project_decisions(resolved), reviewer)
+        ),
     )
 
 

@@ -12,10 +12,16 @@ from the same passage (overlapping spans, or neighbouring sentences of the same 
 
 Every quote is a slice of the stored transcript text: its offsets are checked against the text
 before it is shown, and a long quote is cut at a sentence end with ``[...]`` marking the cut.
+
+A quote must stand alone: a unit under ``MIN_WORDS`` words ("But it's a gap.") is quoted with
+the neighbouring sentence(s) of the same turn (the one before first), and one that still falls
+short is not quoted. A bracketed stage direction (``[laughs]``) split by the sentence splitter
+is kept whole.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +38,7 @@ from pipeline.report.project import ProjectData
 from pipeline.report.summaries import trim_length
 
 LAMBDA = 0.7  # MMR: weight of relevance against similarity to the quotes already chosen
+MIN_WORDS = 6  # a shorter quote is a fragment: merged with its turn's neighbours, or left out
 CUT = " [...]"
 FILTERABLE = ("role", "local_authority", "workstream", "network")
 
@@ -68,8 +75,8 @@ class BankQuote:
     unit_id: str
     code_ids: list[str]  # the query's codes the unit holds
     transcript_id: str
-    start: int  # the unit's span in the transcript's stored text
-    end: int
+    start: int  # the quote's span in the transcript's stored text: the unit's, grown to whole
+    end: int  # stage directions and, if short, to the neighbouring sentences of its turn
     kept_end: int  # the quote is text[start:kept_end]; shorter than the unit when trimmed
     text: str  # what is shown: the kept source text, with " [...]" where it was cut
     attribution: str
@@ -135,6 +142,24 @@ class QuoteResult:
     matched_participants: int
     diversity: str  # how similarity between quotes was measured
     warnings: list[str] = field(default_factory=list)
+
+
+def k_notice(quotes: list[BankQuote]) -> str:
+    """One k-anonymity notice for a section's quotes, naming the ones that need it by their
+    number in the section ("" when none does): printed once, not under every quote."""
+    flagged = [(i, q) for i, q in enumerate(quotes, 1) if q.identifiable]
+    if not flagged:
+        return ""
+    numbers = [str(i) for i, _ in flagged]
+    named = numbers[0] if len(numbers) == 1 else ", ".join(numbers[:-1]) + " and " + numbers[-1]
+    which = f"quote {named} may" if len(numbers) == 1 else f"quotes {named} may"
+    sizes = sorted({q.group_size for _, q in flagged})
+    shared = " or ".join(str(s) for s in sizes)
+    return (
+        f"{which} identify the speaker: only {shared} participant"
+        f"{'' if sizes == [1] else 's'} share the attribution shown (k = {flagged[0][1].k}); "
+        "generalise it before use."
+    )
 
 
 def verify_quote(quote: BankQuote, texts: dict[str, str]) -> bool:
@@ -335,11 +360,68 @@ def candidates(project: ProjectData, request: QuoteRequest, expr: Expr) -> pd.Da
     ).reset_index(drop=True)
 
 
+def _words(text: str) -> int:
+    return len(re.findall(r"[\w'’-]+", re.sub(r"\[[^\]]*\]", " ", text)))
+
+
+def _whole_brackets(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span grown so that no ``[stage direction]`` is cut in two."""
+    inside = text[start:end]
+    first_close, first_open = inside.find("]"), inside.find("[")
+    if first_close != -1 and (first_open == -1 or first_close < first_open):
+        opening = text.rfind("[", 0, start)
+        if opening != -1 and text.rfind("]", 0, start) < opening:
+            start = opening
+    last_open, last_close = inside.rfind("["), inside.rfind("]")
+    if last_open > last_close:
+        closing = text.find("]", end)
+        if closing != -1:
+            end = closing + 1
+    return start, end
+
+
+def stand_alone(found: pd.DataFrame, project: ProjectData) -> pd.DataFrame:
+    """``found`` with each quote's span (``quote_start``, ``quote_end``): the unit, grown to
+    whole stage directions and, under ``MIN_WORDS`` words, to the neighbouring sentences of
+    its turn; rows that still fall short are left out."""
+    if found.empty:
+        return found.assign(quote_start=pd.Series(dtype=int), quote_end=pd.Series(dtype=int))
+    units = project.units
+    turns = {
+        key: list(zip(g["start"], g["end"], strict=True))
+        for key, g in units[units["transcript_id"].isin(set(found["transcript_id"]))]
+        .sort_values("start")
+        .groupby(["transcript_id", "turn_index"])
+    }
+    starts, ends, keep = [], [], []
+    for tid, turn, start, end in zip(
+        found["transcript_id"], found["turn_index"], found["start"], found["end"], strict=True
+    ):
+        text = project.texts.get(tid, "")
+        start, end = _whole_brackets(text, int(start), int(end))
+        spans = turns.get((tid, turn), [])
+        before = [s for s, e in spans if e <= start][::-1]  # nearest first
+        after = [e for s, e in spans if s >= end]
+        while _words(text[start:end]) < MIN_WORDS and (before or after):
+            if before:
+                start = before.pop(0)
+            else:
+                end = after.pop(0)
+            start, end = _whole_brackets(text, start, end)
+        starts.append(start)
+        ends.append(end)
+        keep.append(_words(text[start:end]) >= MIN_WORDS)
+    out = found.assign(quote_start=starts, quote_end=ends)
+    return out[keep].reset_index(drop=True)
+
+
 def same_passage(found: pd.DataFrame, pick: int) -> np.ndarray:
     """Rows of ``found`` in the same passage as row ``pick``: overlapping spans, or
     neighbouring units of the same turn."""
     tid = found["transcript_id"].to_numpy()
-    start, end = found["start"].to_numpy(), found["end"].to_numpy()
+    start_column = "quote_start" if "quote_start" in found.columns else "start"
+    end_column = "quote_end" if "quote_end" in found.columns else "end"
+    start, end = found[start_column].to_numpy(), found[end_column].to_numpy()
     turn, position = found["turn_index"].to_numpy(), found["position"].to_numpy()
     overlap = (start < end[pick]) & (start[pick] < end)
     neighbour = (turn == turn[pick]) & (np.abs(position - position[pick]) <= 1)
@@ -408,6 +490,13 @@ def find_quotes(
             f"stored transcript at their offsets (e.g. unit {bad[0]}): run 'qcode run' again"
         )
         found = found[verbatim].reset_index(drop=True)
+    matched = found
+    found = stand_alone(found, project)
+    if len(found) < len(matched):
+        warnings.append(
+            f"{len(matched) - len(found)} matching units are not quoted: under {MIN_WORDS} "
+            "words even with the rest of their turn, they would not stand alone"
+        )
     vectors = vectors or UnitVectors(project, None)
     similarity, method = vectors.similarity(found["unit_id"].tolist(), found["text"].tolist())
     picks = select_diverse(found, similarity, request.limit, request.per_participant)
@@ -417,8 +506,8 @@ def find_quotes(
         request=request,
         expression=str(expr),
         quotes=quotes,
-        matched_units=len(found),
-        matched_participants=int(found["person"].nunique()) if len(found) else 0,
+        matched_units=len(matched),
+        matched_participants=int(matched["person"].nunique()) if len(matched) else 0,
         diversity=method,
         warnings=warnings,
     )
@@ -431,7 +520,7 @@ def _quote(
     fmt: AttributionFormat,
     sizes: Counter[tuple[str, ...]],
 ) -> BankQuote:
-    start, end = int(row["start"]), int(row["end"])
+    start, end = int(row["quote_start"]), int(row["quote_end"])
     source = project.texts[row["transcript_id"]][start:end]
     kept = trim_length(source, request.max_chars)
     attributes = project.person_attributes(row["person"])

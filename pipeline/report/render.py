@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.report.charts import draw_charts
 from pipeline.report.errors import ReportError
-from pipeline.report.quotes import QuoteResult
+from pipeline.report.quotes import QuoteResult, k_notice
 from pipeline.report.summaries import DRAFT_BANNER, template_environment
 from pipeline.report.themes import Claim, ThemeReport
 
@@ -27,6 +27,12 @@ FORMATS = ("md", "html", "docx")
 QUOTE_FORMATS = ("md", "docx", "csv", "json")
 REPORT_NAME = "theme_report"
 FLAG = "⚠"
+# A4 with 2 cm margins (report writers in the UK and EU print on A4): 17 cm of text width.
+PAGE_CM = (21.0, 29.7)
+MARGIN_CM = 2.0
+TEXT_WIDTH_CM = PAGE_CM[0] - 2 * MARGIN_CM
+TABLE_FONT_PT = 9
+CHART_DPI = 110  # charts.py saves PNGs at this resolution
 
 
 def environment(template_dir: Path | None) -> jinja2.Environment:
@@ -36,6 +42,7 @@ def environment(template_dir: Path | None) -> jinja2.Environment:
     env.filters["b64"] = lambda data: base64.b64encode(data).decode()
     env.filters["lower_first"] = lambda text: text[:1].lower() + text[1:]
     env.globals["flag"] = FLAG
+    env.globals["k_notice"] = k_notice
     return env
 
 
@@ -108,6 +115,13 @@ class _Doc:
         except Exception as error:
             raise ReportError(f"not a Word document ({type(error).__name__})", base) from None
         self.styles = {s.name for s in self.doc.styles}
+        if base is None:  # python-docx's default is US Letter; a user's template keeps its own
+            from docx.shared import Cm
+
+            for section in self.doc.sections:
+                section.page_width, section.page_height = Cm(PAGE_CM[0]), Cm(PAGE_CM[1])
+                for side in ("left_margin", "right_margin", "top_margin", "bottom_margin"):
+                    setattr(section, side, Cm(MARGIN_CM))
 
     def style(self, name: str, fallback: str | None = None) -> str | None:
         if name in self.styles:
@@ -138,11 +152,18 @@ class _Doc:
             if header is not None and DRAFT_BANNER not in header.text:
                 header.add_run(DRAFT_BANNER).bold = True
 
-    def table(self, header: list[str], rows: list[list[object]]) -> None:
+    def table(
+        self, header: list[str], rows: list[list[object]], widths_cm: list[float] | None = None
+    ) -> None:
+        """A table in 9 pt with fixed column widths (``widths_cm``, in proportion to the text
+        width), wide enough that a code id is never broken mid-word."""
+        from docx.shared import Cm, Pt
+
         table = self.doc.add_table(rows=1, cols=len(header))
         style = self.style("Table Grid")
         if style:
             table.style = style
+        table.autofit = False
         for cell, text in zip(table.rows[0].cells, header, strict=True):
             cell.text = ""
             cell.paragraphs[0].add_run(str(text)).bold = True
@@ -150,12 +171,23 @@ class _Doc:
             cells = table.add_row().cells
             for cell, value in zip(cells, row, strict=True):
                 cell.text = str(value)
+        widths = widths_cm or [1.0] * len(header)
+        scale = TEXT_WIDTH_CM / sum(widths)
+        for row in table.rows:
+            for cell, width in zip(row.cells, widths, strict=True):
+                cell.width = Cm(width * scale)
+                for paragraph in cell.paragraphs:
+                    for run in paragraph.runs:
+                        run.font.size = Pt(TABLE_FONT_PT)
         self.doc.add_paragraph()
 
-    def picture(self, png: bytes, width_cm: float = 15.5) -> None:
+    def picture(self, png: bytes, width_cm: float = TEXT_WIDTH_CM) -> None:
+        """A chart at its own size (so its 8-10 pt text stays that size), shrunk only to fit
+        ``width_cm``."""
         from docx.shared import Cm
 
-        self.doc.add_picture(io.BytesIO(png), width=Cm(width_cm))
+        native_cm = int.from_bytes(png[16:20], "big") / CHART_DPI * 2.54  # PNG IHDR width
+        self.doc.add_picture(io.BytesIO(png), width=Cm(min(width_cm, native_cm)))
 
     def claims(self, claims: list[Claim]) -> None:
         """Drafted prose: each sentence a run with a comment listing its evidence units."""
@@ -170,21 +202,27 @@ class _Doc:
             self.doc.add_comment(run, text=evidence, author="qcode", initials="QC")
             paragraph.add_run(" ")
 
-    def quote(self, text: str, attribution: str, details: str, flag: str) -> None:
-        from docx.shared import Cm, Pt, RGBColor
+    def quote(self, number: int, text: str, attribution: str, details: str, flag: str) -> None:
+        from docx.shared import Cm, Pt
 
-        said = self.paragraph(text, style="Quote", italic=True)
+        said = self.paragraph(f"{number}. {text}", style="Quote", italic=True)
         said.paragraph_format.left_indent = Cm(1)
         said.paragraph_format.space_after = Pt(2)
         line = self.doc.add_paragraph()
         line.paragraph_format.left_indent = Cm(1)
-        line.add_run(f"– {attribution}").bold = True
+        line.add_run(f"– {attribution}" + (f" {FLAG}" if flag else "")).bold = True
         small = line.add_run(f"  ({details})")
         small.font.size = Pt(8)
-        if flag:
+
+    def k_notice(self, quotes: list) -> None:
+        """The section's one k-anonymity notice, naming its quotes (none if not needed)."""
+        from docx.shared import Cm, RGBColor
+
+        notice = k_notice(quotes)
+        if notice:
             note = self.doc.add_paragraph()
             note.paragraph_format.left_indent = Cm(1)
-            warning = note.add_run(f"{FLAG} k-anonymity: {flag}")
+            warning = note.add_run(f"{FLAG} k-anonymity: {notice}")
             warning.bold, warning.font.color.rgb = True, RGBColor(0x9C, 0x00, 0x06)
 
     def save(self) -> bytes:
@@ -210,14 +248,14 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
     )
     doc.heading(report.title, 0)
     doc.heading("About this draft", 1)
-    doc.table(["", ""], [list(f) for f in report.facts])
+    doc.table(["", ""], [list(f) for f in report.facts], [4, 13])
     doc.paragraph(
         "Quantifiers, as shares of participants: "
         + "; ".join(f"{word} = {rule}" for word, rule in report.quantifiers)
         + "."
     )
     if "overview" in report.charts:
-        doc.picture(report.charts["overview"], 14)
+        doc.picture(report.charts["overview"])
     doc.heading("Enablers and inhibitors by framework group", 1)
     for group in report.groups:
         doc.heading(group.group.label, 2)
@@ -234,11 +272,12 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
                 ]
                 for t in group.rows
             ],
+            [7, 2, 4, 2.5, 1.5],
         )
         for kind in ("heatmap", "balance"):
             png = report.charts.get(f"{group.group.id}-{kind}")
             if png:
-                doc.picture(png, 15.5 if kind == "heatmap" else 14)
+                doc.picture(png)
     doc.heading("Codes", 1)
     for theme in report.codes:
         doc.heading(f"{theme.code.label} ({theme.code.id})", 2)
@@ -251,7 +290,9 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
                 for title, matrix in theme.matrix.items()
                 for r in matrix
             ]
-            doc.table(["Attribute", "Value", "Participants raising it", "Units"], rows)
+            doc.table(
+                ["Attribute", "Value", "Participants raising it", "Units"], rows, [4, 7, 4, 2]
+            )
         if theme.cooccurring:
             doc.paragraph(
                 "Often coded together with: "
@@ -259,8 +300,9 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
             )
         if theme.quotes and theme.quotes.quotes:
             doc.heading("Quotes", 3)
-            for quote in theme.quotes.quotes:
-                doc.quote(quote.text, quote.attribution, _quote_details(quote), quote.flag)
+            for number, quote in enumerate(theme.quotes.quotes, 1):
+                doc.quote(number, quote.text, quote.attribution, _quote_details(quote), quote.flag)
+            doc.k_notice(theme.quotes.quotes)
     if report.warnings:
         doc.heading("Warnings", 1)
         for warning in report.warnings:
@@ -271,10 +313,17 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
 # -- quote banks ------------------------------------------------------------------------------
 
 
+def with_draft_marker(table: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's table with a last column ``draft`` saying DRAFT - FOR HUMAN REVIEW on every
+    row: a sheet opened on its own still says what it is (a column, so it stays a table)."""
+    return table.assign(draft=DRAFT_BANNER)
+
+
 def quotes_table(result: QuoteResult) -> pd.DataFrame:
     rows = [{**q.as_row(), "k_flag_reason": q.flag} for q in result.quotes]
     columns = ["unit_id", "codes", "transcript_id", "start", "end", "kept_end", "trimmed"]
-    return pd.DataFrame(rows, columns=None if rows else [*columns, "quote", "attribution"])
+    table = pd.DataFrame(rows, columns=None if rows else [*columns, "quote", "attribution"])
+    return with_draft_marker(table)
 
 
 def quotes_json(result: QuoteResult) -> str:
@@ -308,8 +357,9 @@ def quotes_docx(result: QuoteResult, base: Path | None = None) -> bytes:
     doc.banner(f"quotes chosen by machine from {basis}; check each before use.")
     doc.heading(f"Quotes: {result.expression}", 1)
     doc.paragraph(_quotes_summary(result), italic=True)
-    for quote in result.quotes:
-        doc.quote(quote.text, quote.attribution, _quote_details(quote), quote.flag)
+    for number, quote in enumerate(result.quotes, 1):
+        doc.quote(number, quote.text, quote.attribution, _quote_details(quote), quote.flag)
+    doc.k_notice(result.quotes)
     for warning in result.warnings:
         doc.paragraph(warning)
     return doc.save()

@@ -1,7 +1,10 @@
 """Theme report data: per code and per framework group, from the current state of the store.
 
 Counts come from accepted codings (plus unreviewed suggestions only when asked, and then counted
-and marked separately). Every sentence of drafted prose is a ``Claim`` that carries the ids of the
+and marked separately). Denominators are the participants whose units were reviewed (nobody
+can be said not to have raised a code in a passage no one reviewed); a report that includes
+suggestions counts every participant and states the reviewed-only figure beside it. Ties are
+named as ties. Every sentence of drafted prose is a ``Claim`` that carries the ids of the
 units it rests on, so each can be traced to its evidence in every output format.
 """
 
@@ -71,6 +74,8 @@ class CodeTheme:
     claims: list[Claim] = field(default_factory=list)
     by_authority: dict[str, int] = field(default_factory=dict)  # units per authority
     co_units: dict[str, list[str]] = field(default_factory=dict)  # other code -> shared units
+    reviewed_participants: int = 0  # raised it in accepted codings, of ...
+    total_reviewed: int = 0  # ... the participants whose units were reviewed
 
     @property
     def units(self) -> int:
@@ -161,9 +166,15 @@ def build_theme_report(
     """Everything the theme report shows, computed once for every output format."""
     fmt = parse_format(options.attribution_format)
     counted = project.counted(options.include_suggestions)
-    people = project.people
+    reviewed_people = project.reviewed_people()
+    people = project.people if options.include_suggestions else reviewed_people
     total_people = len(people)
-    total_interviews = int(project.units["transcript_id"].nunique())
+    total_interviews = (
+        int(project.units["transcript_id"].nunique())
+        if options.include_suggestions
+        else int(people["transcript_id"].nunique())
+    )
+    accepted_only = counted[counted["accepted"]]
     codebook = project.codebook
     vectors = vectors or UnitVectors(project, None)
     by_unit = counted.groupby("unit_id")["code_id"].apply(set).to_dict()
@@ -211,6 +222,10 @@ def build_theme_report(
             total_interviews=total_interviews,
             participants=int(hits["person"].nunique()),
             total_participants=total_people,
+            reviewed_participants=int(
+                accepted_only.loc[accepted_only["code_id"] == code.id, "person"].nunique()
+            ),
+            total_reviewed=len(reviewed_people),
             matrix={label: _matrix(hits, people, column) for column, label in MATRIX_ATTRIBUTES},
             cooccurring=[(codebook.code(c), n) for c, n in _top(together, order)],
             quotes=quotes,
@@ -304,12 +319,22 @@ def _units_of(hits: pd.DataFrame, mask: pd.Series | None = None) -> list[str]:
     return sorted(frame["unit_id"].unique())
 
 
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """'1 coded unit', '2 coded units' (``many`` for irregular plurals)."""
+    return f"{n} {noun if n == 1 else many or noun + 's'}"
+
+
 def _share(word: str, n: int, total: int, noun: str = "participants") -> str:
     if word == "one":
         return f"One participant (1 of {total})" if noun == "participants" else "one"
     if word == "all":
         return f"All {noun} ({n} of {total})"
     return f"{word.capitalize()} {noun} ({n} of {total})"
+
+
+def _names(labels: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
 def _code_claims(
@@ -331,11 +356,22 @@ def _code_claims(
         if include_suggestions
         else ", all accepted by reviewers"
     )
+    who = (
+        f"{_share(theme.participants_word, theme.participants, theme.total_participants)}"
+        if include_suggestions
+        else _share(theme.participants_word, theme.participants, theme.total_participants)[:-1]
+        + " whose units were reviewed)"
+    )
+    both = (
+        f" By accepted codings alone: {theme.reviewed_participants} of the "
+        f"{theme.total_reviewed} participants whose units were reviewed."
+        if include_suggestions
+        else ""
+    )
     claims = [
         Claim(
-            f"{_share(theme.participants_word, theme.participants, theme.total_participants)} "
-            f"raised {label}, in {theme.interviews} of {theme.total_interviews} interviews "
-            f"({theme.units} coded units{split}).",
+            f"{who} raised {label}, in {theme.interviews} of {theme.total_interviews} interviews "
+            f"({plural(theme.units, 'coded unit')}{split}).{both}",
             units,
         )
     ]
@@ -347,7 +383,7 @@ def _code_claims(
         items = [f"{r.value} ({r.participants} of {r.total})" for r in raised[:4]]
         items[0] = items[0][:-1] + " participants)"
         if len(raised) > 4:
-            items.append(f"{len(raised) - 4} more")
+            items.append(plural(len(raised) - 4, "other " + title.lower(), "others"))
         parts = ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
         values = {r.value for r in raised[:4]}
         mask = hits[column].replace("", NOT_STATED).isin(values)
@@ -385,17 +421,27 @@ def _group_claims(theme: GroupTheme, counted: pd.DataFrame) -> list[Claim]:
         claims.append(
             Claim(
                 f"{_share(word, n, total)} raised at least one {kind} of {label} "
-                f"({len(units)} coded units).",
+                f"({plural(len(units), 'coded unit')}).",
                 units,
             )
         )
-        top = max(themes, key=lambda t: (t.participants, t.units))
-        if top.participants:
+        most = max(t.participants for t in themes)
+        top = [t for t in themes if t.participants == most]  # codebook order
+        if most and len(top) == 1:
             claims.append(
                 Claim(
-                    f"The {kind} raised most widely was {top.code.label} "
-                    f"({top.participants} of {total} participants).",
-                    top.unit_ids,
+                    f"The {kind} raised most widely was {top[0].code.label} "
+                    f"({most} of {total} participants).",
+                    top[0].unit_ids,
+                )
+            )
+        elif most:
+            claims.append(
+                Claim(
+                    f"{len(top)} {kind}s were raised equally widely (a tie, "
+                    f"{most} of {total} participants each): "
+                    f"{_names([t.code.label for t in top])}.",
+                    sorted({u for t in top for u in t.unit_ids}),
                 )
             )
     return claims

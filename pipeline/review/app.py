@@ -44,6 +44,7 @@ from pipeline.accounts import (
     logout,
     record_event,
 )
+from pipeline.decisions import CONFIRM_SOURCE, MoveError, confirmation
 from pipeline.review.errors import (
     BadRequest,
     Forbidden,
@@ -72,7 +73,7 @@ from pipeline.review.queue import (
     page_of,
     progress,
 )
-from pipeline.store import StaleUnitError, Store
+from pipeline.store import NewDecision, StaleUnitError, Store
 from pipeline.store_pg import is_url
 from pipeline.store_pg import shown as without_password
 
@@ -656,6 +657,7 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
         codings=codings,
         state=view.review_state(unit_id),
         history=records(view.history(unit_id)),
+        moves=records(view.moves_to(unit_id)),
         codes=[
             {
                 **c.model_dump(include={"id", "label", "definition", "include", "exclude", "kind"}),
@@ -799,6 +801,23 @@ def orphans_page(request: Request, store: StoreDep) -> HTMLResponse:
     view, _ = view_for(request, store)
     orphans = view.orphans()
     return render(request, "orphans.html", orphans=records(orphans), orphan_count=len(orphans))
+
+
+@router.post("/orphans/confirm")
+def confirm_move(request: Request, store: StoreDep, form: FormDep) -> Response:
+    """A person confirms a "moved — confirm" decision belongs to the passage offered: recorded
+    as a note (source 'confirm'); the decision then applies there. Back to that unit."""
+    view, reviewer = view_for(request, store)
+    try:
+        decision_id = int(str(form.get("decision", "")))
+    except ValueError:
+        raise BadRequest("the form lost the number of the decision to confirm: reload") from None
+    try:
+        unit_id, memo = confirmation(view.visible_decisions(), decision_id)
+    except MoveError as error:
+        raise BadRequest(error.problem) from None
+    store.decide(reviewer, [NewDecision(unit_id, "", "note", memo)], source=CONFIRM_SOURCE)
+    return RedirectResponse(f"/unit/{unit_id}", 303)
 
 
 @router.get("/quotes", response_class=HTMLResponse)

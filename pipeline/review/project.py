@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.codebook import Codebook
-from pipeline.decisions import DONE, current_codings, resolve_anchors, unit_review_state
+from pipeline.decisions import (
+    CONFIRM_SOURCE,
+    DONE,
+    awaiting_confirmation,
+    current_codings,
+    resolve_anchors,
+    unit_review_state,
+)
 from pipeline.review.errors import ReviewError
 from pipeline.review.queue import order_queue, review_table
 from pipeline.store import NewDecision, Store, StoreError
@@ -38,6 +45,8 @@ class Snapshot:
     suggestions: pd.DataFrame
     codebook: Codebook
     texts: dict[str, str]
+    earlier: pd.DataFrame | None = None  # units of earlier runs (decisions.resolve_anchors)
+    anchors: dict = field(default_factory=dict)  # anchors found against this run, reused
     # unit id -> its suggestions' rows / its transcript's units (filled on first use)
     _by_unit: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _by_transcript: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
@@ -92,6 +101,7 @@ class SnapshotCache:
                     store.suggestions(run_id),
                     store.codebook(run_id),
                     store.transcript_texts(),
+                    store.earlier_units(run_id),
                 )
                 self._decisions = None
             return self._snapshot
@@ -113,7 +123,10 @@ class SnapshotCache:
                 cached = _Decisions(_anchor(store.decisions(), snapshot))
             else:
                 new = store.decisions(after=cached.high_water)
-                if len(new):
+                if _confirms_a_move(new):
+                    # A confirmation changes where an earlier decision applies: anchor all.
+                    cached = _Decisions(_anchor(store.decisions(), snapshot))
+                elif len(new):
                     fresh = _anchor(new, snapshot)
                     cached = _Decisions(
                         pd.concat([cached.resolved, fresh], ignore_index=True),
@@ -163,8 +176,22 @@ class SnapshotCache:
         return table.iloc[positions].reset_index(drop=True)
 
 
+def _confirms_a_move(decisions: pd.DataFrame) -> bool:
+    """Whether new decisions include a person confirming a "moved — confirm" decision."""
+    if decisions.empty or "source" not in decisions.columns:
+        return False
+    return bool((decisions["source"] == CONFIRM_SOURCE).any())
+
+
 def _anchor(decisions: pd.DataFrame, snapshot: Snapshot) -> pd.DataFrame:
-    return resolve_anchors(decisions, snapshot.units, snapshot.texts, snapshot.codebook)
+    return resolve_anchors(
+        decisions,
+        snapshot.units,
+        snapshot.texts,
+        snapshot.codebook,
+        snapshot.earlier,
+        snapshot.anchors,
+    )
 
 
 def _update_rows(
@@ -250,6 +277,11 @@ class ProjectView:
         return decisions[decisions["anchor"] == "orphaned"].sort_values(
             "decision_id", ascending=False
         )
+
+    def moves_to(self, unit_id: str) -> pd.DataFrame:
+        """Decisions shown as "moved — confirm" whose candidate passage is this unit."""
+        waiting = awaiting_confirmation(self.visible_decisions())
+        return waiting[waiting["candidate_unit_id"] == unit_id].sort_values("decision_id")
 
     def unit(self, unit_id: str) -> pd.Series | None:
         """A codable unit of the run, or None."""
