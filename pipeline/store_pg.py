@@ -89,7 +89,8 @@ class PgConnection:
         cursor = self.connection.execute(statement, _values(params))
         lastrowid = None
         if returning and cursor.description:
-            lastrowid = int(cursor.fetchone()[0])
+            row = cursor.fetchone()  # none for an INSERT ... SELECT of no rows
+            lastrowid = int(row[0]) if row else None
         return PgCursor(cursor, lastrowid)
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
