@@ -79,7 +79,8 @@ def main() -> None:
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(
         f"{args.pages} pages: {workers} NER workers {parallel_s:.1f} s (same findings: "
-        f"{parallel == shortcut}); shortcut {shortcut_s:.1f} s, NER on all text {everything_s:.1f} s "
+        f"{parallel == shortcut}); shortcut {shortcut_s:.1f} s, "
+        f"NER on all text {everything_s:.1f} s "
         f"(ratio {report['ratio']}); findings {len(shortcut)} vs {len(everything)}"
     )
     for kind in sorted({k for _, _, _, k, _ in lost}):
