@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -312,6 +313,56 @@ def measure_run(name: str, folder: Path, env: dict, **options: object) -> dict:
     }
 
 
+def _recorded(measure: Callable[[], dict]) -> dict:
+    """A measurement's results, or what went wrong: one failed extra does not lose a long
+    benchmark's other figures."""
+    try:
+        return measure()
+    except (Exception, SystemExit) as error:
+        print(f"  failed: {error}", flush=True)
+        return {"error": str(error)}
+
+
+def bench_learned(folder: Path, env: dict, common: dict, args: argparse.Namespace) -> dict:
+    """Simulated decisions, ``retrain`` on them, and a run with the learned coder."""
+    coder = folder / "coder"
+    decided = run_step("decide", folder, env, store=common["store"], seed=args.seed)
+    retrain = run_step(
+        "retrain", folder, env, store=common["store"], cache=common["cache"], classifier=coder
+    )
+    run = measure_run(
+        "learned", folder, env, out=folder / "out-learned", classifier=coder, **common
+    )
+    return {
+        "decisions": decided["decisions"],
+        "units_decided": decided["units"],
+        "retrain": retrain,
+        "run": run,
+    }
+
+
+def bench_server(folder: Path, env: dict, common: dict, out: Path, target: Path, seed: int) -> dict:
+    """With a long-running Prefect server (what ``qcode server`` starts) instead of a
+    temporary one per run: one more transcript edited, then nothing changed."""
+    from bench.corpus import edit_transcript
+    from pipeline.server import api_url, start_server, stop_server
+
+    port = _free_port()
+    clock = time.perf_counter()
+    server = start_server(folder, port, log=folder / "server.log", base_env=env)
+    result: dict = {"start_s": round(time.perf_counter() - clock, 3)}
+    try:
+        served = {**env, "PREFECT_API_URL": api_url(port)}
+        edit_transcript(target, seed=seed)
+        print(f"  server: edited {target.name}; re-run ...", flush=True)
+        result["edit"] = measure_run("edit_server", folder, served, out=out, **common)
+        result["edit"]["edited"] = target.name
+        result["warm"] = measure_run("warm_server", folder, served, out=out, **common)
+    finally:
+        stop_server(server)
+    return result
+
+
 def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
     from bench.corpus import edit_transcript, write_corpus
 
@@ -359,19 +410,7 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
     # The learned coder: decisions, retraining, then a run with it (all stages, nothing to
     # encode: compare with warm_full, the same run zero-shot).
     print(f"[{pages} pages] learned coder: decisions, retrain, run ...", flush=True)
-    coder = folder / "coder"
-    decided = run_step("decide", folder, env, store=common["store"], seed=args.seed)
-    result["learned"] = {
-        "decisions": decided["decisions"],
-        "units_decided": decided["units"],
-        "retrain": run_step(
-            "retrain", folder, env, store=common["store"], cache=common["cache"], classifier=coder
-        ),
-    }
-    result["learned"]["run"] = measure_run(
-        "learned", folder, env, out=folder / "out-learned", classifier=coder, **common
-    )
-
+    result["learned"] = _recorded(lambda: bench_learned(folder, env, common, args))
     files = sorted(corpus.glob("bench_*"))
     target = files[len(stats.files) // 2]
     edit_transcript(target, seed=args.seed + 1)
@@ -380,24 +419,10 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
     result["edit"]["edited"] = target.name
 
     if args.server:
-        # The same, with a long-running Prefect server (qcode server) instead of a temporary
-        # one per run: a second transcript edited, then nothing changed.
-        from pipeline.server import api_url, start_server, stop_server
-
-        port = _free_port()
-        clock = time.perf_counter()
-        server = start_server(folder, port, log=folder / "server.log", base_env=env)
-        result["server_start_s"] = round(time.perf_counter() - clock, 3)
-        try:
-            served = {**env, "PREFECT_API_URL": api_url(port)}
-            target = files[len(stats.files) // 3]
-            edit_transcript(target, seed=args.seed + 2)
-            print(f"[{pages} pages] server: edited {target.name}; re-run ...", flush=True)
-            result["edit_server"] = measure_run("edit_server", folder, served, out=out, **common)
-            result["edit_server"]["edited"] = target.name
-            result["warm_server"] = measure_run("warm_server", folder, served, out=out, **common)
-        finally:
-            stop_server(server)
+        target = files[len(stats.files) // 3]
+        result["server"] = _recorded(
+            lambda: bench_server(folder, env, common, out, target, args.seed + 2)
+        )
 
     units = cold["counts"].get("units", 0)
     base = result["baseline"]["encode_s"]
@@ -415,12 +440,6 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
         "privacy_share_of_cold": round(privacy_s / cold["wall_s"], 3),
         "warm_s": result["warm"]["wall_s"],
         "warm_full_s": result["warm_full"]["wall_s"],
-        "learned_run_s": result["learned"]["run"]["wall_s"],
-        "learned_vs_zero_shot_run": round(
-            result["learned"]["run"]["wall_s"] / result["warm_full"]["wall_s"], 3
-        ),
-        "retrain_s": result["learned"]["retrain"]["wall_s"],
-        "retrain_flow_s": result["learned"]["retrain"]["flow_s"],
         "edit_s": result["edit"]["wall_s"],
         "edit_startup_s": result["edit"]["startup_s"],
         "peak_rss_mb": cold["peak_rss_mb"],
@@ -428,13 +447,26 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
         "warm_reused_run": result["warm"]["reused_previous_run"],
         "prefect_first_use_s": result["prefect_first_use_s"],
     }
-    if args.server:
+    learned = result["learned"]
+    if "run" in learned:
         result["summary"].update(
             {
-                "edit_server_s": result["edit_server"]["wall_s"],
-                "edit_server_startup_s": result["edit_server"]["startup_s"],
-                "warm_server_s": result["warm_server"]["wall_s"],
-                "server_start_s": result["server_start_s"],
+                "learned_run_s": learned["run"]["wall_s"],
+                "learned_vs_zero_shot_run": round(
+                    learned["run"]["wall_s"] / result["warm_full"]["wall_s"], 3
+                ),
+                "retrain_s": learned["retrain"]["wall_s"],
+                "retrain_flow_s": learned["retrain"]["flow_s"],
+            }
+        )
+    server = result.get("server", {})
+    if "edit" in server:
+        result["summary"].update(
+            {
+                "edit_server_s": server["edit"]["wall_s"],
+                "edit_server_startup_s": server["edit"]["startup_s"],
+                "warm_server_s": server["warm"]["wall_s"],
+                "server_start_s": server["start_s"],
             }
         )
     if not args.keep:
@@ -445,6 +477,12 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
 
 
 # -- report -----------------------------------------------------------------------------------
+
+
+def _at(result: dict, path: tuple[str, ...]) -> dict | None:
+    for key in path:
+        result = result.get(key) if isinstance(result, dict) else None
+    return result
 
 
 def table(results: list[dict]) -> str:
@@ -490,13 +528,15 @@ def table(results: list[dict]) -> str:
     stages = ["startup", "ingest", "reuse check", "privacy check", "segment", "prototypes"]
     stages += ["embed and assign"]
     stages += ["write outputs"]
-    for name, run in (("cold", "cold"), ("edit", "edit"), ("edit, server", "edit_server")):
-        if not all(run in r for r in results):
+    runs = (("cold", ("cold",)), ("edit", ("edit",)), ("edit, server", ("server", "edit")))
+    for name, path in runs:
+        found = [_at(r, path) for r in results]
+        if not all(found):
             continue
         cells = []
-        for r in results:
-            tasks = dict(r[run]["tasks_s"])
-            tasks["startup"] = r[run]["startup_s"] or 0.0
+        for run in found:
+            tasks = dict(run["tasks_s"])
+            tasks["startup"] = run["startup_s"] or 0.0
             cells.append(" · ".join(f"{s} {tasks[s]:.1f}" for s in stages if s in tasks))
         lines.append(f"| {name}: seconds per stage | " + " | ".join(cells) + " |")
     cells = []
