@@ -12,8 +12,10 @@ tuned on the West seeds statements and NHS answers (scripts/tune_assign.py, docs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -114,6 +116,30 @@ def code_scores(vectors: np.ndarray, prototypes: Prototypes, settings: Settings)
     return score_matrix(vectors, prototypes, settings.example_weight, settings.stance_weight)
 
 
+def transcript_runs(transcript_ids: list[str]) -> list[tuple[int, int]]:
+    """(start, stop) of each stretch of rows from one transcript, in order."""
+    if not transcript_ids:
+        return []
+    tid = np.asarray(transcript_ids, dtype=object)
+    cuts = np.flatnonzero(tid[1:] != tid[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(tid)]
+    return list(pairwise(bounds))
+
+
+def by_transcript(
+    compute: Callable[..., np.ndarray], transcript_ids: list[str], *columns: Any
+) -> np.ndarray:
+    """``compute`` on each transcript's rows alone, stacked. A matrix product's last bit can
+    depend on how many rows it has (OpenBLAS on AMD EPYC), so scoring one transcript at a
+    time gives each unit the same score whichever other transcripts share its chunk or run:
+    a run that recomputes only an edited transcript matches a full run exactly."""
+    parts = [
+        compute(*(c[start:stop] for c in columns))
+        for start, stop in transcript_runs(transcript_ids)
+    ]
+    return np.concatenate(parts) if parts else compute(*(c[:0] for c in columns))
+
+
 def add_context(
     vectors: np.ndarray, transcript_ids: list[str], turn_indexes: list[int], weight: float
 ) -> np.ndarray:
@@ -205,11 +231,12 @@ def assign_units(
         settings.context_weight,
     )
     codable = embedded["codable"].to_numpy()
-    scores = code_scores(blended[codable], prototypes, settings)
+    tids = embedded.loc[codable, "transcript_id"].tolist()
+    scores = by_transcript(lambda v: code_scores(v, prototypes, settings), tids, blended[codable])
     ids = embedded.loc[codable, "unit_id"].tolist()
     texts = embedded.loc[codable, "text"].tolist()
     return suggest_scores(
-        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts
+        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts, None, tids
     ), top_codes(scores, ids, prototypes.code_ids)
 
 
@@ -222,12 +249,27 @@ def suggest_scores(
     coder: TrainedCoder | None = None,
     texts: list[str] | None = None,
     attributes: list[dict[str, str]] | None = None,
+    transcript_ids: list[str] | None = None,
 ) -> pd.DataFrame:
     """Zero-shot suggestions, or a trained coder's where one is given (it reads the units'
-    ``texts`` and ``attributes`` beside their vectors)."""
+    ``texts`` and ``attributes`` beside their vectors). With ``transcript_ids`` the coder
+    works one transcript at a time (see ``by_transcript``)."""
     if coder is None:
         return suggest(scores, ids, code_ids, settings)
-    probabilities = coder.probabilities(vectors, scores, texts, attributes)
+    if transcript_ids is None:
+        probabilities = coder.probabilities(vectors, scores, texts, attributes)
+    else:
+        rows = np.arange(len(ids))
+        probabilities = by_transcript(
+            lambda r: coder.probabilities(
+                vectors[r],
+                scores[r],
+                None if texts is None else [texts[i] for i in r],
+                None if attributes is None else [attributes[i] for i in r],
+            ),
+            transcript_ids,
+            rows,
+        )
     return coder.suggestions(probabilities, scores, ids, settings.top_k)
 
 
