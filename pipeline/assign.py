@@ -12,10 +12,8 @@ tuned on the West seeds statements and NHS answers (scripts/tune_assign.py, docs
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -100,13 +98,19 @@ def score_matrix(
         return np.zeros((0, len(prototypes.code_ids)), dtype=np.float32)
     if stance_weight is None:
         stance_weight = Settings.model_fields["stance_weight"].default
-    scores = unit_vectors @ prototypes.centroids.T
+    # In float64, returned as float32: a float32 matrix product's last bit depends on how many
+    # rows it has (OpenBLAS on AMD EPYC), so a unit's score would depend on which other units
+    # share its chunk or run. A float64 product differs by ~1e-16 at most, which the float32
+    # result (and the 6 decimals written) never shows in practice: an edited transcript
+    # recomputed alone gets the scores a full run gives (tests/test_incremental.py).
+    unit_vectors = unit_vectors.astype(np.float64)
+    scores = unit_vectors @ prototypes.centroids.T.astype(np.float64)
     if example_weight:
-        per_example = unit_vectors @ prototypes.examples.T
+        per_example = unit_vectors @ prototypes.examples.T.astype(np.float64)
         best_example = np.maximum.reduceat(per_example, prototypes.example_starts, axis=1)
         scores = (1.0 - example_weight) * scores + example_weight * best_example
     if stance_weight and prototypes.axis is not None and prototypes.signs is not None:
-        stance = unit_vectors @ prototypes.axis  # > 0 sounds like an enabler, < 0 an inhibitor
+        stance = unit_vectors @ prototypes.axis.astype(np.float64)  # > 0: enabler, < 0: inhibitor
         scores = scores + stance_weight * np.outer(stance, prototypes.signs)
     return scores.astype(np.float32)
 
@@ -114,30 +118,6 @@ def score_matrix(
 def code_scores(vectors: np.ndarray, prototypes: Prototypes, settings: Settings) -> np.ndarray:
     """``score_matrix`` with a run's settings: what flows, eval and code-segments should call."""
     return score_matrix(vectors, prototypes, settings.example_weight, settings.stance_weight)
-
-
-def transcript_runs(transcript_ids: list[str]) -> list[tuple[int, int]]:
-    """(start, stop) of each stretch of rows from one transcript, in order."""
-    if not transcript_ids:
-        return []
-    tid = np.asarray(transcript_ids, dtype=object)
-    cuts = np.flatnonzero(tid[1:] != tid[:-1]) + 1
-    bounds = [0, *cuts.tolist(), len(tid)]
-    return list(pairwise(bounds))
-
-
-def by_transcript(
-    compute: Callable[..., np.ndarray], transcript_ids: list[str], *columns: Any
-) -> np.ndarray:
-    """``compute`` on each transcript's rows alone, stacked. A matrix product's last bit can
-    depend on how many rows it has (OpenBLAS on AMD EPYC), so scoring one transcript at a
-    time gives each unit the same score whichever other transcripts share its chunk or run:
-    a run that recomputes only an edited transcript matches a full run exactly."""
-    parts = [
-        compute(*(c[start:stop] for c in columns))
-        for start, stop in transcript_runs(transcript_ids)
-    ]
-    return np.concatenate(parts) if parts else compute(*(c[:0] for c in columns))
 
 
 def add_context(
@@ -231,12 +211,11 @@ def assign_units(
         settings.context_weight,
     )
     codable = embedded["codable"].to_numpy()
-    tids = embedded.loc[codable, "transcript_id"].tolist()
-    scores = by_transcript(lambda v: code_scores(v, prototypes, settings), tids, blended[codable])
+    scores = code_scores(blended[codable], prototypes, settings)
     ids = embedded.loc[codable, "unit_id"].tolist()
     texts = embedded.loc[codable, "text"].tolist()
     return suggest_scores(
-        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts, None, tids
+        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts
     ), top_codes(scores, ids, prototypes.code_ids)
 
 
@@ -249,27 +228,12 @@ def suggest_scores(
     coder: TrainedCoder | None = None,
     texts: list[str] | None = None,
     attributes: list[dict[str, str]] | None = None,
-    transcript_ids: list[str] | None = None,
 ) -> pd.DataFrame:
     """Zero-shot suggestions, or a trained coder's where one is given (it reads the units'
-    ``texts`` and ``attributes`` beside their vectors). With ``transcript_ids`` the coder
-    works one transcript at a time (see ``by_transcript``)."""
+    ``texts`` and ``attributes`` beside their vectors)."""
     if coder is None:
         return suggest(scores, ids, code_ids, settings)
-    if transcript_ids is None:
-        probabilities = coder.probabilities(vectors, scores, texts, attributes)
-    else:
-        rows = np.arange(len(ids))
-        probabilities = by_transcript(
-            lambda r: coder.probabilities(
-                vectors[r],
-                scores[r],
-                None if texts is None else [texts[i] for i in r],
-                None if attributes is None else [attributes[i] for i in r],
-            ),
-            transcript_ids,
-            rows,
-        )
+    probabilities = coder.probabilities(vectors, scores, texts, attributes)
     return coder.suggestions(probabilities, scores, ids, settings.top_k)
 
 

@@ -18,14 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.assign import (
-    Prototypes,
-    add_context,
-    by_transcript,
-    code_scores,
-    suggest_scores,
-    top_codes,
-)
+from pipeline.assign import Prototypes, add_context, code_scores, suggest_scores, top_codes
 from pipeline.embed import Encoder
 from pipeline.settings import Settings
 
@@ -106,9 +99,7 @@ def code_chunk(
         settings.context_weight,
     )
     codable = chunk["codable"].to_numpy(dtype=bool)
-    tids = chunk.loc[codable, "transcript_id"].tolist()
-    # One transcript at a time: a unit's score never depends on the chunk's other rows.
-    scores = by_transcript(lambda v: code_scores(v, prototypes, settings), tids, blended[codable])
+    scores = code_scores(blended[codable], prototypes, settings)
     ids = chunk.loc[codable, "unit_id"].tolist()
     suggestions = suggest_scores(
         scores,
@@ -118,8 +109,6 @@ def code_chunk(
         settings,
         coder,
         chunk.loc[codable, "text"].tolist(),
-        None,
-        tids,
     )
     best = top_codes(scores, ids, prototypes.code_ids)
     assign_s = time.perf_counter() - clock

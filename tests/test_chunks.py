@@ -59,8 +59,8 @@ def test_chunked_suggestions_equal_all_at_once(sample_units, encoder, codebook, 
         cached = {t: lookup[t] for t in part["text"].iloc[::2]}
         results.append(code_chunk(part, cached, prototypes, settings, factory))
     suggestions, best = combine(results)
-    # Exactly equal: each transcript is scored on its own (``assign.by_transcript``), so a
-    # unit's score does not depend on which other rows share its chunk (a matrix product's
+    # Exactly equal: scores are computed in float64 (``assign.score_matrix``), so a unit's
+    # score does not depend on which other rows share its chunk (a float32 matrix product's
     # last bit can depend on its number of rows: seen on AMD EPYC with OpenBLAS).
     pd.testing.assert_frame_equal(suggestions, whole, check_exact=True)
     pd.testing.assert_frame_equal(best, whole_best, check_exact=True)
