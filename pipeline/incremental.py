@@ -5,9 +5,9 @@ everything they depend on: the transcript as coded (after the anonymity check's 
 text, turns, attributes and ids), every setting, the codebook, the model, the trained coder and
 qcode's own code. A run takes the units and suggestions of unchanged transcripts from there and
 computes only the rest; together they are the tables a full run computes, row for row and bit
-for bit (scores are computed one transcript at a time, see ``assign.by_transcript``), so the
-outputs are the same (``tests/test_incremental.py`` compares every file). Only hashes, offsets
-and the coded (redacted) text are kept, as in the run's own outputs.
+for bit (scores are computed in float64, see ``assign.score_matrix``), so the outputs are the
+same (``tests/test_incremental.py`` compares every file). What is kept is what the run's own
+outputs hold: the redacted text and participants' attributes, never names.
 """
 
 from __future__ import annotations
