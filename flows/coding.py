@@ -2,47 +2,35 @@
 
 One Prefect task per stage (ingest, segment, prototypes, write outputs) and one per chunk of a
 few thousand units for embedding and assignment (``pipeline.chunks``), never one per unit.
-Heavy components (spaCy, the encoder) are loaded once per process by cached factories, and only
-when something is not in the caches: a re-run with nothing new loads neither. With
-``task_runner=dask`` the chunks run on a Dask cluster through prefect-dask.
+Heavy components (spaCy, the encoder) are loaded once per process by the cached factories of
+``pipeline.preload``, and only when something is not in the caches: a re-run with nothing new
+loads neither. The coder (zero-shot or learned, ``pipeline.coder``) is made once and handed to
+every chunk. With ``task_runner=dask`` the chunks run on a Dask cluster through prefect-dask.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import gc
 import hashlib
-import inspect
-import json
-import logging
-import sqlite3
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import Flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.assign import SUGGESTION_COLUMNS, Prototypes, build_prototypes, embedded_mask
-from pipeline.chunks import CHUNK_COLUMNS, ChunkResult, code_chunk, combine, plan_chunks
+from flows.runtime import HeadStartFlow, api_url_for_workers
+from pipeline.assign import Prototypes, build_prototypes, embedded_mask
+from pipeline.chunks import ChunkResult, chunk_columns, code_chunk, combine, plan_chunks
+from pipeline.classify import load_trained, make_coder
 from pipeline.codebook import Codebook, load_codebook
+from pipeline.coder import SUGGESTION_COLUMNS, Coder
 from pipeline.decisions import current_codings, resolve_anchors, review_counts
-from pipeline.embed import (
-    EmbeddingCache,
-    SentenceTransformerEncoder,
-    cache_namespace,
-    default_precision,
-    load_encoder,
-)
-from pipeline.errors import NothingToCodeError, Problem, QcodeError
+from pipeline.embed import EmbeddingCache, RemoteEncoder, cache_namespace
+from pipeline.errors import NothingToCodeError, Problem
 from pipeline.incremental import (
     TranscriptResults,
     assemble,
@@ -51,14 +39,23 @@ from pipeline.incremental import (
     transcript_key,
 )
 from pipeline.incremental import split as split_unchanged
-from pipeline.ingest import Transcript, find_transcripts, read_transcripts
+from pipeline.ingest import Transcript, read_transcripts
 from pipeline.outputs import (
     build_manifest,
     clean_partial_runs,
     inputs_key,
     new_run_id,
+    read_store_state,
     reusable_run,
     write_run,
+)
+from pipeline.preload import (
+    SPACY_PRELOAD,
+    default_cache_dir,
+    finish_preloads,
+    get_encoder,
+    get_sentencizer,
+    preload,
 )
 from pipeline.privacy import (
     Finding,
@@ -66,233 +63,14 @@ from pipeline.privacy import (
     check_before_coding,
     findings_table,
     names_file,
-    shared_analyzer,
     write_redacted_copies,
 )
 from pipeline.report import build_summaries, render_summaries
-from pipeline.segment import SentenceCache, load_sentencizer, segment_frame
+from pipeline.segment import SentenceCache, segment_frame
 from pipeline.settings import Settings
 from pipeline.store import Store
 
-if TYPE_CHECKING:
-    from pipeline.classify import TrainedCoder
-
-
-# At exit, let the interpreter skip its final garbage-collection sweep over the millions of
-# objects torch, spaCy and pandas leave behind: 1.6-1.8 s of every `qcode run` here, for
-# memory the operating system takes back anyway.
-atexit.register(gc.freeze)
-
-
-class _NoTracebackForInputErrors(logging.Filter):
-    """A QcodeError is a message for a person (file, line, fix); Prefect logs it without a
-    Python traceback, which tells a user nothing (the CLI prints the message itself)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], QcodeError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-for _name in ("prefect.flow_runs", "prefect.task_runs"):
-    logging.getLogger(_name).addFilter(_NoTracebackForInputErrors())
-
-_factory_lock = threading.Lock()  # a preloading thread and the flow may ask at once
-
-
-def get_encoder(model: str, precision: str | None = None) -> SentenceTransformerEncoder:
-    """The encoder for this process (a Dask worker too): built once, model loaded on first use."""
-    with _factory_lock:
-        return _encoder(model, precision or default_precision())
-
-
-@lru_cache(maxsize=4)
-def _encoder(model: str, precision: str) -> SentenceTransformerEncoder:
-    return load_encoder(model, precision=precision, lazy=True)
-
-
-_spacy_lock = threading.Lock()
-
-
-def get_sentencizer() -> Any:
-    with _spacy_lock:
-        return _sentencizer()
-
-
-@lru_cache(maxsize=1)
-def _sentencizer() -> Any:
-    return load_sentencizer()
-
-
-def default_cache_dir() -> Path:
-    return Path.cwd() / ".cache"
-
-
-_preloads: dict[str, threading.Thread] = {}
-SPACY_PRELOAD = "spaCy"  # the thread loading the sentencizer and the privacy analyzer
-
-
-def preload(settings: Settings, sentencizer: bool = False) -> None:
-    """Load the model (and spaCy, if asked) in background threads, so that loading overlaps
-    other work: the temporary Prefect server's start, or spaCy on new paragraphs. Errors
-    surface where the flow itself needs them."""
-    jobs: dict[str, Callable[[], object]] = {}
-    privacy_first = sentencizer and settings.privacy != "off"
-    if settings.task_runner == "local":  # Dask workers load their own model
-        encoder = get_encoder(settings.model, settings.precision)
-
-        def load_model() -> object:
-            if privacy_first:
-                # Presidio imports torch and transformers too: one thread imports them, and
-                # the privacy check (which comes first) gets its analyzer sooner.
-                _presidio_imported.wait(timeout=300)
-            return encoder.model
-
-        jobs[f"encoder {settings.model} {settings.precision}"] = load_model
-    if sentencizer:
-        jobs[SPACY_PRELOAD] = lambda: _load_spacy_models(settings)
-    for name, job in jobs.items():
-        if name not in _preloads:
-            thread = threading.Thread(
-                target=_quietly, args=(job,), name=f"qcode-preload {name}", daemon=True
-            )
-            thread.start()
-            _preloads[name] = thread
-
-
-_presidio_imported = threading.Event()
-
-
-def _load_spacy_models(settings: Settings) -> None:
-    """The sentencizer, then the privacy check's analyzer (its own spaCy pipeline). The
-    encoder's thread waits until Presidio's imports are done: two threads importing one
-    package at once can break the import."""
-    try:
-        get_sentencizer()
-        if settings.privacy != "off":
-            # Presidio and its recognisers, which import torch and transformers.
-            import presidio_analyzer.predefined_recognizers  # noqa: F401
-    finally:
-        _presidio_imported.set()
-    if settings.privacy != "off":
-        shared_analyzer()
-
-
-def _quietly(job: Callable[[], object]) -> None:
-    with contextlib.suppress(Exception):
-        job()
-
-
-def _finish_preloads(name: str | None = None) -> None:
-    """Wait for the preload thread ``name`` (default: all of them)."""
-    if name is not None:
-        thread = _preloads.pop(name, None)
-        if thread is not None:
-            thread.join()
-        return
-    while _preloads:
-        _preloads.popitem()[1].join()
-
-
-def models_likely_needed(transcripts_dir: Path, out_dir: Path, settings: Settings) -> bool:
-    """A cheap guess made before the flow starts: do the transcripts (bytes) or settings differ
-    from the last run's in ``out_dir``? Only decides whether to preload; never what is run."""
-    latest = out_dir / "LATEST"
-    if not latest.is_file():
-        return True
-    manifest_path = out_dir / latest.read_text(encoding="utf-8").strip() / "manifest.json"
-    if not manifest_path.is_file():
-        return True
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("settings") != json.loads(settings.model_dump_json()):
-        return True
-    before = {(Path(i["path"]).name, i["sha256"]) for i in manifest.get("inputs", [])}
-    now = {
-        (p.name, hashlib.sha256(p.read_bytes()).hexdigest())
-        for p in find_transcripts(transcripts_dir)
-    }
-    return now != before
-
-
-class CodingFlow(Flow):
-    """The coding flow, plus a head start: when the transcripts or settings differ from the
-    last run's, spaCy and the encoder load in a background thread while Prefect's temporary
-    server starts (3-5 s here), instead of after it. Runs it starts are ordinary Prefect flow
-    runs, on the same temporary server Prefect would start."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with contextlib.suppress(Exception):  # a head start only, never in the run's way
-            bound = inspect.signature(self.fn).bind(*args, **kwargs)
-            bound.apply_defaults()
-            given = bound.arguments.get("settings")
-            settings = (
-                given if isinstance(given, Settings) else Settings.model_validate(given or {})
-            )
-            out = Path(bound.arguments.get("out_dir") or "outputs")
-            if models_likely_needed(Path(bound.arguments["transcripts_dir"]), out, settings):
-                server = _temporary_server()  # imported before the loading thread competes
-                preload(settings, sentencizer=True)
-                if server is not None:
-                    server.start()  # the one Prefect itself would start; it finds it running
-        return super().__call__(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def _api_url_for_workers() -> Any:
-    """Dask workers in other processes must report to this run's Prefect API: name the
-    temporary server's address explicitly (Prefect leaves it unset in ephemeral mode)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    if not server.running:
-        yield
-        return
-    with temporary_settings({PREFECT_API_URL: server.api_url}):
-        yield
-
-
-def _temporary_server() -> Any:
-    """Prefect's temporary server for this process, when Prefect would start one (no API URL
-    set, not inside a flow run); None otherwise."""
-    from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value() or FlowRunContext.get() is not None:
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
-
-    return SubprocessASGIServer()
-
-
-def store_state(path: Path) -> tuple[str, str | None]:
-    """(what reviewers have done, the latest run id) in a project store, read-only and cheap:
-    the count and newest id of each append-only table of people's input."""
-    if not path.is_file():
-        return "", None
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        parts = []
-        for table in sorted(tables & {"decisions", "privacy_false_alarms"}):
-            count, newest = db.execute(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone()
-            if count:  # an empty table reads as no store at all
-                parts.append(f"{table}:{count}:{newest}")
-        latest = None
-        if "runs" in tables:
-            row = db.execute(
-                "SELECT run_id FROM runs ORDER BY finished_at DESC, rowid DESC LIMIT 1"
-            ).fetchone()
-            latest = row[0] if row else None
-        return ";".join(parts), latest
-    except sqlite3.DatabaseError:
-        return "unreadable", None
-    finally:
-        db.close()
+__all__ = ["code_transcripts", "default_cache_dir", "get_encoder"]
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -332,23 +110,15 @@ def encode_task(texts: list[str], settings: Settings) -> np.ndarray:
     return get_encoder(settings.model, settings.precision).encode(texts, settings.batch_size)
 
 
-class _RunnerEncoder:
-    """The encoder protocol, with the encoding done by a task on the task runner's cluster."""
-
-    def __init__(self, local: SentenceTransformerEncoder, settings: Settings, runner: Any):
-        self.name, self.fingerprint = local.name, local.fingerprint
-        self.precision, self.scheme = local.precision, local.scheme
-        self.settings, self.runner = settings, runner
-
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        parameters = {"texts": texts, "settings": self.settings}
-        return self.runner.submit(encode_task, parameters=parameters).result()
-
-
 def _prototypes(codebook: Codebook, settings: Settings, cache_dir: Path, runner: Any) -> Prototypes:
     encoder: Any = get_encoder(settings.model, settings.precision)
-    if runner is not None:
-        encoder = _RunnerEncoder(encoder, settings, runner)
+    if runner is not None:  # new prototype texts are encoded by a task on the cluster
+
+        def submit(texts: list[str]) -> np.ndarray:
+            parameters = {"texts": texts, "settings": settings}
+            return runner.submit(encode_task, parameters=parameters).result()
+
+        encoder = RemoteEncoder(encoder, submit)
     cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
     try:
         return build_prototypes(codebook, encoder, cache, settings.batch_size)
@@ -366,27 +136,20 @@ def prototypes_task(codebook: Codebook, settings: Settings, cache_dir: Path) -> 
 def code_chunk_task(
     chunk: pd.DataFrame,
     cached: dict[str, np.ndarray],
-    prototypes: Prototypes,
+    coder: Coder,
     settings: Settings,
-    coder: TrainedCoder | None,
 ) -> ChunkResult:
     """One chunk: embed its texts missing from the cache, then suggest codes for its units."""
     return code_chunk(
-        chunk,
-        cached,
-        prototypes,
-        settings,
-        lambda: get_encoder(settings.model, settings.precision),
-        coder,
+        chunk, cached, coder, settings, lambda: get_encoder(settings.model, settings.precision)
     )
 
 
 def _code_chunks(
     embedded: pd.DataFrame,
-    prototypes: Prototypes,
+    coder: Coder,
     settings: Settings,
     cache_dir: Path,
-    coder: TrainedCoder | None,
     runner: Any = None,
 ) -> tuple[list[ChunkResult], float]:
     """Code every chunk in order; returns the results and the seconds spent on the cache.
@@ -429,9 +192,8 @@ def _code_chunks(
             args = {
                 "chunk": part,
                 "cached": cached,
-                "prototypes": prototypes,
-                "settings": settings,
                 "coder": coder,
+                "settings": settings,
             }
             if runner is not None:
                 pending.append(runner.submit(code_chunk_task, parameters=args))
@@ -459,7 +221,7 @@ def reuse_task(
 ) -> tuple[str, Path | None]:
     """The inputs key of this run, and the newest run folder if it was made from exactly the
     same inputs (nothing changed: its outputs stand, and nothing is rewritten)."""
-    state, latest = store_state(store_path)
+    state, latest = read_store_state(store_path)
     names = names_file(settings.privacy_names, transcripts_dir)
     if settings.privacy != "off" and names is not None and names.is_file():
         # The privacy check's names file decides what is redacted, hence what is coded.
@@ -491,7 +253,7 @@ def privacy_task(
         # The analyzer imports spaCy and Presidio; the spaCy preload thread may be doing so,
         # and two threads importing one package at once can break the import. The encoder's
         # thread goes on loading the model while this scans.
-        _finish_preloads(SPACY_PRELOAD)
+        finish_preloads(SPACY_PRELOAD)
     to_code, findings, summary = check_before_coding(
         transcripts, settings.privacy, settings.privacy_names, store_path, transcripts_dir
     )
@@ -605,7 +367,7 @@ def code_transcripts(
         Path(transcripts_dir),
     )
     if reused is not None:
-        _finish_preloads()  # only if a head start guessed wrong
+        finish_preloads()  # only if a head start guessed wrong
         return reused
 
     clock = time.perf_counter()
@@ -614,15 +376,12 @@ def code_transcripts(
     )
     timings["privacy"] = time.perf_counter() - clock
     if privacy.get("stopped"):
-        _finish_preloads()
+        finish_preloads()
         return PrivacyStopped(privacy["stopped"])  # type: ignore[return-value]
 
-    coder = None
+    trained = None
     if settings.classifier is not None:
-        from pipeline.classify import TrainedCoder
-
-        coder = TrainedCoder.load(settings.classifier)
-        coder.check_fits(codebook.ids, encoder.fingerprint, settings.classifier)
+        trained = load_trained(settings.classifier, codebook.ids, encoder.fingerprint)
     # Unchanged transcripts keep their units and suggestions (pipeline.incremental).
     kept_results = TranscriptResults(cache_dir / "results")
     base_key = run_key(settings, codebook, encoder.fingerprint)
@@ -638,7 +397,7 @@ def code_transcripts(
             "the participants' turns are labelled, or lower min_unit_words",
             transcripts_dir,
         )
-    embedded = units.loc[embedded_mask(units, settings), CHUNK_COLUMNS].reset_index(drop=True)
+    embedded = units.iloc[:0]
     clock = time.perf_counter()
     results: list[ChunkResult] = []
     prototype_s = cache_s = 0.0
@@ -649,18 +408,22 @@ def code_transcripts(
 
         # Chunks (and any new prototype texts) become tasks on the cluster; this flow keeps
         # the caches, the order of results and everything else.
-        with _api_url_for_workers(), dask_task_runner(settings) as runner:
-            prototypes = _prototypes(codebook, settings, cache_dir, runner)
+        with api_url_for_workers(), dask_task_runner(settings) as runner:
+            coder = make_coder(
+                _prototypes(codebook, settings, cache_dir, runner), settings, trained
+            )
             prototype_s = time.perf_counter() - clock
+            embedded = units.loc[embedded_mask(units, settings), chunk_columns(coder)]
             results, cache_s = _code_chunks(
-                embedded, prototypes, settings, cache_dir, coder, runner
+                embedded.reset_index(drop=True), coder, settings, cache_dir, runner
             )
     else:
-        prototypes = prototypes_task(codebook, settings, cache_dir)
+        coder = make_coder(prototypes_task(codebook, settings, cache_dir), settings, trained)
         prototype_s = time.perf_counter() - clock
-        results, cache_s = _code_chunks(embedded, prototypes, settings, cache_dir, coder)
+        embedded = units.loc[embedded_mask(units, settings), chunk_columns(coder)]
+        results, cache_s = _code_chunks(embedded.reset_index(drop=True), coder, settings, cache_dir)
     stage_s = time.perf_counter() - clock
-    _finish_preloads()
+    finish_preloads()
     encoded = sum(r.encoded for r in results)
     timings["embed"] = prototype_s + cache_s + sum(r.embed_s for r in results)
     timings["assign"] = sum(r.assign_s for r in results)
@@ -715,8 +478,8 @@ def code_transcripts(
         "chunks": len(results),
         "embed_and_assign_wall_s": round(stage_s, 3),
     }
-    if coder is not None:
-        manifest["classifier"] = {"path": str(settings.classifier), **coder.info}
+    if trained is not None:
+        manifest["classifier"] = {"path": str(settings.classifier), **trained.info}
     manifest["privacy"] = privacy
     run_dir = write_task(
         Path(out_dir),
@@ -733,4 +496,4 @@ def code_transcripts(
     return run_dir
 
 
-code_transcripts = CodingFlow(code_transcripts, name="code-transcripts", log_prints=True)
+code_transcripts = HeadStartFlow(code_transcripts, name="code-transcripts", log_prints=True)

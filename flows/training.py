@@ -13,11 +13,11 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.coding import default_cache_dir, get_encoder
 from pipeline.assign import add_context, embedded_mask
 from pipeline.classify import ClassifierError, TrainedCoder, train_from_labelled
 from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.evaluate import reviewer_codes
+from pipeline.preload import default_cache_dir, get_encoder
 from pipeline.settings import Settings
 from pipeline.store import Store
 

@@ -8,24 +8,22 @@ from its inhibitor examples to its enabler examples (``stance_weight``). Suggest
 only above a calibrated ``threshold`` (a unit may stay uncoded: abstaining beats a wrong guess)
 and at most ``top_k`` codes within ``relative_cutoff`` of the unit's best one. The settings are
 tuned on the West seeds statements and NHS answers (scripts/tune_assign.py, docs/zero-shot.md).
+``ZeroShotCoder`` is this module's coder (``pipeline.coder.Coder``); it knows nothing of learned
+coders, which build on it (``pipeline.classify``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pipeline.codebook import Codebook, applicable_to_units
+from pipeline.coder import SUGGESTION_COLUMNS, Coder, Suggested, Units
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
 
-if TYPE_CHECKING:
-    from pipeline.learn import LearnedCoder as TrainedCoder
-
-SUGGESTION_COLUMNS = ["unit_id", "code_id", "score", "rank", "margin"]
 OUT_OF_SCOPE = -1.0  # the score of a code that does not apply to a unit: the lowest cosine
 
 
@@ -40,6 +38,14 @@ class Prototypes:
     example_starts: np.ndarray  # index of each code's first row in ``examples``
     signs: np.ndarray | None = None  # per code: +1 enabler, -1 inhibitor, 0 neither
     axis: np.ndarray | None = None  # unit-length stance direction (inhibitor -> enabler)
+    codebook: Codebook | None = field(default=None, compare=False)  # for ``applies_to`` scopes
+
+    def scope_mask(self, attributes: list[dict[str, str]] | None) -> np.ndarray | None:
+        """(units, codes) bool: which codes apply to each unit; None when nothing is scoped
+        (no attributes given, or no code of the codebook has ``applies_to``)."""
+        if attributes is None or self.codebook is None or not self.codebook.scoped_by:
+            return None
+        return applicable_to_units(self.codebook, attributes)
 
 
 def kind_signs(kinds: list[str]) -> np.ndarray:
@@ -81,6 +87,7 @@ def build_prototypes(
         np.asarray(starts, dtype=np.int64),
         signs,
         stance_axis(vectors, per_text),
+        codebook,
     )
 
 
@@ -191,17 +198,71 @@ def embedded_mask(units: pd.DataFrame, settings: Settings) -> np.ndarray:
     return (units["speaker_kind"] == "participant").to_numpy()
 
 
+@dataclass(frozen=True)
+class ZeroShotCoder:
+    """The zero-shot coder (``pipeline.coder.Coder``): similarity to each code's prototype,
+    kept above a threshold, at most ``top_k`` codes near the best one; codes out of a unit's
+    ``applies_to`` scope are never suggested."""
+
+    prototypes: Prototypes
+    settings: Settings
+
+    @property
+    def code_ids(self) -> list[str]:
+        return self.prototypes.code_ids
+
+    @property
+    def dimension(self) -> int:
+        return int(self.prototypes.centroids.shape[1])
+
+    def scores(self, units: Units) -> tuple[np.ndarray, np.ndarray | None]:
+        """(units, codes) scores, out-of-scope codes at ``OUT_OF_SCOPE``; and the scope mask."""
+        scores = code_scores(units.vectors, self.prototypes, self.settings)
+        mask = self.prototypes.scope_mask(units.attributes)
+        if mask is not None:
+            scores = np.where(mask, scores, OUT_OF_SCOPE).astype(np.float32)
+        return scores, mask
+
+    def suggest(self, units: Units) -> Suggested:
+        scores, mask = self.scores(units)
+        settings = answer_settings(self.settings) if units.answers else self.settings
+        frame = suggest(scores, units.ids, self.code_ids, settings)
+        return Suggested(in_scope(frame, mask, units.ids, self.code_ids), scores)
+
+
+def in_scope(
+    frame: pd.DataFrame, mask: np.ndarray | None, ids: list[str], code_ids: list[str]
+) -> pd.DataFrame:
+    """Suggestions whose code applies to their unit (a threshold at or below ``OUT_OF_SCOPE``,
+    or a coder deciding by probability, would keep the others)."""
+    if mask is None or not len(frame):
+        return frame
+    row = pd.Series(range(len(ids)), index=ids)[frame["unit_id"]].to_numpy()
+    col = pd.Series(range(len(code_ids)), index=code_ids)[frame["code_id"]].to_numpy()
+    return frame[mask[row, col]].reset_index(drop=True)
+
+
+def answer_settings(settings: Settings) -> Settings:
+    """Settings for free-standing texts (survey answers): ``answer_threshold`` applies."""
+    return settings.model_copy(update={"threshold": settings.answer_threshold})
+
+
+def unit_attributes(units: pd.DataFrame, names: list[str]) -> list[dict[str, str]]:
+    """Each unit's attributes among ``names`` (a unit without a column lacks that attribute)."""
+    present = [n for n in names if n in units.columns]
+    if not present:
+        return [{} for _ in range(len(units))]
+    return units[present].astype(str).to_dict("records")
+
+
 def assign_units(
-    units: pd.DataFrame,
-    vectors: np.ndarray,
-    prototypes: Prototypes,
-    settings: Settings,
-    coder: TrainedCoder | None = None,
+    units: pd.DataFrame, vectors: np.ndarray, coder: Coder, settings: Settings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Suggestions and each unit's best code, for units in reading order.
 
-    ``vectors`` holds one row per unit selected by ``embedded_mask``. With a trained ``coder``
-    (learned from reviewers' corrections), its codes decide by probability; see learn.py.
+    ``vectors`` holds one row per unit selected by ``embedded_mask``; each is blended with its
+    neighbours before ``coder`` (zero-shot or learned) reads it. The units' attributes (role,
+    workstream, ... and any other column a code's ``applies_to`` names) scope the codes.
     """
     embedded = units[embedded_mask(units, settings)]
     blended = add_context(
@@ -211,30 +272,27 @@ def assign_units(
         settings.context_weight,
     )
     codable = embedded["codable"].to_numpy()
-    scores = code_scores(blended[codable], prototypes, settings)
-    ids = embedded.loc[codable, "unit_id"].tolist()
-    texts = embedded.loc[codable, "text"].tolist()
-    return suggest_scores(
-        scores, blended[codable], ids, prototypes.code_ids, settings, coder, texts
-    ), top_codes(scores, ids, prototypes.code_ids)
+    chosen = embedded.loc[codable]
+    batch = coded_units(chosen, blended[codable], scoped_by(coder))
+    suggested = coder.suggest(batch)
+    return suggested.table, top_codes(suggested.scores, batch.ids, coder.code_ids)
 
 
-def suggest_scores(
-    scores: np.ndarray,
-    vectors: np.ndarray,
-    ids: list[str],
-    code_ids: list[str],
-    settings: Settings,
-    coder: TrainedCoder | None = None,
-    texts: list[str] | None = None,
-    attributes: list[dict[str, str]] | None = None,
-) -> pd.DataFrame:
-    """Zero-shot suggestions, or a trained coder's where one is given (it reads the units'
-    ``texts`` and ``attributes`` beside their vectors)."""
-    if coder is None:
-        return suggest(scores, ids, code_ids, settings)
-    probabilities = coder.probabilities(vectors, scores, texts, attributes)
-    return coder.suggestions(probabilities, scores, ids, settings.top_k)
+def scoped_by(coder: Coder) -> list[str]:
+    """The attribute names the coder's codebook scopes codes by (none: no scoping)."""
+    prototypes = getattr(coder, "prototypes", None)
+    codebook = getattr(prototypes, "codebook", None)
+    return codebook.scoped_by if codebook is not None else []
+
+
+def coded_units(chosen: pd.DataFrame, vectors: np.ndarray, scoped: list[str]) -> Units:
+    """``Units`` for transcript units (rows of a units table) and their final vectors."""
+    return Units(
+        ids=chosen["unit_id"].tolist(),
+        vectors=vectors,
+        texts=chosen["text"].tolist(),
+        attributes=unit_attributes(chosen, scoped) if scoped else None,
+    )
 
 
 def code_texts(
@@ -244,36 +302,25 @@ def code_texts(
     encoder: Encoder,
     settings: Settings,
     cache: EmbeddingCache | None = None,
-    coder: TrainedCoder | None = None,
+    coder: Coder | None = None,
     attributes: list[dict[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Suggestions for free-standing texts (survey answers): ``segment_id, code, score, ...``.
 
-    ``attributes``: one dict per text (e.g. ``{"question": "..."}``); codes scoped with
-    ``applies_to`` are never suggested for texts outside their scope."""
-    prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+    ``coder``: default zero-shot. ``attributes``: one dict per text (e.g.
+    ``{"question": "..."}``); codes scoped with ``applies_to`` are never suggested for texts
+    outside their scope."""
+    if coder is None:
+        prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+        coder = ZeroShotCoder(prototypes, settings)
     keep = [i for i, t in enumerate(texts) if t.strip()]
     vectors, _ = embed_texts([texts[i] for i in keep], encoder, cache, settings.batch_size)
-    scores = code_scores(vectors, prototypes, settings)
-    kept_ids = [ids[i] for i in keep]
-    kept_attributes = None if attributes is None else [attributes[i] for i in keep]
-    mask = None
-    if kept_attributes is not None:
-        mask = applicable_to_units(codebook, kept_attributes)
-        scores = np.where(mask, scores, OUT_OF_SCOPE).astype(np.float32)
-    answers = settings.model_copy(update={"threshold": settings.answer_threshold})
-    frame = suggest_scores(
-        scores,
-        vectors,
-        kept_ids,
-        prototypes.code_ids,
-        answers,
-        coder,
-        [texts[i] for i in keep],
-        kept_attributes,
+    units = Units(
+        ids=[ids[i] for i in keep],
+        vectors=vectors,
+        texts=[texts[i] for i in keep],
+        attributes=None if attributes is None else [attributes[i] for i in keep],
+        answers=True,
     )
-    if mask is not None and len(frame):  # a trained coder decides by probability: drop here too
-        row = pd.Series(range(len(kept_ids)), index=kept_ids)[frame["unit_id"]].to_numpy()
-        col = pd.Series(range(len(prototypes.code_ids)), index=prototypes.code_ids)
-        frame = frame[mask[row, col[frame["code_id"]].to_numpy()]].reset_index(drop=True)
+    frame = coder.suggest(units).table
     return frame.rename(columns={"unit_id": "segment_id", "code_id": "code"})

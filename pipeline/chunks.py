@@ -13,19 +13,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.assign import Prototypes, add_context, code_scores, suggest_scores, top_codes
+from pipeline.assign import add_context, coded_units, scoped_by, top_codes
+from pipeline.coder import Coder
 from pipeline.embed import Encoder
 from pipeline.settings import Settings
 
-if TYPE_CHECKING:
-    from pipeline.learn import LearnedCoder as TrainedCoder
-
 CHUNK_COLUMNS = ["unit_id", "transcript_id", "turn_index", "text", "codable"]
+
+
+def chunk_columns(coder: Coder) -> list[str]:
+    """The units' columns a chunk carries: the core ones, plus the attributes that scope
+    codes (``applies_to``) when the coder's codebook has any."""
+    return CHUNK_COLUMNS + [c for c in scoped_by(coder) if c not in CHUNK_COLUMNS]
 
 
 @dataclass
@@ -67,10 +71,9 @@ def plan_chunks(embedded: pd.DataFrame, size: int) -> list[tuple[int, int]]:
 def code_chunk(
     chunk: pd.DataFrame,
     cached: dict[str, np.ndarray],
-    prototypes: Prototypes,
+    coder: Coder,
     settings: Settings,
     encoder: Callable[[], Encoder],
-    coder: TrainedCoder | None = None,
 ) -> ChunkResult:
     """Embed the chunk's texts missing from ``cached`` and suggest codes for its units.
 
@@ -80,14 +83,14 @@ def code_chunk(
     clock = time.perf_counter()
     texts = chunk["text"].tolist()
     missing = sorted({t for t in texts if t not in cached}, key=len)
-    new = np.zeros((0, prototypes.centroids.shape[1]), dtype=np.float32)
+    new = np.zeros((0, coder.dimension), dtype=np.float32)
     if missing:
         new = encoder().encode(missing, batch_size=settings.batch_size)
     lookup = {**cached, **dict(zip(missing, new, strict=True))}
     vectors = (
         np.vstack([lookup[t] for t in texts]).astype(np.float32, copy=False)
         if texts
-        else np.zeros((0, prototypes.centroids.shape[1]), dtype=np.float32)
+        else np.zeros((0, coder.dimension), dtype=np.float32)
     )
     embed_s = time.perf_counter() - clock
 
@@ -99,20 +102,11 @@ def code_chunk(
         settings.context_weight,
     )
     codable = chunk["codable"].to_numpy(dtype=bool)
-    scores = code_scores(blended[codable], prototypes, settings)
-    ids = chunk.loc[codable, "unit_id"].tolist()
-    suggestions = suggest_scores(
-        scores,
-        blended[codable],
-        ids,
-        prototypes.code_ids,
-        settings,
-        coder,
-        chunk.loc[codable, "text"].tolist(),
-    )
-    best = top_codes(scores, ids, prototypes.code_ids)
+    units = coded_units(chunk.loc[codable], blended[codable], scoped_by(coder))
+    suggested = coder.suggest(units)
+    best = top_codes(suggested.scores, units.ids, coder.code_ids)
     assign_s = time.perf_counter() - clock
-    return ChunkResult(suggestions, best, missing, new, embed_s, assign_s, len(missing))
+    return ChunkResult(suggested.table, best, missing, new, embed_s, assign_s, len(missing))
 
 
 def combine(results: list[ChunkResult]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -3,16 +3,21 @@
 The learning itself lives in ``pipeline.learn`` (features, per-code models, thresholds,
 saving); this module adds what a codebook and an encoder bring: the zero-shot scores every
 model sees, and the codebook's examples as extra positives for their own code. ``TrainedCoder``
-is the learned coder's public name for callers (flows, eval, the CLI).
+is the learned model's public name; ``LearnedCoding`` wraps it as a ``pipeline.coder.Coder``,
+and ``make_coder`` gives flows, eval and code-segments the coder their settings ask for.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from pipeline.assign import build_prototypes, score_matrix
+from pipeline.assign import Prototypes, ZeroShotCoder, build_prototypes, in_scope, score_matrix
 from pipeline.codebook import Codebook
+from pipeline.coder import Coder, Suggested, Units
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.learn import (
     ClassifierError,
@@ -30,9 +35,12 @@ MIN_POSITIVES = Recipe().min_positives
 __all__ = [
     "MIN_POSITIVES",
     "ClassifierError",
+    "LearnedCoding",
     "TrainedCoder",
     "best_threshold",
     "labels_matrix",
+    "load_trained",
+    "make_coder",
     "suggest_with_coder",
     "train_from_labelled",
 ]
@@ -122,3 +130,66 @@ def suggest_with_coder(
 ) -> pd.DataFrame:
     """Suggestions where a code's probability reaches its threshold (at most top-k per unit)."""
     return coder.suggestions(probabilities, scores, unit_ids, settings.top_k)
+
+
+@dataclass(frozen=True)
+class LearnedCoding:
+    """The learned coder as a ``pipeline.coder.Coder``: the zero-shot scores go in as features
+    beside the vectors, words and attributes; each code decides by its probability. Codes out
+    of a unit's ``applies_to`` scope are never suggested."""
+
+    zero_shot: ZeroShotCoder
+    model: TrainedCoder
+
+    @property
+    def code_ids(self) -> list[str]:
+        return self.zero_shot.code_ids
+
+    @property
+    def dimension(self) -> int:
+        return self.zero_shot.dimension
+
+    @property
+    def prototypes(self) -> Prototypes:
+        return self.zero_shot.prototypes
+
+    def suggest(self, units: Units) -> Suggested:
+        scores, mask = self.zero_shot.scores(units)
+        probabilities = self.model.probabilities(
+            units.vectors, scores, units.texts, units.attributes
+        )
+        frame = self.model.suggestions(
+            probabilities, scores, units.ids, self.zero_shot.settings.top_k
+        )
+        return Suggested(in_scope(frame, mask, units.ids, self.code_ids), scores)
+
+
+def load_trained(folder: Path, code_ids: list[str], fingerprint: str) -> TrainedCoder:
+    """The trained coder saved in ``folder``, checked against the codebook and the model."""
+    model = TrainedCoder.load(folder)
+    model.check_fits(code_ids, fingerprint, folder)
+    return model
+
+
+def make_coder(
+    prototypes: Prototypes, settings: Settings, trained: TrainedCoder | None = None
+) -> Coder:
+    """The coder a run, ``qcode eval`` and ``code-segments`` use: zero-shot, or ``trained``."""
+    zero_shot = ZeroShotCoder(prototypes, settings)
+    return zero_shot if trained is None else LearnedCoding(zero_shot, trained)
+
+
+def coder_for(
+    codebook: Codebook,
+    encoder: Encoder,
+    settings: Settings,
+    cache: EmbeddingCache | None = None,
+    classifier: Path | None = None,
+) -> Coder:
+    """``make_coder`` from scratch: the codebook's prototypes, and the trained coder saved in
+    ``classifier`` (None: zero-shot), checked against the codebook and the model."""
+    trained = None
+    if classifier is not None:  # a wrong folder fails before anything is encoded
+        trained = load_trained(classifier, codebook.ids, encoder.fingerprint)
+    prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
+    return make_coder(prototypes, settings, trained)

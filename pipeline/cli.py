@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -14,9 +14,6 @@ configure_environment()
 
 from pipeline.errors import QcodeError, SettingsError  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-
-if TYPE_CHECKING:
-    from pipeline.classify import TrainedCoder
 
 app = typer.Typer(
     help="Code evaluation interviews against a codebook: a first pass for people to review.",
@@ -248,6 +245,7 @@ def code_segments(
 ) -> None:
     """Code pre-segmented text (e.g. open survey answers); writes segment_id,code,score rows."""
     from pipeline.assign import code_texts
+    from pipeline.classify import LearnedCoding, coder_for
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.ingest import read_segments_csv
@@ -269,8 +267,8 @@ def code_segments(
                     err=True,
                 )
         encoder = load_encoder(settings.model)
-        coder = load_coder(classifier, book.ids, encoder.fingerprint)
         cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
+        coder = coder_for(book, encoder, settings, cache, classifier)
         coded = code_texts(
             frame["text"].tolist(),
             frame["segment_id"].tolist(),
@@ -287,7 +285,7 @@ def code_segments(
     tmp = out.with_name(f".{out.name}.partial")
     # With a trained coder, the probability that made each decision goes beside the score.
     columns = ["segment_id", "code", "score"]
-    if coder is not None and "probability" in coded.columns:
+    if isinstance(coder, LearnedCoding) and "probability" in coded.columns:
         columns.append("probability")
     coded[columns].to_csv(tmp, index=False)
     tmp.replace(out)
@@ -326,6 +324,7 @@ def evaluate(
 
     import pandas as pd
 
+    from pipeline.classify import coder_for
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.evaluate import (
@@ -356,15 +355,18 @@ def evaluate(
                 from pipeline.segment import load_sentencizer
 
                 nlp = load_sentencizer()
+            cache = EmbeddingCache(
+                (settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"
+            )
             predicted_frame, scores = code_gold(
                 frame,
                 book,
                 encoder,
                 settings,
-                EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite"),
+                cache,
                 transcripts,
                 nlp,
-                load_coder(classifier, book.ids, encoder.fingerprint),
+                coder_for(book, encoder, settings, cache, classifier),
             )
     except QcodeError as error:
         fail(error)
@@ -521,17 +523,6 @@ def import_sheet_command(
     except QcodeError as error:
         fail(error)
     typer.echo(report.summary())
-
-
-def load_coder(folder: Path | None, code_ids: list[str], fingerprint: str) -> TrainedCoder | None:
-    """The trained coder in ``folder`` (None: zero-shot), checked against codebook and model."""
-    if folder is None:
-        return None
-    from pipeline.classify import TrainedCoder
-
-    coder = TrainedCoder.load(folder)
-    coder.check_fits(code_ids, fingerprint, folder)
-    return coder
 
 
 @app.command()

@@ -328,3 +328,18 @@ def embed_texts(
     if not texts:
         return np.zeros((0, 0), dtype=np.float32), 0
     return np.vstack([vectors[t] for t in texts]).astype(np.float32), len(missing)
+
+
+class RemoteEncoder:
+    """An encoder whose encoding runs elsewhere (a task on a Dask cluster): the local
+    encoder's identity (name, fingerprint, precision; so the cache keys match) with
+    ``encode`` done by ``submit``."""
+
+    def __init__(self, local: Encoder, submit: Callable[[list[str]], np.ndarray]):
+        self.name, self.fingerprint = local.name, local.fingerprint
+        self.precision = getattr(local, "precision", "fp32")
+        self.scheme = getattr(local, "scheme", "")
+        self.submit = submit
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.submit(texts)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,22 +16,19 @@ from sklearn.metrics import cohen_kappa_score
 from spacy.language import Language
 
 from pipeline.assign import (
+    ZeroShotCoder,
     add_context,
     build_prototypes,
-    code_scores,
     embedded_mask,
     suggest,
-    suggest_scores,
 )
 from pipeline.codebook import Codebook
+from pipeline.coder import Coder, Units
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.errors import SegmentsFileError
 from pipeline.ingest import read_segments_csv, read_transcripts
 from pipeline.segment import segment, units_frame
 from pipeline.settings import Settings
-
-if TYPE_CHECKING:
-    from pipeline.learn import LearnedCoder as TrainedCoder
 
 
 def split_codes(cell: str) -> list[str]:
@@ -255,29 +251,30 @@ def code_gold(
     cache: EmbeddingCache | None = None,
     transcripts_dir: Path | None = None,
     nlp: Language | None = None,
-    coder: TrainedCoder | None = None,
+    coder: Coder | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Code gold segments; returns predictions (segment_id, code, score) and the zero-shot
-    score matrix. With ``transcripts_dir`` the segments are coded as a run codes them: as units
-    of their transcripts, with neighbouring sentences as context."""
+    """Code gold segments with ``coder`` (default zero-shot); returns predictions (segment_id,
+    code, score) and the zero-shot score matrix. With ``transcripts_dir`` the segments are
+    coded as a run codes them: as units of their transcripts, with neighbouring sentences as
+    context; without, like survey answers (code_texts)."""
     if transcripts_dir is not None:
         if nlp is None:
             raise ValueError("coding gold in context needs the spaCy pipeline")
         vectors, _ = gold_in_context(gold, transcripts_dir, encoder, nlp, settings, cache)
-    else:  # texts alone are coded like survey answers (code_texts)
+    else:
         vectors, _ = embed_texts(gold["text"].tolist(), encoder, cache, settings.batch_size)
-        settings = settings.model_copy(update={"threshold": settings.answer_threshold})
-    prototypes = build_prototypes(codebook, encoder, cache, settings.batch_size)
-    scores = code_scores(vectors, prototypes, settings)
-    found = suggest_scores(
-        scores,
-        vectors,
-        gold["segment_id"].tolist(),
-        prototypes.code_ids,
-        settings,
-        coder,
-        gold["text"].tolist(),
+    if coder is None:
+        coder = ZeroShotCoder(
+            build_prototypes(codebook, encoder, cache, settings.batch_size), settings
+        )
+    units = Units(
+        ids=gold["segment_id"].tolist(),
+        vectors=vectors,
+        texts=gold["text"].tolist(),
+        answers=transcripts_dir is None,
     )
+    suggested = coder.suggest(units)
+    found, scores = suggested.table, suggested.scores
     predictions = pd.DataFrame(
         {"segment_id": found["unit_id"], "code": found["code_id"], "score": found["score"]}
     )

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -261,3 +262,30 @@ def write_run(
         raise
     (out_root / "LATEST").write_text(run_id + "\n", encoding="utf-8")
     return final
+
+
+def read_store_state(path: Path) -> tuple[str, str | None]:
+    """(what reviewers have done, the latest run id) in a project store, read-only and cheap:
+    the count and newest id of each append-only table of people's input. Part of a run's
+    inputs key: a new decision means the run's outputs no longer stand."""
+    if not path.is_file():
+        return "", None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        parts = []
+        for table in sorted(tables & {"decisions", "privacy_false_alarms"}):
+            count, newest = db.execute(f"SELECT COUNT(*), MAX(rowid) FROM {table}").fetchone()
+            if count:  # an empty table reads as no store at all
+                parts.append(f"{table}:{count}:{newest}")
+        latest = None
+        if "runs" in tables:
+            row = db.execute(
+                "SELECT run_id FROM runs ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+            latest = row[0] if row else None
+        return ";".join(parts), latest
+    except sqlite3.DatabaseError:
+        return "unreadable", None
+    finally:
+        db.close()

@@ -111,7 +111,7 @@ def record_real_run(
     flow's own tests cover that path) and record the run in a new project store at ``path``."""
     from datetime import UTC, datetime
 
-    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from pipeline.assign import ZeroShotCoder, assign_units, build_prototypes, embedded_mask
     from pipeline.embed import embed_texts
     from pipeline.outputs import build_manifest, new_run_id
     from pipeline.segment import segment, units_frame
@@ -124,7 +124,7 @@ def record_real_run(
         units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, embedding_cache
     )
     prototypes = build_prototypes(codebook, encoder, embedding_cache)
-    suggestions, best = assign_units(units, vectors, prototypes, settings)
+    suggestions, best = assign_units(units, vectors, ZeroShotCoder(prototypes, settings), settings)
     units = units.merge(best, on="unit_id", how="left")
     run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
     manifest = build_manifest(

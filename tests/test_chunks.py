@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.assign import assign_units, build_prototypes, embedded_mask
+from pipeline.assign import ZeroShotCoder, assign_units, build_prototypes, embedded_mask
 from pipeline.chunks import CHUNK_COLUMNS, code_chunk, combine, plan_chunks
 from pipeline.embed import embed_texts
 from pipeline.segment import segment, units_frame
@@ -42,8 +42,8 @@ def test_chunked_suggestions_equal_all_at_once(sample_units, encoder, codebook, 
     embedded = sample_units.loc[embedded_mask(sample_units, settings), CHUNK_COLUMNS]
     embedded = embedded.reset_index(drop=True)
     vectors, _ = embed_texts(embedded["text"].tolist(), encoder, embedding_cache)
-    prototypes = build_prototypes(codebook, encoder, embedding_cache)
-    whole, whole_best = assign_units(sample_units, vectors, prototypes, settings)
+    coder = ZeroShotCoder(build_prototypes(codebook, encoder, embedding_cache), settings)
+    whole, whole_best = assign_units(sample_units, vectors, coder, settings)
 
     lookup = dict(zip(embedded["text"], vectors, strict=True))
     calls = []
@@ -57,7 +57,7 @@ def test_chunked_suggestions_equal_all_at_once(sample_units, encoder, codebook, 
         part = embedded.iloc[start:stop]
         # Half of each chunk's texts "cached", the rest encoded by the chunk itself.
         cached = {t: lookup[t] for t in part["text"].iloc[::2]}
-        results.append(code_chunk(part, cached, prototypes, settings, factory))
+        results.append(code_chunk(part, cached, coder, settings, factory))
     suggestions, best = combine(results)
     # Exactly equal: scores are computed in float64 (``assign.score_matrix``), so a unit's
     # score does not depend on which other rows share its chunk (a float32 matrix product's
@@ -80,10 +80,10 @@ def test_a_fully_cached_chunk_never_asks_for_the_model(sample_units, encoder, co
     settings = Settings()
     part = sample_units.loc[embedded_mask(sample_units, settings), CHUNK_COLUMNS].head(40)
     cached = dict(zip(part["text"], encoder.encode(part["text"].tolist()), strict=True))
-    prototypes = build_prototypes(codebook, encoder)
+    coder = ZeroShotCoder(build_prototypes(codebook, encoder), settings)
 
     def no_model():
         raise AssertionError("the model was loaded for a cached chunk")
 
-    result = code_chunk(part, cached, prototypes, settings, no_model)
+    result = code_chunk(part, cached, coder, settings, no_model)
     assert result.new_texts == [] and len(result.best) == int(part["codable"].sum())

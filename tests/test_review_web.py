@@ -602,7 +602,7 @@ def test_reviewer_is_asked_once_and_can_change(project_store):
 
 def _tiny_project(folder: Path, text: str, nlp, encoder, codebook) -> Path:
     """A project store from one transcript, built with the real stages (as in conftest)."""
-    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from pipeline.assign import ZeroShotCoder, assign_units, build_prototypes, embedded_mask
     from pipeline.embed import embed_texts
     from pipeline.ingest import read_transcripts
     from pipeline.segment import segment, units_frame
@@ -614,7 +614,8 @@ def _tiny_project(folder: Path, text: str, nlp, encoder, codebook) -> Path:
     settings = Settings()
     units = units_frame(segment(transcripts, nlp, settings), transcripts)
     vectors, _ = embed_texts(units.loc[embedded_mask(units, settings), "text"].tolist(), encoder)
-    suggestions, best = assign_units(units, vectors, build_prototypes(codebook, encoder), settings)
+    coder = ZeroShotCoder(build_prototypes(codebook, encoder), settings)
+    suggestions, best = assign_units(units, vectors, coder, settings)
     units = units.merge(best, on="unit_id", how="left")
     path = folder / "project.sqlite"
     with Store(path) as store:
