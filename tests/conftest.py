@@ -64,11 +64,13 @@ def sample_transcripts():
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    """A temporary Prefect server for the whole session (cold start ~13 s here)."""
+    """A temporary Prefect server for the whole session (cold start ~13 s here). It may take
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS to start (default 120, from
+    pipeline.environment; raise it on a crowded machine)."""
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=None):
         yield
 
 

@@ -82,6 +82,28 @@ def test_ner_shortcut_finds_what_ner_on_every_sentence_finds(analyzer, folder, m
     assert any(kind == "PERSON" for *_, kind in shortcut)
 
 
+@pytest.mark.parametrize("folder", ["privacy", "privacy_holdout"])
+def test_ner_in_worker_processes_finds_what_one_process_finds(analyzer, folder, monkeypatch):
+    """Large scans run NER in spawned worker processes, group by group: the same findings,
+    in the same order, as NER in this process."""
+    transcripts, _ = read_transcripts(ROOT / "tests" / "data" / folder)
+    monkeypatch.setattr(privacy, "NER_GROUP", 2)  # several groups in flight
+    one = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=1)
+    two = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=2)
+    assert [(f.transcript_id, f.start, f.end, f.kind, f.text) for f in two] == [
+        (f.transcript_id, f.start, f.end, f.kind, f.text) for f in one
+    ]
+    assert any(f.kind == "PERSON" and f.recogniser == "spaCy NER" for f in two)
+
+
+def test_worker_count_follows_the_amount_of_text(monkeypatch):
+    monkeypatch.setattr(privacy.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert privacy.ner_workers(10_000) == 1  # starting a worker would cost more than it saves
+    assert privacy.ner_workers(privacy.NER_WORKERS_FROM) == 2
+    monkeypatch.setattr(privacy.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    assert privacy.ner_workers(10 * privacy.NER_WORKERS_FROM) == 1
+
+
 def test_lower_case_transcripts_send_everything_to_ner(tmp_path, analyzer, monkeypatch):
     """Capitals say nothing in an all-lower-case transcript: no sentence is skipped."""
     _, front, body = LEAKY.split("---\n", 2)

@@ -1,0 +1,148 @@
+"""Incremental runs: a transcript that has not changed is not segmented, embedded or coded again.
+
+Each transcript's units and suggestions are kept in the cache folder under a key made of
+everything they depend on: the transcript as coded (after the anonymity check's redaction: its
+text, turns, attributes and ids), every setting, the codebook, the model, the trained coder and
+qcode's own code. A run takes the units and suggestions of unchanged transcripts from there and
+computes only the rest; together they are the tables a full run computes, row for row and bit
+for bit (scores are computed in float64, see ``assign.score_matrix``), so the outputs are the
+same (``tests/test_incremental.py`` compares every file). What is kept is what the run's own
+outputs hold: the redacted text and participants' attributes, never names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.codebook import Codebook
+from pipeline.ingest import Transcript
+from pipeline.outputs import code_fingerprint, folder_fingerprint
+from pipeline.settings import Settings
+
+FORMAT = 1  # bump when what is kept changes
+
+
+def run_key(settings: Settings, codebook: Codebook, model_fingerprint: str) -> str:
+    """What every transcript's results depend on besides the transcript itself."""
+    parts = [
+        str(FORMAT),
+        code_fingerprint(),
+        codebook.sha256,
+        settings.model_dump_json(),
+        model_fingerprint,
+        folder_fingerprint(settings.classifier),
+    ]
+    return hashlib.sha256("\x01".join(parts).encode()).hexdigest()
+
+
+def transcript_key(transcript: Transcript, base: str) -> str:
+    """``base`` (``run_key``) and the transcript as it is coded."""
+    fields = dataclasses.asdict(transcript)
+    fields["problems"] = [str(p) for p in transcript.problems]
+    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256((base + "\x00" + payload).encode("utf-8")).hexdigest()
+
+
+class TranscriptResults:
+    """Units and suggestions per transcript key, as Parquet files in one folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key}.units.parquet", self.folder / f"{key}.suggestions.parquet"
+
+    def load(self, key: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        units_path, suggestions_path = self._paths(key)
+        try:
+            return pd.read_parquet(units_path), pd.read_parquet(suggestions_path)
+        except (OSError, ValueError):
+            return None  # not there, or unreadable: computed again
+
+    def save(self, key: str, units: pd.DataFrame, suggestions: pd.DataFrame) -> None:
+        """Written beside and renamed into place: a killed run leaves no half file."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for frame, path in zip((units, suggestions), self._paths(key), strict=True):
+            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            frame.to_parquet(partial, index=False)
+            os.replace(partial, path)
+
+
+def split(
+    transcripts: list[Transcript], keys: dict[str, str], results: TranscriptResults
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], list[Transcript]]:
+    """(results kept for unchanged transcripts by id, the transcripts to compute)."""
+    kept: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    todo: list[Transcript] = []
+    for t in transcripts:
+        found = results.load(keys[t.transcript_id])
+        if found is None:
+            todo.append(t)
+        else:
+            kept[t.transcript_id] = found
+    return kept, todo
+
+
+def save_new(
+    todo: list[Transcript],
+    keys: dict[str, str],
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+    results: TranscriptResults,
+) -> None:
+    """Keep each newly computed transcript's units and suggestions."""
+    unit_groups = dict(tuple(units.groupby("transcript_id", sort=False))) if len(units) else {}
+    suggestion_groups = (
+        dict(tuple(suggestions.groupby("transcript_id", sort=False))) if len(suggestions) else {}
+    )
+    for t in todo:
+        tid = t.transcript_id
+        results.save(
+            keys[tid],
+            unit_groups.get(tid, units.iloc[:0]).reset_index(drop=True),
+            suggestion_groups.get(tid, suggestions.iloc[:0]).reset_index(drop=True),
+        )
+
+
+def assemble(
+    transcripts: list[Transcript],
+    kept: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All transcripts' units and suggestions in reading order, as one full run gives them."""
+    if not kept:
+        return units, suggestions
+    new_units = dict(tuple(units.groupby("transcript_id", sort=False))) if len(units) else {}
+    new_suggestions = (
+        dict(tuple(suggestions.groupby("transcript_id", sort=False))) if len(suggestions) else {}
+    )
+    unit_parts, suggestion_parts = [], []
+    for t in transcripts:
+        tid = t.transcript_id
+        if tid in kept:
+            unit_parts.append(kept[tid][0])
+            suggestion_parts.append(kept[tid][1])
+        else:
+            unit_parts.append(new_units.get(tid))
+            suggestion_parts.append(new_suggestions.get(tid))
+    template_units = next(iter(kept.values()))[0].iloc[:0] if not len(units) else units.iloc[:0]
+    template_suggestions = (
+        next(iter(kept.values()))[1].iloc[:0] if not len(suggestions) else suggestions.iloc[:0]
+    )
+    return (
+        _concat([p for p in unit_parts if p is not None and len(p)], template_units),
+        _concat([p for p in suggestion_parts if p is not None and len(p)], template_suggestions),
+    )
+
+
+def _concat(parts: list[pd.DataFrame], template: pd.DataFrame) -> pd.DataFrame:
+    if not parts:
+        return template.reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True)

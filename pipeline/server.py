@@ -1,0 +1,121 @@
+"""A long-running local Prefect server, so that each ``qcode run`` skips starting its own.
+
+Without ``PREFECT_API_URL`` every run starts Prefect's temporary server (3-5 s here) and stops
+it at exit. ``qcode server`` starts one server for the project, on the loopback address only,
+with telemetry off and Prefect's database in the project's own ``.prefect/`` folder; runs in
+other terminals use it once ``PREFECT_API_URL`` points at it. It listens on 127.0.0.1, never on
+another address: Prefect's API has no login.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pipeline.environment import OFFLINE_DEFAULTS
+from pipeline.errors import QcodeError
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 4200
+
+
+class ServerError(QcodeError):
+    code = "E970"
+
+
+def api_url(port: int = DEFAULT_PORT) -> str:
+    """What ``PREFECT_API_URL`` must say for runs to use the server on ``port``."""
+    return f"http://{HOST}:{port}/api"
+
+
+def server_environment(project_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: no telemetry, offline, Prefect's home in the project."""
+    env = dict(os.environ if base is None else base)
+    for key, value in OFFLINE_DEFAULTS.items():
+        env.setdefault(key, value)
+    env["DO_NOT_TRACK"] = "1"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("PREFECT_HOME", str(Path(project_dir).resolve() / ".prefect"))
+    env.pop("PREFECT_API_URL", None)  # the server is the API; it must not point elsewhere
+    return env
+
+
+def server_command(port: int = DEFAULT_PORT) -> list[str]:
+    """The command that starts it (the same as ``prefect server start`` on loopback)."""
+    if not 1024 <= port <= 65535:
+        raise ServerError(f"port {port} cannot be used: choose one from 1024 to 65535")
+    return [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--analytics-off",
+    ]
+
+
+def is_up(url: str, timeout: float = 1.0) -> bool:
+    """Does a Prefect API answer its health check at ``url``?"""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_server(
+    project_dir: Path,
+    port: int = DEFAULT_PORT,
+    wait_s: float = 120.0,
+    log: Path | None = None,
+    base_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start the server in the background and wait until it answers (for scripts and the
+    benchmark; people use ``qcode server``). The caller stops it with ``stop_server``."""
+    url = api_url(port)
+    if is_up(url):
+        raise ServerError(
+            f"a Prefect server already answers at {url}; use it (PREFECT_API_URL={url}) or "
+            "choose another --port"
+        )
+    output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        server_command(port),
+        env=server_environment(project_dir, base_env),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        cwd=project_dir,
+    )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(
+                f"the Prefect server stopped at start (exit {process.returncode})"
+                + (f"; see {log}" if log else "")
+            )
+        if is_up(url):
+            return process
+        time.sleep(0.25)
+    stop_server(process)
+    raise ServerError(f"the Prefect server did not answer at {url} within {wait_s:.0f} s")
+
+
+def stop_server(process: subprocess.Popen, wait_s: float = 30.0) -> None:
+    """Stop a server started by ``start_server`` (and only that one)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
