@@ -284,6 +284,10 @@ class MoveError(QcodeError):
     """A move cannot be confirmed: the decision is not waiting for one."""
 
     code = "E602"
+    fix = (
+        "Run 'qcode orphans' to see which decisions wait for a confirmation and use the number "
+        "it shows; a decision already applied or orphaned for good cannot be moved."
+    )
 
 
 def awaiting_confirmation(resolved: pd.DataFrame) -> pd.DataFrame:

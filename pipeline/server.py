@@ -25,7 +25,14 @@ DEFAULT_PORT = 4200
 
 
 class ServerError(QcodeError):
+    """The long-running local Prefect server cannot start or be reached."""
+
     code = "E970"
+    fix = (
+        "Check that nothing else uses the port (choose another with --port) and that "
+        "PREFECT_API_URL points at the server 'qcode server' printed; unset it to use a "
+        "temporary server per run."
+    )
 
 
 def api_url(port: int = DEFAULT_PORT) -> str:

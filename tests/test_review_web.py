@@ -839,7 +839,7 @@ def test_serve_refuses_other_interfaces_without_accounts(project_store):
 
     runner = CliRunner()
     result = runner.invoke(app, ["review", "--store", str(project_store), "--host", "0.0.0.0"])
-    assert result.exit_code == 2 and "[E700]" in result.output and "user add" in result.output
+    assert result.exit_code == 2 and "[E720]" in result.output and "user add" in result.output
     helped = runner.invoke(app, ["review", "--help"])
     assert helped.exit_code == 0 and "--blind" in helped.output
 

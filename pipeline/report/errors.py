@@ -8,7 +8,7 @@ from pipeline.errors import QcodeError
 class ReportError(QcodeError):
     """A quote query, attribution format, template or store the reports cannot use."""
 
-    code = "E900"
+    code = "E910"
     fix = (
         "Fix the option named: a code or attribute value the project has (the message lists "
         "them), a format among those offered, an existing template folder, or a --out file for "

@@ -15,7 +15,7 @@ from pipeline.errors import QcodeError
 class ReviewError(QcodeError):
     """The review page cannot be served as asked."""
 
-    code = "E700"
+    code = "E720"
     fix = (
         "Run 'qcode run' first (or pass --store PATH to an existing project), and give a token "
         "(--token or QCODE_REVIEW_TOKEN) to serve on any interface other than 127.0.0.1."
