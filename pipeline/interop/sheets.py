@@ -28,10 +28,11 @@ from pipeline.codebook import Codebook
 from pipeline.decisions import (
     CONFIRM,
     current_codings,
+    project_decisions,
     resolve_anchors,
     resolve_code,
+    reviewed_units,
     text_sha,
-    unit_statuses,
 )
 from pipeline.errors import QcodeError
 from pipeline.interop import listed
@@ -239,7 +240,10 @@ def review_frame(
                 )
             rows = rows[rows["transcript_id"].isin(transcripts)]
         if unreviewed:
-            rows = rows[~rows["unit_id"].isin(unit_statuses(resolved, reviewer).index)]
+            # The one definition of "reviewed" (per code): partly reviewed units stay in.
+            mine = resolved if reviewer is not None else project_decisions(resolved)
+            done = reviewed_units(units, suggestions, mine, reviewer)
+            rows = rows[~rows["unit_id"].isin(done)]
         versions = [store.unit_version(u, reviewer) for u in rows["unit_id"]]
     before, after = unit_contexts(units)
     suggested = _ranked(suggestions)
