@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# Imported with the module, not inside a test: the first `from prefect import flow` sets up
+# Prefect's logging (dictConfig), which would drop the handler `caplog` has already put on the
+# root logger, and the progress lines would go unseen.
+from flows.training import retrain_from_decisions
 from pipeline.learn import LearnedCoder
 from pipeline.settings import Settings
 from tests.reporting import DECIDED_CODES, decide_sample
@@ -13,8 +17,6 @@ from tests.reporting import DECIDED_CODES, decide_sample
 def test_retrain_learns_the_decided_codes_and_reports_progress(
     prefect_harness, project_store, cache_dir, caplog
 ):
-    from flows.training import retrain_from_decisions
-
     decide_sample(project_store)
     out = project_store.parent / "coder"
     caplog.set_level("INFO")
