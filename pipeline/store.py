@@ -512,12 +512,10 @@ class Store:
     def earlier_units(self, but_run: str | None = None) -> pd.DataFrame:
         """Stored units not in run ``but_run`` (None: all), with the run each was last in: where
         a moved decision's neighbours were (``pipeline.decisions.resolve_anchors``)."""
-        return pd.read_sql_query(
-            'SELECT unit_id, transcript_id, start, "end", text, last_run_id FROM units'
-            " WHERE ? IS NULL OR last_run_id != ?",
-            self.db,
-            params=(but_run, but_run),
-        )
+        query = 'SELECT unit_id, transcript_id, start, "end", text, last_run_id FROM units'
+        if but_run is None:
+            return read_frame(query, self.db)
+        return read_frame(query + " WHERE last_run_id != ?", self.db, params=(but_run,))
 
     def reviewers(self) -> list[str]:
         return [

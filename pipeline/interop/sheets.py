@@ -36,7 +36,7 @@ from pipeline.decisions import (
 )
 from pipeline.errors import QcodeError
 from pipeline.interop import listed
-from pipeline.store import NewDecision, StaleUnitError, Store
+from pipeline.store import NewDecision, StaleUnitError, Store, read_frame
 
 INFO_COLUMNS = [
     "unit_id",
@@ -515,10 +515,10 @@ def _old_units(store: Store, unit_ids: list[str]) -> pd.DataFrame:
     if not unit_ids:
         return pd.DataFrame(columns=["unit_id", "transcript_id", "start", "end", "text"])
     marks = ", ".join("?" * len(unit_ids))
-    return pd.read_sql_query(
+    return read_frame(
         f'SELECT unit_id, transcript_id, start, "end", text FROM units WHERE unit_id IN ({marks})',
         store.db,
-        params=unit_ids,
+        params=tuple(unit_ids),
     )
 
 
