@@ -34,7 +34,7 @@ class AccountError(QcodeError):
     code = "E710"
     fix = (
         "Check the name and role (lead, reviewer or reader) and that the project database is the "
-        "one the page serves; `qcode user add --help` lists the options."
+        "one the page serves; qcode user add --help lists the options."
     )
 
 

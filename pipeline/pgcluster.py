@@ -25,7 +25,7 @@ class ClusterError(QcodeError):
 
     code = "E610"
     fix = (
-        "Install PostgreSQL (Debian: `apt-get install postgresql`) so that initdb and pg_ctl "
+        "Install PostgreSQL (on Debian: apt-get install postgresql) so that initdb and pg_ctl "
         "are on PATH or under /usr/lib/postgresql/*/bin."
     )
 
