@@ -66,7 +66,7 @@ def test_review_page_screenshots(new_page, project_store):
             assert "/unit/" in page.url
             page.keyboard.press("1")
             with page.expect_navigation():
-                page.keyboard.press("s")
+                page.keyboard.press("d")  # done: the other suggestions rejected, next unit
         page.goto("/")
         assert re.search(r"\b2 of \d+ units reviewed", page.inner_text("body"))  # both saved
         save_screenshot(page, "review-queue.png")
