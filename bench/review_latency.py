@@ -51,13 +51,11 @@ REVIEWERS = ("ann", "bob", "cy", "dee")
 
 def build_project(path: Path, copies: int, cache_dir: Path) -> dict:
     """A project store with one real run over the sample interviews copied ``copies`` times."""
-    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from bench.corpus import record_real_run
     from pipeline.codebook import load_codebook
-    from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
+    from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.ingest import read_transcripts
-    from pipeline.outputs import build_manifest, new_run_id
-    from pipeline.segment import load_sentencizer, segment, units_frame
-    from pipeline.settings import Settings
+    from pipeline.segment import load_sentencizer
     from pipeline.store import Store
 
     started = time.perf_counter()
@@ -67,34 +65,13 @@ def build_project(path: Path, copies: int, cache_dir: Path) -> dict:
         for n in range(copies)
         for t in sample
     ]
-    settings = Settings()
     codebook = load_codebook(CODEBOOK)
     encoder = load_encoder()
     cache = EmbeddingCache(cache_dir / "embeddings.sqlite")  # copies share their texts' vectors
-    units = units_frame(segment(transcripts, load_sentencizer(), settings), transcripts)
-    vectors, encoded = embed_texts(
-        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, cache
-    )
-    prototypes = build_prototypes(codebook, encoder, cache)
-    suggestions, best = assign_units(units, vectors, prototypes, settings)
-    units = units.merge(best, on="unit_id", how="left")
-    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
-    manifest = build_manifest(
-        run_id,
-        datetime.now(UTC),
-        transcripts,
-        problems,
-        codebook,
-        settings,
-        {"name": encoder.name, "fingerprint": encoder.fingerprint},
-        units,
-        suggestions,
-        {},
-        encoded,
-    )
-    with Store(path) as store:
-        store.record_run(manifest, transcripts, units, suggestions, codebook)
+    record_real_run(path, transcripts, problems, load_sentencizer(), encoder, codebook, cache)
     cache.close()
+    with Store(path) as store:
+        units, suggestions = store.units(), store.suggestions()
     return {
         "interviews": len(transcripts),
         "codable_units": int(units["codable"].sum()),

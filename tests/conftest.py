@@ -104,45 +104,7 @@ def run_qcode(
     )
 
 
-def record_real_run(
-    path: Path, transcripts, problems, nlp, encoder, codebook, embedding_cache
-) -> Path:
-    """Code ``transcripts`` with the real stages (segment, embed, assign; no Prefect: the
-    flow's own tests cover that path) and record the run in a new project store at ``path``."""
-    from datetime import UTC, datetime
-
-    from pipeline.assign import ZeroShotCoder, assign_units, build_prototypes, embedded_mask
-    from pipeline.embed import embed_texts
-    from pipeline.outputs import build_manifest, new_run_id
-    from pipeline.segment import segment, units_frame
-    from pipeline.settings import Settings
-    from pipeline.store import Store
-
-    settings = Settings()
-    units = units_frame(segment(transcripts, nlp, settings), transcripts)
-    vectors, encoded = embed_texts(
-        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, embedding_cache
-    )
-    prototypes = build_prototypes(codebook, encoder, embedding_cache)
-    suggestions, best = assign_units(units, vectors, ZeroShotCoder(prototypes, settings), settings)
-    units = units.merge(best, on="unit_id", how="left")
-    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
-    manifest = build_manifest(
-        run_id,
-        datetime.now(UTC),
-        transcripts,
-        problems,
-        codebook,
-        settings,
-        {"name": encoder.name, "fingerprint": encoder.fingerprint},
-        units,
-        suggestions,
-        {},
-        encoded,
-    )
-    with Store(path) as store:
-        store.record_run(manifest, transcripts, units, suggestions, codebook)
-    return path
+from bench.corpus import record_real_run  # noqa: E402  (shared with bench/review_latency.py)
 
 
 def rerun_with_edit(
