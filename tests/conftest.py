@@ -91,13 +91,19 @@ def write(path: Path, text: str) -> Path:
 
 
 def run_qcode(
-    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 600
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """``qcode ARGS`` in a real process: what a person sees, tracebacks included."""
+    """``qcode ARGS`` in a real process: what a person sees, tracebacks included; ``input``
+    is typed on its standard input (a password)."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=cwd,
         env=env,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,

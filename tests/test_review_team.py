@@ -98,36 +98,35 @@ def test_lock_out_after_repeated_wrong_passwords(store_location):
 
 
 def test_user_add_reads_the_password_from_stdin_never_argv(project_store):
-    done = run_qcode_input(
-        ["user", "add", "Ann Lead", "--role", "lead", "--store", str(project_store)],
-        "a-good-long-password\n",
+    done = run_qcode(
+        "user",
+        "add",
+        "Ann Lead",
+        "--role",
+        "lead",
+        "--store",
+        str(project_store),
+        "--password-stdin",
+        input="a-good-long-password\n",
     )
     assert done.returncode == 0, done.stderr
     assert "Added lead 'Ann Lead'" in done.stdout
     with Store(project_store) as store:
         assert login(store, "Ann Lead", "a-good-long-password")[1].role == "lead"
-    bad = run_qcode_input(
-        ["user", "add", "Bo", "--role", "boss", "--store", str(project_store)], "x" * 20 + "\n"
+    bad = run_qcode(
+        "user",
+        "add",
+        "Bo",
+        "--role",
+        "boss",
+        "--store",
+        str(project_store),
+        "--password-stdin",
+        input="x" * 20 + "\n",
     )
     assert bad.returncode == 2 and "not a role" in bad.stderr and "Traceback" not in bad.stderr
     argv = run_qcode("user", "add", "Cy", "--role", "reader", "--password", "x" * 20)
     assert argv.returncode != 0  # there is no way to give a password as an argument
-
-
-def run_qcode_input(args: list[str], text: str):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args, "--password-stdin"],
-        cwd=ROOT,
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 # -- the page, in process --------------------------------------------------------------------------
