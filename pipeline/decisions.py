@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Mapping
 from difflib import SequenceMatcher
 
 import pandas as pd
@@ -151,6 +152,7 @@ def resolve_anchors(
     codebook: Codebook,
     earlier_units: pd.DataFrame | None = None,
     cache: dict | None = None,
+    current_ids: set[str] | frozenset[str] | None = None,
 ) -> pd.DataFrame:
     """Each decision with ``current_unit_id``, ``current_code_id``, ``anchor``, ``reason`` and
     ``candidate_unit_id``.
@@ -159,7 +161,8 @@ def resolve_anchors(
     ``earlier_units`` the store's units of earlier runs (with ``last_run_id``), which say where
     a decision's neighbours were, so a text that now appears twice follows its context.
     ``cache``: where a caller that resolves again and again against the same units (the review
-    page, per run) keeps each anchor found, so only new decisions cost anything.
+    page, per run) keeps each anchor found, so only new decisions cost anything; such a caller
+    also passes ``current_ids``, the ids of ``units``, computed once.
 
     Never a guess: a decision whose text now appears more than once with no context to tell
     which is its passage, or whose text was edited (a typo fix), stays ``orphaned`` with a
@@ -172,7 +175,8 @@ def resolve_anchors(
             out[column] = pd.Series(dtype=object)
         out["candidate_unit_id"] = pd.Series(dtype=object)
         return out
-    current_ids = set(units["unit_id"])
+    if current_ids is None:
+        current_ids = set(units["unit_id"])
     by_transcript: dict[str, pd.DataFrame] = {}
     unit_texts: dict[str, str] = {}
 
@@ -260,11 +264,12 @@ def resolve_anchors(
     codes = [resolve_code(c, codebook) if c else "" for c in out["code_id"]]
     out["current_code_id"] = codes
     gone = [c is None for c in codes]
-    out.loc[gone, "reason"] = [
-        f"code '{c}' is no longer in the codebook (declare it under 'renamed:' to keep it)"
-        for c in out.loc[gone, "code_id"]
-    ]
-    out.loc[gone, "anchor"] = "orphaned"
+    if any(gone):
+        out.loc[gone, "reason"] = [
+            f"code '{c}' is no longer in the codebook (declare it under 'renamed:' to keep it)"
+            for c in out.loc[gone, "code_id"]
+        ]
+        out.loc[gone, "anchor"] = "orphaned"
     return out
 
 
@@ -272,11 +277,12 @@ def _confirmations(decisions: pd.DataFrame) -> dict[int, str]:
     """decision id -> unit a person confirmed it moved to (notes with source 'confirm')."""
     if "source" not in decisions.columns:
         return {}
-    notes = decisions[(decisions["source"] == CONFIRM_SOURCE) & (decisions["action"] == "note")]
+    columns = (decisions[c] for c in ("source", "action", "unit_id", "memo"))
     out: dict[int, str] = {}
-    for unit_id, memo in zip(notes["unit_id"], notes["memo"], strict=True):
-        for match in _CONFIRMED.finditer(str(memo)):
-            out[int(match.group(1))] = str(unit_id)
+    for source, action, unit_id, memo in zip(*columns, strict=True):
+        if source == CONFIRM_SOURCE and action == "note":
+            for match in _CONFIRMED.finditer(str(memo)):
+                out[int(match.group(1))] = str(unit_id)
     return out
 
 
@@ -403,34 +409,126 @@ def unit_review_state(
         if reviewer is not None:
             live = live[live["reviewer"] == reviewer]
         live = live.sort_values("decision_id")
-        for unit_id, code_id, action in zip(
-            live["current_unit_id"], live["current_code_id"], live["action"], strict=True
-        ):
-            if action in CODING_ACTIONS:
-                decided.setdefault(unit_id, {})[code_id] = action
-                touched.add(unit_id)
-            elif action == DONE:
-                touched.add(unit_id)
-    rows = []
-    for unit_id in codable:
-        codes = suggested.get(unit_id, set())
-        latest = decided.get(unit_id, {})
-        undecided = len(codes - latest.keys())
-        reviewed = unit_id in touched and undecided == 0
-        if not reviewed:
-            status = "partly reviewed" if unit_id in touched else "unreviewed"
-        else:
-            actions = set(latest.values())
-            if not actions:
-                status = "no code"
-            elif actions & {"add", "remove"} or actions >= {"accept", "reject"}:
-                status = "changed"
-            elif actions == {"accept"}:
-                status = "accepted"
-            else:
-                status = "rejected"
-        rows.append((unit_id, len(codes), undecided, sorted(latest), reviewed, status))
+        _tally(
+            zip(live["current_unit_id"], live["current_code_id"], live["action"], strict=True),
+            decided,
+            touched,
+        )
+    rows = [
+        review_state_row(unit_id, suggested.get(unit_id, set()), decided, touched)
+        for unit_id in codable
+    ]
     return pd.DataFrame(rows, columns=REVIEW_STATE_COLUMNS)
+
+
+def _tally(
+    rows: Iterable[tuple[str, str, str]], decided: dict[str, dict[str, str]], touched: set[str]
+) -> None:
+    """Fold live decisions (unit, code, action), oldest first, into each unit's latest action
+    per code (``decided``) and the units somebody decided on (``touched``)."""
+    for unit_id, code_id, action in rows:
+        if action in CODING_ACTIONS:
+            decided.setdefault(unit_id, {})[code_id] = action
+            touched.add(unit_id)
+        elif action == DONE:
+            touched.add(unit_id)
+
+
+def review_state_row(
+    unit_id: str, codes: set[str], decided: dict[str, dict[str, str]], touched: set[str]
+) -> tuple[str, int, int, list[str], bool, str]:
+    """One unit's row of ``unit_review_state`` (its columns) from its suggested ``codes`` and
+    the tallied decisions: the one definition of reviewed, shared by the per-unit fast path."""
+    latest = decided.get(unit_id, {})
+    undecided = len(codes - latest.keys())
+    reviewed = unit_id in touched and undecided == 0
+    if not reviewed:
+        status = "partly reviewed" if unit_id in touched else "unreviewed"
+    else:
+        actions = set(latest.values())
+        if not actions:
+            status = "no code"
+        elif actions & {"add", "remove"} or actions >= {"accept", "reject"}:
+            status = "changed"
+        elif actions == {"accept"}:
+            status = "accepted"
+        else:
+            status = "rejected"
+    return (unit_id, len(codes), undecided, sorted(latest), reviewed, status)
+
+
+def unit_state(
+    unit_id: str,
+    suggested: Iterable[str],
+    decisions: Iterable[Mapping],
+    reviewer: str | None = None,
+) -> dict:
+    """``unit_review_state``'s row for one codable unit, without building its tables: the
+    review page asks this on every request. ``decisions``: the resolved decisions anchored to
+    the unit, as records (any order)."""
+    decided: dict[str, dict[str, str]] = {}
+    touched: set[str] = set()
+    live = _live(decisions, reviewer)
+    _tally(((unit_id, d["current_code_id"], d["action"]) for d in live), decided, touched)
+    row = review_state_row(unit_id, set(suggested), decided, touched)
+    return dict(zip(REVIEW_STATE_COLUMNS, row, strict=True))
+
+
+def _live(decisions: Iterable[Mapping], reviewer: str | None, project: bool = False) -> list:
+    """The anchored decisions, oldest first: one ``reviewer``'s, or everybody's (``project``:
+    without comparison imports, as ``latest_decisions``)."""
+    rows = [
+        d
+        for d in decisions
+        if d["anchor"] != "orphaned"
+        and (reviewer is None or d["reviewer"] == reviewer)
+        and not (reviewer is None and project and d.get("source") == COMPARE_SOURCE)
+    ]
+    return sorted(rows, key=lambda d: int(d["decision_id"]))
+
+
+def unit_codings(
+    unit_id: str,
+    suggestions: Iterable[Mapping],
+    decisions: Iterable[Mapping],
+    reviewer: str | None = None,
+) -> list[dict]:
+    """``current_codings``'s rows for one unit, as records sorted by code id, without building
+    its tables (the review page asks this on every request). ``suggestions``: the unit's
+    suggestions (``code_id``, ``score``, ``rank``, ``margin``); ``decisions``: the resolved
+    decisions anchored to the unit."""
+    latest: dict[str, Mapping] = {}
+    for d in _live(decisions, reviewer, project=True):
+        if d["action"] in CODING_ACTIONS:
+            latest[d["current_code_id"]] = d
+    machine = {s["code_id"]: s for s in suggestions}
+    out = []
+    for code in sorted(machine.keys() | latest.keys()):
+        suggested = machine.get(code, {})
+        decided = latest.get(code)
+        if decided is None:
+            status = "suggested"
+        else:
+            status = "accepted" if decided["action"] in ACCEPTING else "rejected"
+        out.append(
+            {
+                "unit_id": unit_id,
+                "code_id": code,
+                "status": status,
+                "score": suggested.get("score"),
+                "rank": suggested.get("rank"),
+                "margin": suggested.get("margin"),
+                "reviewer": _blank(decided and decided["reviewer"]),
+                "decided_at": _blank(decided and decided["at"]),
+                "memo": _blank(decided and decided["memo"]),
+            }
+        )
+    return out
+
+
+def _blank(value: object) -> object:
+    """ "" for a missing value, as ``current_codings`` fills it."""
+    return "" if value is None or (isinstance(value, float) and value != value) else value
 
 
 def reviewed_units(

@@ -493,9 +493,13 @@ class Store:
         earlier checks with it that none was committed out of id order meanwhile."""
         if up_to is None:
             return int(self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        # All minus the few above ``up_to``: SQLite counts a whole table from its smallest
+        # index in microseconds, but walks the table's pages for a range (13 ms at 50,000).
         return int(
             self.db.execute(
-                "SELECT COUNT(*) FROM decisions WHERE decision_id <= ?", (up_to,)
+                "SELECT (SELECT COUNT(*) FROM decisions)"
+                " - (SELECT COUNT(*) FROM decisions WHERE decision_id > ?)",
+                (up_to,),
             ).fetchone()[0]
         )
 

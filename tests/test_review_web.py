@@ -418,6 +418,78 @@ def test_cached_queue_equals_a_fresh_one_after_every_kind_of_decision(project_st
         check(store)
 
 
+def test_per_unit_reads_equal_the_whole_table_functions(project_store):
+    """The page reads one unit's codes, review state, history and moves from its own indexed
+    records (``unit_codings``, ``unit_state``): on random decisions by three reviewers (accept,
+    reject, add, remove, done, notes, comparison imports, an orphan) they equal what
+    ``current_codings`` and ``unit_review_state`` give over the whole tables, for everybody's
+    decisions and for one reviewer's (blind)."""
+    import random
+
+    from pipeline.decisions import COMPARE_SOURCE, current_codings, unit_review_state
+    from pipeline.review.project import ProjectView, SnapshotCache
+
+    rng = random.Random(14)
+    with Store(project_store) as store:
+        units, suggestions = store.units(), store.suggestions()
+        codes = store.codebook().ids
+    codable = units.loc[units["codable"], "unit_id"].tolist()
+    picked = rng.sample(codable, 60)
+    by_unit = suggestions.groupby("unit_id")["code_id"].apply(list).to_dict()
+    with Store(project_store) as store:
+        for _ in range(400):
+            unit_id = rng.choice(picked)
+            code = rng.choice([*by_unit.get(unit_id, []), rng.choice(codes)])
+            action = rng.choice(["accept", "reject", "add", "remove", "done", "note"])
+            code = "" if action in ("done", "note") else code
+            source = COMPARE_SOURCE if rng.random() < 0.1 else "web"
+            store.decide(
+                rng.choice(["Ann", "Bob", "Cy"]),
+                [NewDecision(unit_id, code, action, rng.choice(["", "why"]))],
+                source=source,
+            )
+        # A decision whose text is gone: orphaned, on no unit.
+        store.db.execute(
+            'INSERT INTO decisions (reviewer, at, unit_id, transcript_id, start, "end", text,'
+            " text_sha256, code_id, action, memo, source) SELECT reviewer, at, 'gone', "
+            "transcript_id, 0, 1, 'a text nobody wrote', text_sha256, code_id, action, memo, "
+            "source FROM decisions LIMIT 1"
+        )
+        store.db.commit()
+        resolved = store.resolved_decisions()
+        cache = SnapshotCache()
+        for scope in (None, "Ann"):
+            view = ProjectView.load(store, cache, scope)
+            whole = current_codings(suggestions, resolved, scope)
+            states = unit_review_state(units, suggestions, resolved, scope).set_index("unit_id")
+            mine = resolved if scope is None else resolved[resolved["reviewer"] == scope]
+            for unit_id in [*picked, *codable[:20]]:
+                expected = whole[whole["unit_id"] == unit_id].sort_values(
+                    ["rank", "code_id"], na_position="last"
+                )
+                got = view.codings(unit_id)
+                assert got["code_id"].tolist() == expected["code_id"].tolist(), unit_id
+                for column in ("status", "reviewer", "decided_at", "memo"):
+                    assert got[column].tolist() == expected[column].tolist(), (unit_id, column)
+                for column in ("score", "rank", "margin"):
+                    pd.testing.assert_series_equal(
+                        got[column].astype(float),
+                        expected[column].astype(float).reset_index(drop=True),
+                        check_names=False,
+                    )
+                state = view.review_state(unit_id)
+                assert state == {"unit_id": unit_id, **states.loc[unit_id].to_dict()}, unit_id
+                on_unit = mine[mine["current_unit_id"] == unit_id]
+                assert [d["decision_id"] for d in view.history(unit_id)] == sorted(
+                    on_unit["decision_id"], reverse=True
+                )
+            orphaned = mine[mine["anchor"] == "orphaned"]
+            assert view.orphan_count() == len(orphaned) >= (1 if scope is None else 0)
+            assert view.orphans()["decision_id"].tolist() == sorted(
+                orphaned["decision_id"], reverse=True
+            )
+
+
 def test_unit_page_shows_context_speaker_codes_and_shortcuts(project_store):
     unit_id = units_with_suggestions(project_store, 2)[0]
     with Store(project_store) as store:

@@ -72,6 +72,7 @@ from pipeline.review.queue import (
     neighbours,
     page_of,
     progress,
+    queue_mask,
 )
 from pipeline.store import NewDecision, StaleUnitError, Store
 from pipeline.store_pg import is_url
@@ -568,8 +569,18 @@ class QueueQuery:
         """The ordered, filtered units (blind reviewers filter on their own decisions only)."""
         table = view.table() if table is None else table
         ordered = view.ordered(table, self.order)
+        return filter_queue(ordered, *self._filters(view), keep)
+
+    def unit_ids(self, view: ProjectView, keep: str = "") -> list[str]:
+        """``queue``'s unit ids, without reordering the whole table (every save asks this)."""
+        table = view.table()
+        positions = view.positions(table, self.order)
+        mask = queue_mask(table, *self._filters(view), keep)
+        return view.snapshot.codable_ids[positions[mask[positions]]].tolist()
+
+    def _filters(self, view: ProjectView) -> tuple[str, str, str, str]:
         reviewer = "" if view.scope is not None else self.reviewer
-        return filter_queue(ordered, self.transcript, self.code, self.status, reviewer, keep)
+        return self.transcript, self.code, self.status, reviewer
 
 
 def _plain(value: Any) -> Any:
@@ -580,7 +591,12 @@ def _plain(value: Any) -> Any:
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return plain(frame.to_dict("records"))
+
+
+def plain(rows: list[dict]) -> list[dict[str, Any]]:
+    """Records with NaN and numpy scalars as None and Python values, for templates."""
+    return [{k: _plain(v) for k, v in row.items()} for row in rows]
 
 
 # -- pages -----------------------------------------------------------------------------------------
@@ -619,7 +635,7 @@ def queue_page(request: Request, store: StoreDep) -> HTMLResponse:
         strategies=STRATEGIES,
         statuses=STATUSES,
         reviewers=[] if view.scope is not None else store.reviewers(),
-        orphan_count=len(view.orphans()),
+        orphan_count=view.orphan_count(),
         done=request.query_params.get("done") == "1",
     )
 
@@ -631,11 +647,11 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
     query = QueueQuery.parse(request.query_params)
     view, reviewer = view_for(request, store)
     unit = _unit_or_404(view, unit_id)
-    queue_ids = query.queue(view, keep=unit_id)["unit_id"].tolist()
+    queue_ids = query.unit_ids(view, keep=unit_id)
     before, after = neighbours(queue_ids, unit_id)
     position = queue_ids.index(unit_id)
     codebook = view.snapshot.codebook
-    codings = records(view.codings(unit_id))
+    codings = plain(view.coding_rows(unit_id))
     for row in codings:
         code = codebook.code(row["code_id"])
         row.update(
@@ -652,12 +668,15 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
         unit=_plain_series(unit),
         attributes={a: unit[a] for a in ATTRIBUTES if unit[a]},
         turns=turns_around(
-            view.snapshot.transcript_units(unit["transcript_id"]), view.snapshot.texts, unit
+            view.snapshot.units,
+            view.snapshot.texts,
+            unit,
+            turns=view.snapshot.turns.get(unit["transcript_id"], []),
         ),
         codings=codings,
         state=view.review_state(unit_id),
-        history=records(view.history(unit_id)),
-        moves=records(view.moves_to(unit_id)),
+        history=plain(view.history(unit_id)),
+        moves=plain(view.moves_to(unit_id)),
         codes=[
             {
                 **c.model_dump(include={"id", "label", "definition", "include", "exclude", "kind"}),
@@ -671,7 +690,7 @@ def unit_page(unit_id: str, request: Request, store: StoreDep) -> HTMLResponse:
         prev_url=query.url(f"/unit/{before}") if before else None,
         next_url=query.url(f"/unit/{after}") if after else None,
         queue_url=query.url("/", page=position // PAGE_SIZE + 1),
-        orphan_count=len(view.orphans()),
+        orphan_count=view.orphan_count(),
         reviewer_name=reviewer,
     )
 
@@ -683,7 +702,7 @@ def save_unit(unit_id: str, request: Request, store: StoreDep, form: FormDep) ->
     query = QueueQuery.parse(form)
     view, reviewer = view_for(request, store)
     _unit_or_404(view, unit_id)
-    queue_ids = query.queue(view, keep=unit_id)["unit_id"].tolist()
+    queue_ids = query.unit_ids(view, keep=unit_id)
     _, after = neighbours(queue_ids, unit_id)
     codings = view.codings(unit_id)
     done = form.get("done") == "1"
@@ -757,7 +776,7 @@ def _unit_changed(request: Request, store: Store, unit_id: str, query: QueueQuer
         "A decision was recorded on this unit after you opened it (by someone else, or by you "
         "in another tab). Nothing of yours was saved and nothing was overwritten: read the "
         "decisions below, then open the unit again.",
-        history=records(view.history(unit_id)),
+        history=plain(view.history(unit_id)),
         reload_url=query.url(f"/unit/{unit_id}"),
     )
 

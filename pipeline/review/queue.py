@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from pipeline.decisions import REVIEW_STATUSES, current_codings, unit_review_state
@@ -114,20 +115,33 @@ def filter_queue(
 ) -> pd.DataFrame:
     """Rows matching every filter given (empty = any); ``keep`` stays whatever the filters say,
     so the unit on screen keeps its place for prev/next after it was reviewed."""
-    mask = pd.Series(True, index=table.index)
-    if transcript:
-        mask &= table["transcript_id"] == transcript
-    if code:
-        mask &= table["codes"].map(lambda codes: code in codes)
-    if status == "unreviewed":
-        mask &= ~table["reviewed"]
-    elif status:
-        mask &= table["status"] == status
-    if reviewer:
-        mask &= table["reviewers"].map(lambda names: reviewer in names)
-    if keep:
-        mask |= table["unit_id"] == keep
+    mask = queue_mask(table, transcript, code, status, reviewer, keep)
     return table[mask].reset_index(drop=True)
+
+
+def queue_mask(
+    table: pd.DataFrame,
+    transcript: str = "",
+    code: str = "",
+    status: str = "",
+    reviewer: str = "",
+    keep: str = "",
+) -> np.ndarray:
+    """``filter_queue``'s rows as a boolean array over ``table``'s rows."""
+    mask = np.ones(len(table), dtype=bool)
+    if transcript:
+        mask &= (table["transcript_id"] == transcript).to_numpy(dtype=bool)
+    if code:
+        mask &= np.fromiter((code in codes for codes in table["codes"]), bool, len(table))
+    if status == "unreviewed":
+        mask &= ~table["reviewed"].to_numpy(dtype=bool)
+    elif status:
+        mask &= (table["status"] == status).to_numpy(dtype=bool)
+    if reviewer:
+        mask &= np.fromiter((reviewer in names for names in table["reviewers"]), bool, len(table))
+    if keep:
+        mask |= (table["unit_id"] == keep).to_numpy(dtype=bool)
+    return mask
 
 
 def neighbours(unit_ids: list[str], unit_id: str) -> tuple[str | None, str | None]:
