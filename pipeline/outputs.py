@@ -26,6 +26,7 @@ from pipeline.codebook import Codebook
 from pipeline.errors import Problem
 from pipeline.ingest import Transcript
 from pipeline.paths import safe_file_stem
+from pipeline.report.summaries import with_draft_marker
 from pipeline.settings import Settings
 
 
@@ -248,7 +249,9 @@ def write_run(
             ) as handle:
                 handle.write(t.text)
         for name, frame in {"units": units, "suggestions": suggestions, **(tables or {})}.items():
-            frame.to_csv(staging / f"{name}.csv", index=False)
+            # A CSV opened on its own says it is a draft on every row (column ``draft``); the
+            # Parquet copy is data for programs (a later run reuses it) and stays as it is.
+            with_draft_marker(frame).to_csv(staging / f"{name}.csv", index=False)
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         if render is not None:
             render(staging / "summaries")

@@ -44,6 +44,25 @@ def test_run_writes_every_output(sample_run):
     assert any("local_authority" in w for w in manifest["warnings"])
 
 
+def test_every_csv_of_a_run_says_draft_on_every_row(sample_run):
+    """A run's CSVs end with a ``draft`` column (as reports' CSVs do), on every row; the
+    Parquet copies, which a later run reads back, keep their own columns only."""
+    from pipeline.report.summaries import DRAFT_BANNER
+
+    csvs = sorted(sample_run.glob("*.csv"))
+    assert {"units.csv", "suggestions.csv", "codings.csv"} <= {p.name for p in csvs}
+    for path in csvs:
+        table = pd.read_csv(path, keep_default_na=False)
+        assert table.columns[-1] == "draft", path.name
+        assert (table["draft"] == DRAFT_BANNER).all(), path.name
+        parquet = path.with_suffix(".parquet")
+        if parquet.exists():
+            data = pd.read_parquet(parquet)
+            assert "draft" not in data.columns
+            assert list(table.columns[:-1]) == list(data.columns)
+            assert len(table) == len(data)
+
+
 def test_unit_offsets_point_at_the_exact_text(sample_run):
     units = pd.read_parquet(sample_run / "units.parquet")
     texts = saved_texts(sample_run)

@@ -20,7 +20,7 @@ import pandas as pd
 from pipeline.report.charts import draw_charts
 from pipeline.report.errors import ReportError
 from pipeline.report.quotes import QuoteResult, k_notice
-from pipeline.report.summaries import DRAFT_BANNER, template_environment
+from pipeline.report.summaries import DRAFT_BANNER, template_environment, with_draft_marker
 from pipeline.report.themes import Claim, ThemeReport
 
 FORMATS = ("md", "html", "docx")
@@ -311,12 +311,6 @@ def theme_report_docx(report: ThemeReport, base: Path | None = None) -> bytes:
 
 
 # -- quote banks ------------------------------------------------------------------------------
-
-
-def with_draft_marker(table: pd.DataFrame) -> pd.DataFrame:
-    """A CSV's table with a last column ``draft`` saying DRAFT - FOR HUMAN REVIEW on every
-    row: a sheet opened on its own still says what it is (a column, so it stays a table)."""
-    return table.assign(draft=DRAFT_BANNER)
 
 
 def quotes_table(result: QuoteResult) -> pd.DataFrame:

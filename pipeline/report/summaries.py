@@ -20,6 +20,14 @@ from pipeline.report.attribution import SUMMARY_FORMAT, attribution_text
 
 DRAFT_BANNER = "DRAFT - FOR HUMAN REVIEW"
 
+
+def with_draft_marker(table: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's table with a last column ``draft`` saying DRAFT - FOR HUMAN REVIEW on every
+    row: a sheet opened on its own still says what it is (a column, so it stays a table).
+    Reports' CSVs and a run's CSVs carry it; Parquet files, read by programs, do not."""
+    return table.assign(draft=DRAFT_BANNER)
+
+
 # (name, rule) pairs, stated in the templates too. Applied to a share of interviews/participants.
 QUANTIFIERS: list[tuple[str, str]] = [
     ("all", "every one"),
