@@ -28,6 +28,7 @@ from pipeline.review import ReviewError, create_app, serve
 from pipeline.review.app import server_config
 from pipeline.review.project import decisions_from_form
 from pipeline.review.queue import (
+    DEFAULT_ORDER,
     PAGE_SIZE,
     filter_queue,
     neighbours,
@@ -137,14 +138,16 @@ def project_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
         return units, suggestions, resolved, store.codebook().ids
 
 
-def queue_ids(path: Path, order: str = "uncertain", reviewer: str | None = None, **filters):
+def queue_ids(path: Path, order: str = DEFAULT_ORDER, reviewer: str | None = None, **filters):
+    """The queue's unit ids as the plain functions give them (by default in the page's default
+    order, whichever it is: tests walk the queue as the page orders it)."""
     units, suggestions, resolved, codes = project_tables(path)
     table = order_queue(review_table(units, suggestions, resolved, reviewer), order, codes)
     return filter_queue(table, **filters)["unit_id"].tolist()
 
 
 def units_with_suggestions(path: Path, at_least: int) -> list[str]:
-    """Codable units with this many suggestions or more, in uncertain order."""
+    """Codable units with this many suggestions or more, in the default queue order."""
     with Store(path) as store:
         counts = store.suggestions()["unit_id"].value_counts()
     return [u for u in queue_ids(path) if counts.get(u, 0) >= at_least]
@@ -1017,8 +1020,8 @@ def test_browser_review_by_mouse(page, project_store):
     unit_id = units_with_suggestions(project_store, 2)[0]
     first, second = suggested_codes(project_store, unit_id)[:2]
     added = next(c for c in ("ts.time_pressure", "context.pandemic") if c not in (first, second))
-    # Open the unit from the queue by clicking its row.
-    page.goto("/?order=uncertain")
+    # Open the unit from the queue (the default order's first page) by clicking its row.
+    page.goto("/")
     page.click(f'tr[data-unit="{unit_id}"] a.unit-link')
     page.wait_for_url(f"**/unit/{unit_id}")
     page.click("label:has(#accept-1)")
