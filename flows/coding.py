@@ -28,7 +28,13 @@ from pipeline.chunks import ChunkResult, chunk_columns, code_chunk, combine, pla
 from pipeline.classify import load_trained, make_coder
 from pipeline.codebook import Codebook, load_codebook
 from pipeline.coder import SUGGESTION_COLUMNS, Coder
-from pipeline.decisions import current_codings, resolve_anchors, review_counts
+from pipeline.decisions import (
+    current_codings,
+    project_decisions,
+    resolve_anchors,
+    review_counts,
+    reviewed_units,
+)
 from pipeline.embed import EmbeddingCache, RemoteEncoder, cache_namespace
 from pipeline.errors import NothingToCodeError, Problem
 from pipeline.incremental import (
@@ -303,7 +309,12 @@ def write_task(
 
         def render(folder: Path) -> None:
             summaries = build_summaries(
-                codebook, units, codings, settings.quotes_per_code, settings.quote_max_chars
+                codebook,
+                units,
+                codings,
+                settings.quotes_per_code,
+                settings.quote_max_chars,
+                reviewed_units(units, suggestions, project_decisions(resolved)),
             )
             render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
 

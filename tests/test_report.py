@@ -175,3 +175,71 @@ def test_user_templates_override_ours(tmp_path, codebook):
     render_summaries(summaries, codebook, manifest, tmp_path / "out", own)
     assert (tmp_path / "out" / "ts.trust.md").read_text().startswith("MINE ts.trust DRAFT")
     assert "DRAFT" in (tmp_path / "out" / "ts.trust.html").read_text()  # ours, as fallback
+
+
+def _unit(unit_id: str, transcript: str, role: str, authority: str) -> dict:
+    return {
+        "unit_id": unit_id,
+        "transcript_id": transcript,
+        "turn_index": 1,
+        "speaker": "Participant",
+        "speaker_kind": "participant",
+        "start": 0,
+        "end": 12,
+        "text": "We trust them.",
+        "codable": True,
+        "role": role,
+        "local_authority": authority,
+        "workstream": "LEI",
+        "network": "n",
+    }
+
+
+def test_run_summaries_state_both_denominators(tmp_path, codebook):
+    """A run's summaries include unreviewed suggestions, so they count every participant; beside
+    that they state the figure by accepted codings alone, of the participants whose units were
+    reviewed (as theme reports do), and say so when nobody's units were reviewed."""
+    units = pd.DataFrame(
+        [
+            _unit("u1", "T1", "Head teacher", "LA-A"),  # accepted: reviewed
+            _unit("u2", "T2", "Head teacher", "LA-B"),  # suggested, unreviewed
+            _unit("u3", "T3", "Class teacher", "LA-B"),  # reviewed, no code
+            _unit("u4", "T4", "Class teacher", "LA-C"),  # nobody looked
+        ]
+    )
+    codings = pd.DataFrame(
+        [
+            {"unit_id": "u1", "code_id": "ts.trust", "score": 0.6, "status": "accepted"},
+            {"unit_id": "u2", "code_id": "ts.trust", "score": 0.5, "status": "suggested"},
+        ]
+    )
+    manifest = {
+        "run_id": "r1",
+        "model": {"name": "m"},
+        "settings": {"threshold": 0.4},
+        "codebook": {"name": "c", "sha256": "abc" * 10},
+        "counts": {"transcripts": 4, "codable_units": 4, "suggestions": 2},
+        "skipped": [],
+    }
+    summaries = build_summaries(codebook, units, codings, reviewed_units={"u3"})
+    trust = next(s for s in summaries if s.code.id == "ts.trust").prevalence
+    assert (trust.participants, trust.total_participants) == (2, 4)
+    assert (trust.reviewed_participants, trust.total_reviewed) == (1, 2)
+    assert trust.reviewed_roles == {"Head teacher": (1, 1), "Class teacher": (0, 1)}
+    assert trust.reviewed_authorities == {"LA-A": (1, 1), "LA-B": (0, 1)}  # LA-C: nobody
+    render_summaries(summaries, codebook, manifest, tmp_path / "one")
+    md = (tmp_path / "one" / "ts.trust.md").read_text()
+    assert "participants (2 of 4)" in md
+    assert "By accepted codings alone: 1 of the 2 participants whose units were reviewed." in md
+    assert "| LA-C | 0 of 1 | none reviewed |" in md and "| LA-A | 1 of 1 | 1 of 1 |" in md
+    html = (tmp_path / "one" / "ts.trust.html").read_text()
+    assert "1 of the 2 participants whose units were reviewed" in html
+
+    unreviewed = codings.assign(status="suggested")
+    summaries = build_summaries(codebook, units, unreviewed)
+    trust = next(s for s in summaries if s.code.id == "ts.trust").prevalence
+    assert (trust.reviewed_participants, trust.total_reviewed) == (0, 0)
+    render_summaries(summaries, codebook, manifest, tmp_path / "none")
+    md = (tmp_path / "none" / "ts.trust.md").read_text()
+    assert "No participant's units have been reviewed yet" in md
+    assert "By accepted codings alone" not in md

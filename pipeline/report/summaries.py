@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from pipeline.codebook import Code, Codebook
@@ -105,6 +106,12 @@ class Prevalence:
     roles: list[tuple[str, int, int]]  # (role, participants coded, participants with role)
     authorities: list[tuple[str, int, int]]
     accepted_units: int = 0  # of ``units``, those a reviewer accepted; the rest are unreviewed
+    # The same by accepted codings alone, of the participants whose units were reviewed (the
+    # figures above include unreviewed suggestions, so they count every participant).
+    reviewed_participants: int = 0
+    total_reviewed: int = 0
+    reviewed_roles: dict[str, tuple[int, int]] = field(default_factory=dict)
+    reviewed_authorities: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def suggested_units(self) -> int:
@@ -139,6 +146,10 @@ def _breakdown(
         keys = set(zip(group["transcript_id"], group["speaker"], strict=True))
         rows.append((str(value), len(keys & coded), len(keys)))
     return rows
+
+
+def _by_name(rows: list[tuple[str, int, int]]) -> dict[str, tuple[int, int]]:
+    return {name: (n, total) for name, n, total in rows}
 
 
 def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]:
@@ -181,11 +192,16 @@ def build_summaries(
     codings: pd.DataFrame,
     quotes_per_code: int = 5,
     quote_max_chars: int = 400,
+    reviewed_units: set[str] | frozenset[str] = frozenset(),
 ) -> list[CodeSummary]:
     """One summary per code from the current codings.
 
     ``codings`` has unit_id, code_id, score and (optionally) status: ``accepted`` by a
     reviewer, ``suggested`` by the machine and unreviewed, or ``rejected`` (left out).
+    The figures include unreviewed suggestions, so their denominators are every participant;
+    beside them each summary states the figure by accepted codings alone, of the participants
+    whose units were reviewed (``reviewed_units``, ``decisions.reviewed_units``; a participant
+    with an accepted coding counts too), as theme reports do.
     """
     if "status" not in codings.columns:
         codings = codings.assign(status="suggested")
@@ -194,6 +210,18 @@ def build_summaries(
     people = codable.drop_duplicates(["transcript_id", "speaker"])[
         ["transcript_id", "speaker", "role", "local_authority"]
     ]
+    accepted_units = set(codings.loc[codings["status"] == "accepted", "unit_id"])
+    reviewed_keys = set(
+        zip(
+            *(
+                codable.loc[codable["unit_id"].isin(set(reviewed_units) | accepted_units), c]
+                for c in ("transcript_id", "speaker")
+            ),
+            strict=True,
+        )
+    )
+    keys = zip(people["transcript_id"], people["speaker"], strict=True)
+    reviewed_people = people[np.array([key in reviewed_keys for key in keys], dtype=bool)]
     total_interviews = units["transcript_id"].nunique()
     joined = codings[["unit_id", "code_id", "score", "status"]].merge(
         units, on="unit_id", how="inner"
@@ -216,6 +244,10 @@ def build_summaries(
     for code in codebook.codes:
         hits = joined[joined["code_id"] == code.id]
         coded_people = set(zip(hits["transcript_id"], hits["speaker"], strict=True))
+        accepted_hits = hits[hits["accepted"]]
+        accepted_people = set(
+            zip(accepted_hits["transcript_id"], accepted_hits["speaker"], strict=True)
+        )
         prevalence = Prevalence(
             units=hits["unit_id"].nunique(),
             codable_units=len(codable),
@@ -226,6 +258,12 @@ def build_summaries(
             roles=_breakdown(coded_people, people, "role"),
             authorities=_breakdown(coded_people, people, "local_authority"),
             accepted_units=int(hits.loc[hits["accepted"], "unit_id"].nunique()),
+            reviewed_participants=len(accepted_people),
+            total_reviewed=len(reviewed_people),
+            reviewed_roles=_by_name(_breakdown(accepted_people, reviewed_people, "role")),
+            reviewed_authorities=_by_name(
+                _breakdown(accepted_people, reviewed_people, "local_authority")
+            ),
         )
         together = Counter(
             other
