@@ -1280,3 +1280,62 @@ def test_moved_confirm_is_shown_on_the_unit_and_confirmed_there(
     assert again.status_code == 400
     forged = client.post("/orphans/confirm", data={"decision": str(decision_id)})
     assert forged.status_code in (400, 403)
+
+
+@pytest.mark.required
+def test_browser_moved_confirm_after_a_typo_fix(
+    page, project_store, tmp_path, nlp, encoder, codebook, embedding_cache
+):
+    """In Chromium: a decision on a sentence, a one-word typo fix in the transcript and a
+    re-run. The new sentence's unit shows the decision under "Moved — confirm" and does not
+    apply it; the reviewer clicks the confirm button and the page comes back with the
+    decision attached (the code accepted, the decision in the unit's history)."""
+    from tests.conftest import rerun_with_edit
+
+    with Store(project_store) as store:
+        units = store.units()
+        suggestions = store.suggestions()
+    mine = units[(units["transcript_id"] == "WP-02") & units["codable"]].reset_index(drop=True)
+    typo = next(
+        row
+        for row in mine.iloc[20:].itertuples()
+        if "ts.time" not in set(suggestions.loc[suggestions["unit_id"] == row.unit_id, "code_id"])
+    )
+    with Store(project_store) as store:
+        (decision_id,) = store.decide("ann", [NewDecision(typo.unit_id, "ts.time", "add")])
+    words = typo.text.split(" ")
+    fixed = " ".join([*words[:-1], "X" + words[-1]])
+    rerun_with_edit(
+        project_store,
+        tmp_path,
+        lambda body: body.replace(typo.text, fixed),
+        nlp,
+        encoder,
+        codebook,
+        embedding_cache,
+    )
+    with Store(project_store) as store:
+        current = store.units()
+    candidate = current.loc[current["text"] == fixed, "unit_id"].item()
+
+    _give_name(page, "Confirmer")
+    page.goto(f"/unit/{candidate}")
+    moves = page.inner_text("#moves")
+    assert "Moved — confirm" in moves and "moved — confirm: its text was edited" in moves
+    assert _words(typo.text) in _words(moves)
+    # Not applied yet: ts.time is not among the unit's codes, nor in its history.
+    assert page.locator('#codings tr[data-code="ts.time"]').count() == 0
+    assert "None yet." in page.inner_text("#decisions")
+
+    with page.expect_navigation():
+        page.click(f"#confirm-{decision_id}")
+    assert page.url.endswith(f"/unit/{candidate}")
+    assert page.locator("#moves").count() == 0
+    row = page.locator('#codings tr[data-code="ts.time"]')
+    assert row.count() == 1 and "accepted" in row.inner_text()
+    history = page.inner_text("#decisions")
+    assert "ts.time" in history and "add" in history and "confirm" in history
+    with Store(project_store) as store:
+        resolved = store.resolved_decisions().set_index("decision_id")
+    assert resolved.loc[decision_id, "anchor"] == "moved"
+    assert resolved.loc[decision_id, "current_unit_id"] == candidate
