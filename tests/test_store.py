@@ -90,6 +90,18 @@ def test_decisions_are_append_only(project_location):
         assert store.decisions()["action"].tolist() == ["accept"]
 
 
+def test_decision_count_up_to_an_id(project_location):
+    """The review page's check that no decision was committed out of id order: the count of
+    decisions with an id up to a given one, on both backends."""
+    with Store(project_location) as store:
+        assert store.decision_count() == 0 and store.decision_count(10) == 0
+        ids = store.decide("ann", [NewDecision(u, "", "note", "m") for u in first_units(store, 5)])
+        assert store.decision_count() == 5
+        assert store.decision_count(ids[2]) == 3
+        assert store.decision_count(ids[-1]) == 5
+        assert store.decision_count(0) == 0
+
+
 def test_a_failing_batch_writes_nothing(project_location):
     with Store(project_location) as store:
         good = first_units(store, 1)[0]

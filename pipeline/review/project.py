@@ -4,13 +4,14 @@ A run fixes the units, suggestions, codebook and transcript texts, so they are r
 once per run (``Snapshot``: which row holds each unit, its suggestions, each interview's turns).
 Decisions are append-only and their anchoring depends only on the run, so each decision is read
 and anchored once: a request reads the decisions made since the last one
-(``SnapshotCache.resolved``) and indexes them by unit (``DecisionIndex``); the queue table
-recomputes only the units those decisions touched (``SnapshotCache.table``), and a unit's page
-reads only that unit's rows. Before this, every request re-anchored every decision and rebuilt
-the table (0.86 s per save at 10,200 decisions); after it, a fixed ~150 ms of pandas work per
-save on tiny frames remained (boolean masks over every unit and decision to find one unit's
-rows, a merge per unit), which the indexes and the per-unit functions of
-``pipeline.decisions`` (``unit_state``, ``unit_codings``) replace.
+(``SnapshotCache.decisions``) and adds them to a ``DecisionLog`` that keeps each unit's
+decisions as plain records; the queue table recomputes only the units those decisions touched
+(``SnapshotCache.table``), and a unit's page reads only that unit's records. Before this, every
+request re-anchored every decision and rebuilt the table (0.86 s per save at 10,200 decisions);
+after a first fix, a fixed ~150 ms of pandas work per save on tiny frames remained (boolean masks
+over every unit and decision to find one unit's rows, a merge per unit, copying every decision
+on each save), which the indexes and the per-unit functions of ``pipeline.decisions``
+(``unit_state``, ``unit_codings``) replace (docs/review.md).
 """
 
 from __future__ import annotations
