@@ -97,7 +97,11 @@ def run(
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
     store: Annotated[
-        Path | None, typer.Option(help="Project database (default: OUT/project.sqlite).")
+        str | None,
+        typer.Option(
+            help="Project database: an SQLite file or a postgresql:// URL (default: "
+            "OUT/project.sqlite)."
+        ),
     ] = None,
     classifier: ClassifierOption = None,
     privacy: Annotated[

@@ -223,6 +223,12 @@ class NewDecision:
     memo: str = ""
 
 
+def location(value: str | Path) -> str | Path:
+    """A ``--store`` value as the store opens it: a PostgreSQL URL stays text (a ``Path`` would
+    fold its ``//``), anything else is a file path."""
+    return str(value) if is_url(value) else Path(value)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
