@@ -191,15 +191,25 @@ def run(
 @app.command()
 def server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4200,
+    runs: Annotated[
+        bool,
+        typer.Option(
+            "--runs", help="Also run what leads start from the review page (coding, reports)."
+        ),
+    ] = False,
 ) -> None:
     """Run a local Prefect server for this project until Ctrl-C, so that each 'qcode run'
-    (with PREFECT_API_URL set as printed) does not start a temporary one."""
+    (with PREFECT_API_URL set as printed) does not start a temporary one; with --runs, also
+    the runner of runs started from the review page."""
     from pipeline.server import api_url, server_command, server_environment
 
     try:
         command = server_command(port)
     except QcodeError as error:
         fail(error)
+    if runs:
+        _serve_with_runner(port)
+        return
     typer.echo(
         f"Prefect server for this project on {api_url(port)} (telemetry off, database in "
         f"./.prefect). In other terminals:\n  export PREFECT_API_URL={api_url(port)}\n"
@@ -677,6 +687,40 @@ def retrain(
     typer.echo(f"Trained coder saved to {folder}; use it with: qcode run ... --classifier {folder}")
 
 
+def _serve_with_runner(port: int) -> None:
+    """``qcode server --runs``: the server, then the runner of the page's runs; both stop on
+    Ctrl-C (or when either stops)."""
+    import time
+
+    from pipeline.server import api_url, start_runner, start_server, stop_server
+
+    typer.echo(f"Starting the Prefect server on {api_url(port)} (up to a minute) ...")
+    log = Path.cwd() / ".prefect" / "server.log"
+    log.parent.mkdir(exist_ok=True)
+    try:
+        server_process = start_server(Path.cwd(), port, log=log)
+    except QcodeError as error:
+        fail(error)
+    runner = start_runner(Path.cwd(), port)
+    typer.echo(
+        f"Prefect server and runner for this project on {api_url(port)} (server log in "
+        "./.prefect/server.log). Start the review page with\n"
+        f"  qcode review --prefect-api {api_url(port)} --run-transcripts DIR --run-codebook FILE"
+        "\nStop both with Ctrl-C."
+    )
+    code = 0
+    try:
+        while runner.poll() is None and server_process.poll() is None:
+            time.sleep(1)
+        code = 1  # one of them stopped by itself
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(runner)
+        stop_server(server_process)
+    raise typer.Exit(code=code)
+
+
 @app.command()
 def review(
     store: Annotated[
@@ -713,11 +757,37 @@ def review(
             "is believed (default: none is)."
         ),
     ] = None,
+    prefect_api: Annotated[
+        str,
+        typer.Option(
+            envvar="PREFECT_API_URL",
+            help="The Prefect server of 'qcode server --runs', for runs started from the page.",
+        ),
+    ] = "http://127.0.0.1:4200/api",
+    run_transcripts: Annotated[
+        list[Path] | None,
+        typer.Option(help="A transcripts folder leads may code from the page (repeatable)."),
+    ] = None,
+    run_codebook: Annotated[
+        list[Path] | None,
+        typer.Option(help="A codebook leads may code with from the page (repeatable)."),
+    ] = None,
+    run_out: Annotated[
+        Path, typer.Option(help="Folder for the outputs of runs started from the page.")
+    ] = Path("outputs"),
 ) -> None:
-    """Open the local review page: accept, reject or change the machine's suggestions."""
+    """Open the local review page: accept, reject or change the machine's suggestions (and,
+    with --run-transcripts and --run-codebook, let leads start runs and report drafts)."""
     from pipeline.review import serve
 
     try:
+        runs = None
+        if run_transcripts or run_codebook:
+            from pipeline.team_runs import run_choices
+
+            runs = run_choices(
+                prefect_api, run_transcripts or [], run_codebook or [], run_out, store, cache_dir
+            )
         serve(
             store,
             host=host,
@@ -726,6 +796,7 @@ def review(
             blind=blind,
             cache_dir=cache_dir,
             trusted_proxy=trusted_proxy,
+            runs=runs,
         )
     except QcodeError as error:
         fail(error)
