@@ -43,15 +43,25 @@ SetOption = Annotated[
     ),
 ]
 
+StoreLocation = Annotated[
+    str,
+    typer.Option(
+        envvar="QCODE_STORE", help="Project database: an SQLite file or a postgresql:// URL."
+    ),
+]
+
 
 def fail(error: QcodeError) -> None:
     typer.secho(f"Error: {error.message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
 
 
-def require_store(path: Path) -> None:
-    """Stop with a message, rather than create an empty project, when there is none yet."""
-    if not path.exists():
+def require_store(path: Path | str) -> None:
+    """Stop with a message, rather than create an empty project, when there is none yet (a
+    PostgreSQL URL is checked when the store opens it)."""
+    from pipeline.store_pg import is_url
+
+    if not is_url(path) and not Path(path).exists():
         fail(QcodeError("no project database here; run 'qcode run' first", path))
 
 
@@ -452,7 +462,7 @@ def evaluate(
 
 @app.command()
 def orphans(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     confirm: Annotated[
         int | None,
         typer.Option(
@@ -504,7 +514,7 @@ def orphans(
 
 @app.command()
 def agreement(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
 ) -> None:
     """Human-human agreement from double-coded units in the store (blind review).
 
@@ -559,7 +569,7 @@ def export_sheet_command(
     out: Annotated[
         Path, typer.Argument(help="Sheet to write: .xlsx (recommended) or .csv (UTF-8).")
     ],
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     transcript: Annotated[
         list[str] | None,
         typer.Option("--transcript", "-t", help="Only this interview id (repeat for more)."),
@@ -590,7 +600,7 @@ def export_sheet_command(
 @app.command("import-sheet")
 def import_sheet_command(
     sheet: Annotated[Path, typer.Argument(help="Filled-in review sheet (.xlsx or .csv).")],
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     reviewer: Annotated[
         str | None, typer.Option(help="Reviewer name for rows whose reviewer cell is blank.")
     ] = None,
@@ -667,7 +677,7 @@ def train(
 
 @app.command()
 def retrain(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the coder (default: beside the store).")
     ] = None,
@@ -806,12 +816,6 @@ store_app = typer.Typer(help="The project database: move it between SQLite and P
 app.add_typer(store_app, name="store")
 user_app = typer.Typer(help="Accounts for the served review page (a team's project).")
 app.add_typer(user_app, name="user")
-StoreLocation = Annotated[
-    str,
-    typer.Option(
-        envvar="QCODE_STORE", help="Project database: an SQLite file or a postgresql:// URL."
-    ),
-]
 
 
 @store_app.command("copy")
