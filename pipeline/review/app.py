@@ -370,7 +370,7 @@ def _login_gate(request: Request, config: ReviewConfig) -> Response | None:
     """Team mode: who is logged in (``request.state.account``), or the way to the login page."""
     if request.url.path.startswith(PUBLIC_PATHS):
         return None
-    store = Store(config.store_path, migrate=False)
+    store = Store(config.store_path, migrate=False, pooled=True)
     try:
         account = account_for(store, request.cookies.get(LOGIN_COOKIE, ""))
     finally:
@@ -453,7 +453,7 @@ def settings(request: Request) -> ReviewConfig:
 
 def open_store(config: Annotated[ReviewConfig, Depends(settings)]) -> Iterator[Store]:
     """One connection per request: SQLite connections are not shared across threads."""
-    store = Store(config.store_path, migrate=False)
+    store = Store(config.store_path, migrate=False, pooled=True)
     try:
         yield store
     finally:
@@ -874,7 +874,7 @@ def log_in(request: Request, form: FormDep) -> Response:
     client = request.client.host if request.client else "unknown"
     config.throttle.check(client)
     target = _local(str(form.get("next") or "/"))
-    store = Store(config.store_path, migrate=False)
+    store = Store(config.store_path, migrate=False, pooled=True)
     try:
         token, _ = login(store, str(form.get("name") or ""), str(form.get("password") or ""))
     except LoginRefused as error:
