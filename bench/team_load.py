@@ -37,37 +37,21 @@ RESULTS = ROOT / "bench" / "results"
 
 def build_sample_project(path: Path) -> None:
     """The bundled sample coded by the real stages and recorded in an SQLite store."""
-    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from bench.corpus import record_real_run
     from pipeline.codebook import load_codebook
-    from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
+    from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.ingest import read_transcripts
-    from pipeline.outputs import build_manifest, new_run_id
-    from pipeline.segment import load_sentencizer, segment, units_frame
-    from pipeline.settings import Settings
-    from pipeline.store import Store
+    from pipeline.segment import load_sentencizer
 
-    settings = Settings()
     transcripts, problems = read_transcripts(ROOT / "transcripts_sample")
     codebook = load_codebook(ROOT / "codebooks" / "west_partnership.yaml")
-    encoder = load_encoder()
     cache = EmbeddingCache(path.parent / "embeddings.sqlite")
-    units = units_frame(segment(transcripts, load_sentencizer(), settings), transcripts)
-    vectors, encoded = embed_texts(
-        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, cache
-    )
-    suggestions, best = assign_units(
-        units, vectors, build_prototypes(codebook, encoder, cache), settings
-    )
-    units = units.merge(best, on="unit_id", how="left")
-    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
-    model = {"name": encoder.name, "fingerprint": encoder.fingerprint}
-    manifest = build_manifest(
-        run_id, datetime.now(UTC), transcripts, problems, codebook, settings, model, units,
-        suggestions, {}, encoded,
-    )  # fmt: skip
-    with Store(path) as store:
-        store.record_run(manifest, transcripts, units, suggestions, codebook)
-    cache.close()
+    try:
+        record_real_run(
+            path, transcripts, problems, load_sentencizer(), load_encoder(), codebook, cache
+        )
+    finally:
+        cache.close()
 
 
 def reviewer(
