@@ -15,6 +15,7 @@ latency is reported, with the load's p95 as a ratio of the baseline's. Targets (
 
     python -m bench.team_load                   # 1 minute of load (default)
     python -m bench.team_load --minutes 10      # the issue's full form
+    python -m bench.team_load --connection pooled   # a store per save, connections pooled
 """
 
 from __future__ import annotations
@@ -36,68 +37,68 @@ RESULTS = ROOT / "bench" / "results"
 
 def build_sample_project(path: Path) -> None:
     """The bundled sample coded by the real stages and recorded in an SQLite store."""
-    from pipeline.assign import assign_units, build_prototypes, embedded_mask
+    from bench.corpus import record_real_run
     from pipeline.codebook import load_codebook
-    from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
+    from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.ingest import read_transcripts
-    from pipeline.outputs import build_manifest, new_run_id
-    from pipeline.segment import load_sentencizer, segment, units_frame
-    from pipeline.settings import Settings
-    from pipeline.store import Store
+    from pipeline.segment import load_sentencizer
 
-    settings = Settings()
     transcripts, problems = read_transcripts(ROOT / "transcripts_sample")
     codebook = load_codebook(ROOT / "codebooks" / "west_partnership.yaml")
-    encoder = load_encoder()
     cache = EmbeddingCache(path.parent / "embeddings.sqlite")
-    units = units_frame(segment(transcripts, load_sentencizer(), settings), transcripts)
-    vectors, encoded = embed_texts(
-        units.loc[embedded_mask(units, settings), "text"].tolist(), encoder, cache
-    )
-    suggestions, best = assign_units(
-        units, vectors, build_prototypes(codebook, encoder, cache), settings
-    )
-    units = units.merge(best, on="unit_id", how="left")
-    run_id = new_run_id(transcripts, codebook, settings, encoder.fingerprint)
-    model = {"name": encoder.name, "fingerprint": encoder.fingerprint}
-    manifest = build_manifest(
-        run_id, datetime.now(UTC), transcripts, problems, codebook, settings, model, units,
-        suggestions, {}, encoded,
-    )  # fmt: skip
-    with Store(path) as store:
-        store.record_run(manifest, transcripts, units, suggestions, codebook)
-    cache.close()
+    try:
+        record_real_run(
+            path, transcripts, problems, load_sentencizer(), load_encoder(), codebook, cache
+        )
+    finally:
+        cache.close()
 
 
-def reviewer(url: str, name: str, seconds: float, seed: int, queue) -> None:
-    """Save decisions until time is up; report (memo, decision id, latency) of each success."""
+def reviewer(
+    url: str, name: str, seconds: float, seed: int, queue, connection: str = "held"
+) -> None:
+    """Save decisions until time is up; report (memo, decision id, latency) of each success.
+
+    ``connection``: ``held``, one store for the whole time (latency: ``decide``); ``per-save``,
+    a store opened for each save, as the review page opens one per request, or ``pooled``, the
+    same with the connection borrowed from the process's pool (latency: open the store, read the
+    unit's version, ``decide``, close)."""
     from pipeline.store import NewDecision, StaleUnitError, Store
 
     rng = random.Random(seed)
     saved, stale = [], 0
-    with Store(url, migrate=False) as store:
-        suggestions = store.suggestions()
-        pairs = list(zip(suggestions["unit_id"], suggestions["code_id"], strict=True))
-        deadline = time.monotonic() + seconds
-        n = 0
-        while time.monotonic() < deadline:
-            unit, code = rng.choice(pairs)
-            version = store.unit_version(unit, name)
-            memo = f"{name}:{n}"
-            n += 1
-            start = time.perf_counter()
-            try:
-                ids = store.decide(
-                    name,
-                    [NewDecision(unit, code, rng.choice(["accept", "reject"]), memo)],
-                    expected_versions={unit: version},
-                    version_reviewer=name,
-                )
-            except StaleUnitError:
-                stale += 1
-                continue
-            saved.append((memo, ids[0], time.perf_counter() - start))
-            time.sleep(rng.uniform(0.05, 0.3))
+    held = Store(url, migrate=False)
+    suggestions = held.suggestions()
+    pairs = list(zip(suggestions["unit_id"], suggestions["code_id"], strict=True))
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        unit, code = rng.choice(pairs)
+        memo = f"{name}:{n}"
+        n += 1
+        start = time.perf_counter()
+        store = held if connection == "held" else Store(url, False, connection == "pooled")
+        try:
+            if connection == "held":
+                version = store.unit_version(unit, name)
+                start = time.perf_counter()
+            else:
+                version = store.unit_version(unit, name)
+            ids = store.decide(
+                name,
+                [NewDecision(unit, code, rng.choice(["accept", "reject"]), memo)],
+                expected_versions={unit: version},
+                version_reviewer=name,
+            )
+        except StaleUnitError:
+            stale += 1
+            continue
+        finally:
+            if store is not held:
+                store.close()
+        saved.append((memo, ids[0], time.perf_counter() - start))
+        time.sleep(rng.uniform(0.05, 0.3))
+    held.close()
     queue.put((name, saved, stale))
 
 
@@ -135,11 +136,13 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-def phase(url: str, names: list[str], seconds: float, with_run: bool) -> dict:
+def phase(
+    url: str, names: list[str], seconds: float, with_run: bool, connection: str = "held"
+) -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     processes = [
-        context.Process(target=reviewer, args=(url, n, seconds, i, queue))
+        context.Process(target=reviewer, args=(url, n, seconds, i, queue, connection))
         for i, n in enumerate(names)
     ]
     if with_run:
@@ -197,6 +200,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--reviewers", type=int, default=10)
+    parser.add_argument(
+        "--connection",
+        choices=["held", "per-save", "pooled"],
+        default="held",
+        help="held: one store per reviewer; per-save / pooled: a store per save, as the page "
+        "opens one per request, without or with the connection pool",
+    )
     parser.add_argument("--name", default=None, help="Result file name (bench/results/NAME.json)")
     args = parser.parse_args()
 
@@ -215,12 +225,15 @@ def main() -> None:
         with Store(sample) as source, Store(url) as destination:
             copy_store(source, destination)
         setup_seconds = time.perf_counter() - started
-        baseline = phase(url, ["solo"], max(10.0, seconds / 4), with_run=False)
-        load = phase(url, [f"reviewer{i + 1}" for i in range(args.reviewers)], seconds, True)
+        way = args.connection
+        baseline = phase(url, ["solo"], max(10.0, seconds / 4), False, way)
+        load = phase(url, [f"reviewer{i + 1}" for i in range(args.reviewers)], seconds, True, way)
         checked = verify(url, {**baseline.pop("acknowledged"), **load.pop("acknowledged")})
     result = {
         "command": f"python -m bench.team_load --minutes {args.minutes:g}"
-        + (f" --reviewers {args.reviewers}" if args.reviewers != 10 else ""),
+        + (f" --reviewers {args.reviewers}" if args.reviewers != 10 else "")
+        + (f" --connection {args.connection}" if args.connection != "held" else ""),
+        "connection": args.connection,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
         "setup_seconds": round(setup_seconds, 1),
@@ -235,7 +248,8 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = args.name or f"team-load-{args.minutes:g}min"
+    way = "" if args.connection == "held" else f"-{args.connection}"
+    name = args.name or f"team-load-{args.minutes:g}min{way}"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

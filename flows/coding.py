@@ -74,7 +74,7 @@ from pipeline.privacy import (
 from pipeline.report import build_summaries, render_summaries
 from pipeline.segment import SentenceCache, segment_frame
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import Store, location
 
 __all__ = ["code_transcripts", "default_cache_dir", "get_encoder"]
 
@@ -222,7 +222,7 @@ def reuse_task(
     settings: Settings,
     model_fingerprint: str,
     out_root: Path,
-    store_path: Path,
+    store_path: Path | str,
     transcripts_dir: Path | None = None,
 ) -> tuple[str, Path | None]:
     """The inputs key of this run, and the newest run folder if it was made from exactly the
@@ -247,7 +247,7 @@ def reuse_task(
 def privacy_task(
     transcripts: list[Transcript],
     settings: Settings,
-    store_path: Path,
+    store_path: Path | str,
     out_dir: Path,
     transcripts_dir: Path | None = None,
 ) -> tuple[list[Transcript], list[Finding], dict]:
@@ -289,7 +289,7 @@ def write_task(
     manifest: dict,
     codebook: Codebook,
     settings: Settings,
-    store_path: Path,
+    store_path: Path | str,
     extra_tables: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Reconcile reviewers' decisions with this run, write the run folder, record the run."""
@@ -370,7 +370,7 @@ def code_transcripts(
         )
 
     encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
-    store_path = Path(settings.store or Path(out_dir) / "project.sqlite")
+    store_path = location(settings.store or Path(out_dir) / "project.sqlite")
     key, reused = reuse_task(
         transcripts,
         problems,

@@ -26,10 +26,11 @@ from pipeline.report.project import ProjectData, load_project
 from pipeline.report.render import FORMATS, write_theme_report
 from pipeline.report.themes import ThemeReport
 from pipeline.settings import Settings
+from pipeline.store import location
 
 
 @task(name="read store", cache_policy=NO_CACHE)
-def read_task(store_path: Path) -> ProjectData:
+def read_task(store_path: Path | str) -> ProjectData:
     project = load_project(store_path)
     review = project.review
     get_run_logger().info(
@@ -75,7 +76,7 @@ def write_task(
 
 @flow(name="draft-reports")
 def draft_reports_flow(
-    store_path: Path,
+    store_path: Path | str,
     out_dir: Path = Path("reports"),
     formats: list[str] | None = None,
     include_suggestions: bool = False,
@@ -83,7 +84,7 @@ def draft_reports_flow(
 ) -> list[Path]:
     """Render the project's theme report in every format, from the store's current state."""
     settings = settings or Settings()
-    project = read_task(Path(store_path))
+    project = read_task(location(store_path))
     report = build_task(project, settings, include_suggestions)
     report.charts = charts_task(report)
     return write_task(report, Path(out_dir), list(formats or FORMATS), settings.template_dir)

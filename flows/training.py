@@ -20,7 +20,8 @@ from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.evaluate import reviewer_codes
 from pipeline.preload import default_cache_dir, get_encoder
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import Store, location
+from pipeline.store_pg import is_url, shown
 
 
 def labelled_units(store: Store) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -37,7 +38,7 @@ def labelled_units(store: Store) -> tuple[pd.DataFrame, list[list[str]]]:
 
 
 @task(name="collect decisions", cache_policy=NO_CACHE)
-def collect_task(store_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[list[str]]]:
+def collect_task(store_path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, list[list[str]]]:
     with Store(store_path) as store:
         labelled, codes = labelled_units(store)
         return store.units(), labelled, codes
@@ -58,7 +59,7 @@ def _progress_logger(logger):
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(
-    store_path: Path,
+    store_path: Path | str,
     units: pd.DataFrame,
     labelled: pd.DataFrame,
     codes: list[list[str]],
@@ -95,7 +96,8 @@ def train_task(
         )
     finally:
         cache.close()
-    coder.info["trained_from"] = {"store": str(store_path), "units": len(labelled)}
+    where = shown(str(store_path)) if is_url(store_path) else str(store_path)  # no password
+    coder.info["trained_from"] = {"store": where, "units": len(labelled)}
     coder.save(out)
     logger.info(
         "train: %d reviewed units; own models for %d codes: %s",
@@ -108,18 +110,21 @@ def train_task(
 
 @flow(name="retrain-from-decisions")
 def retrain_from_decisions(
-    store_path: Path,
+    store_path: Path | str,
     out: Path | None = None,
     settings: Settings | None = None,
     target_precision: float | None = None,
 ) -> Path:
-    """Train a coder on reviewers' decisions; saved beside the store by default."""
+    """Train a coder on reviewers' decisions; saved beside the store by default (a PostgreSQL
+    store: in ./coder)."""
     settings = settings or Settings()
-    out = out or Path(store_path).parent / "coder"
-    units, labelled, codes = collect_task(Path(store_path))
+    store_path = location(store_path)
+    if out is None:
+        out = Path("coder") if is_url(store_path) else Path(store_path).parent / "coder"
+    units, labelled, codes = collect_task(store_path)
     if labelled.empty:
         raise ClassifierError(
             "no unit has been reviewed yet, so there is nothing to learn from", store_path
         )
-    train_task(Path(store_path), units, labelled, codes, settings, out, target_precision)
+    train_task(store_path, units, labelled, codes, settings, out, target_precision)
     return out

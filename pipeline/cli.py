@@ -43,15 +43,25 @@ SetOption = Annotated[
     ),
 ]
 
+StoreLocation = Annotated[
+    str,
+    typer.Option(
+        envvar="QCODE_STORE", help="Project database: an SQLite file or a postgresql:// URL."
+    ),
+]
+
 
 def fail(error: QcodeError) -> None:
     typer.secho(f"Error: {error.message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
 
 
-def require_store(path: Path) -> None:
-    """Stop with a message, rather than create an empty project, when there is none yet."""
-    if not path.exists():
+def require_store(path: Path | str) -> None:
+    """Stop with a message, rather than create an empty project, when there is none yet (a
+    PostgreSQL URL is checked when the store opens it)."""
+    from pipeline.store_pg import is_url
+
+    if not is_url(path) and not Path(path).exists():
         fail(QcodeError("no project database here; run 'qcode run' first", path))
 
 
@@ -97,7 +107,11 @@ def run(
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
     store: Annotated[
-        Path | None, typer.Option(help="Project database (default: OUT/project.sqlite).")
+        str | None,
+        typer.Option(
+            help="Project database: an SQLite file or a postgresql:// URL (default: "
+            "OUT/project.sqlite)."
+        ),
     ] = None,
     classifier: ClassifierOption = None,
     privacy: Annotated[
@@ -187,15 +201,25 @@ def run(
 @app.command()
 def server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4200,
+    runs: Annotated[
+        bool,
+        typer.Option(
+            "--runs", help="Also run what leads start from the review page (coding, reports)."
+        ),
+    ] = False,
 ) -> None:
     """Run a local Prefect server for this project until Ctrl-C, so that each 'qcode run'
-    (with PREFECT_API_URL set as printed) does not start a temporary one."""
+    (with PREFECT_API_URL set as printed) does not start a temporary one; with --runs, also
+    the runner of runs started from the review page."""
     from pipeline.server import api_url, server_command, server_environment
 
     try:
         command = server_command(port)
     except QcodeError as error:
         fail(error)
+    if runs:
+        _serve_with_runner(port)
+        return
     typer.echo(
         f"Prefect server for this project on {api_url(port)} (telemetry off, database in "
         f"./.prefect). In other terminals:\n  export PREFECT_API_URL={api_url(port)}\n"
@@ -438,7 +462,7 @@ def evaluate(
 
 @app.command()
 def orphans(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     confirm: Annotated[
         int | None,
         typer.Option(
@@ -490,7 +514,7 @@ def orphans(
 
 @app.command()
 def agreement(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
 ) -> None:
     """Human-human agreement from double-coded units in the store (blind review).
 
@@ -545,7 +569,7 @@ def export_sheet_command(
     out: Annotated[
         Path, typer.Argument(help="Sheet to write: .xlsx (recommended) or .csv (UTF-8).")
     ],
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     transcript: Annotated[
         list[str] | None,
         typer.Option("--transcript", "-t", help="Only this interview id (repeat for more)."),
@@ -576,7 +600,7 @@ def export_sheet_command(
 @app.command("import-sheet")
 def import_sheet_command(
     sheet: Annotated[Path, typer.Argument(help="Filled-in review sheet (.xlsx or .csv).")],
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     reviewer: Annotated[
         str | None, typer.Option(help="Reviewer name for rows whose reviewer cell is blank.")
     ] = None,
@@ -653,7 +677,7 @@ def train(
 
 @app.command()
 def retrain(
-    store: Annotated[Path, typer.Option(help="Project database.")] = Path("outputs/project.sqlite"),
+    store: StoreLocation = "outputs/project.sqlite",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the coder (default: beside the store).")
     ] = None,
@@ -671,6 +695,40 @@ def retrain(
     except QcodeError as error:
         fail(error)
     typer.echo(f"Trained coder saved to {folder}; use it with: qcode run ... --classifier {folder}")
+
+
+def _serve_with_runner(port: int) -> None:
+    """``qcode server --runs``: the server, then the runner of the page's runs; both stop on
+    Ctrl-C (or when either stops)."""
+    import time
+
+    from pipeline.server import api_url, start_runner, start_server, stop_server
+
+    typer.echo(f"Starting the Prefect server on {api_url(port)} (up to a minute) ...")
+    log = Path.cwd() / ".prefect" / "server.log"
+    log.parent.mkdir(exist_ok=True)
+    try:
+        server_process = start_server(Path.cwd(), port, log=log)
+    except QcodeError as error:
+        fail(error)
+    runner = start_runner(Path.cwd(), port)
+    typer.echo(
+        f"Prefect server and runner for this project on {api_url(port)} (server log in "
+        "./.prefect/server.log). Start the review page with\n"
+        f"  qcode review --prefect-api {api_url(port)} --run-transcripts DIR --run-codebook FILE"
+        "\nStop both with Ctrl-C."
+    )
+    code = 0
+    try:
+        while runner.poll() is None and server_process.poll() is None:
+            time.sleep(1)
+        code = 1  # one of them stopped by itself
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(runner)
+        stop_server(server_process)
+    raise typer.Exit(code=code)
 
 
 @app.command()
@@ -709,11 +767,37 @@ def review(
             "is believed (default: none is)."
         ),
     ] = None,
+    prefect_api: Annotated[
+        str,
+        typer.Option(
+            envvar="PREFECT_API_URL",
+            help="The Prefect server of 'qcode server --runs', for runs started from the page.",
+        ),
+    ] = "http://127.0.0.1:4200/api",
+    run_transcripts: Annotated[
+        list[Path] | None,
+        typer.Option(help="A transcripts folder leads may code from the page (repeatable)."),
+    ] = None,
+    run_codebook: Annotated[
+        list[Path] | None,
+        typer.Option(help="A codebook leads may code with from the page (repeatable)."),
+    ] = None,
+    run_out: Annotated[
+        Path, typer.Option(help="Folder for the outputs of runs started from the page.")
+    ] = Path("outputs"),
 ) -> None:
-    """Open the local review page: accept, reject or change the machine's suggestions."""
+    """Open the local review page: accept, reject or change the machine's suggestions (and,
+    with --run-transcripts and --run-codebook, let leads start runs and report drafts)."""
     from pipeline.review import serve
 
     try:
+        runs = None
+        if run_transcripts or run_codebook:
+            from pipeline.team_runs import run_choices
+
+            runs = run_choices(
+                prefect_api, run_transcripts or [], run_codebook or [], run_out, store, cache_dir
+            )
         serve(
             store,
             host=host,
@@ -722,6 +806,7 @@ def review(
             blind=blind,
             cache_dir=cache_dir,
             trusted_proxy=trusted_proxy,
+            runs=runs,
         )
     except QcodeError as error:
         fail(error)
@@ -731,12 +816,6 @@ store_app = typer.Typer(help="The project database: move it between SQLite and P
 app.add_typer(store_app, name="store")
 user_app = typer.Typer(help="Accounts for the served review page (a team's project).")
 app.add_typer(user_app, name="user")
-StoreLocation = Annotated[
-    str,
-    typer.Option(
-        envvar="QCODE_STORE", help="Project database: an SQLite file or a postgresql:// URL."
-    ),
-]
 
 
 @store_app.command("copy")

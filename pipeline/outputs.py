@@ -267,10 +267,15 @@ def write_run(
     return final
 
 
-def read_store_state(path: Path) -> tuple[str, str | None]:
+def read_store_state(path: Path | str) -> tuple[str, str | None]:
     """(what reviewers have done, the latest run id) in a project store, read-only and cheap:
     the count and newest id of each append-only table of people's input. Part of a run's
     inputs key: a new decision means the run's outputs no longer stand."""
+    from pipeline.store_pg import is_url
+
+    if is_url(path):
+        return _read_postgresql_state(str(path))
+    path = Path(path)
     if not path.is_file():
         return "", None
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
@@ -292,6 +297,22 @@ def read_store_state(path: Path) -> tuple[str, str | None]:
         return "unreadable", None
     finally:
         db.close()
+
+
+def _read_postgresql_state(url: str) -> tuple[str, str | None]:
+    """``read_store_state`` for a PostgreSQL store (the same parts: ids are the tables' keys,
+    as SQLite's rowid is)."""
+    from pipeline.store import SCHEMA_VERSION, Store
+
+    with Store(url, migrate=False) as store:
+        if store.schema_version < SCHEMA_VERSION:
+            store.migrate()  # a new database: the run would create the tables anyway
+        parts = []
+        for table, key in (("decisions", "decision_id"), ("privacy_false_alarms", "mark_id")):
+            count, newest = store.db.execute(f"SELECT COUNT(*), MAX({key}) FROM {table}").fetchone()
+            if count:
+                parts.append(f"{table}:{count}:{newest}")
+        return ";".join(parts), store.latest_run_id()
 
 
 def orphans_line(review: dict, run_dir: Path) -> str:

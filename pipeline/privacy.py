@@ -1401,7 +1401,7 @@ def check_before_coding(
     transcripts: list[Transcript],
     policy: str,
     names_path: Path | None,
-    store_path: Path,
+    store_path: Path | str,
     transcripts_dir: Path | None = None,
 ) -> tuple[list[Transcript], list[Finding], dict]:
     """The flow's privacy step: scan (cached per transcript in the store), then apply the policy.

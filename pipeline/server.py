@@ -126,3 +126,30 @@ def stop_server(process: subprocess.Popen, wait_s: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def runner_environment(project_dir: Path, port: int, base: dict[str, str] | None = None) -> dict:
+    """The runner's environment: the server's, pointed at the server, polling every 2 s (a
+    lead waits for the start; a poll of a loopback server costs nothing)."""
+    env = server_environment(project_dir, base)
+    env["PREFECT_API_URL"] = api_url(port)
+    env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+    return env
+
+
+def start_runner(
+    project_dir: Path,
+    port: int = DEFAULT_PORT,
+    log: Path | None = None,
+    base_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start the runner of the page's runs (``flows.team``) against the server on ``port``.
+    The caller stops it with ``stop_server``."""
+    output = open(log, "ab") if log is not None else None  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.team"],
+        env=runner_environment(project_dir, port, base_env),
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        cwd=project_dir,
+    )

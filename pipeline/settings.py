@@ -122,8 +122,10 @@ class Settings(BaseModel):
     template_dir: Path | None = Field(
         None, description="Folder of your own Jinja templates; missing ones fall back to ours."
     )
-    store: Path | None = Field(
-        None, description="Project database (default: project.sqlite in the output folder)."
+    store: str | None = Field(
+        None,
+        description="Project database: an SQLite file or a postgresql:// URL (default: "
+        "project.sqlite in the output folder).",
     )
     cache_dir: Path | None = Field(
         None, description="Embedding cache folder (default: .cache/ in the project)."

@@ -223,6 +223,12 @@ class NewDecision:
     memo: str = ""
 
 
+def location(value: str | Path) -> str | Path:
+    """A ``--store`` value as the store opens it: a PostgreSQL URL stays text (a ``Path`` would
+    fold its ``//``), anything else is a file path."""
+    return str(value) if is_url(value) else Path(value)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -230,10 +236,12 @@ def now() -> str:
 class Store:
     """The project database. Open once per process; safe for several processes at once."""
 
-    def __init__(self, path: str | Path, migrate: bool = True):
+    def __init__(self, path: str | Path, migrate: bool = True, pooled: bool = False):
+        """``pooled``: (PostgreSQL) borrow the connection from the process's pool, for a
+        long-running process that opens a store per request (the review page)."""
         self.url = str(path) if is_url(path) else None
         if self.url is not None:
-            self._open_postgresql(self.url, migrate)
+            self._open_postgresql(self.url, migrate, pooled)
             return
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,14 +264,14 @@ class Store:
         if migrate:
             self.migrate()
 
-    def _open_postgresql(self, url: str, migrate: bool) -> None:
+    def _open_postgresql(self, url: str, migrate: bool, pooled: bool = False) -> None:
         import psycopg
 
         from pipeline.store_pg import connect
 
         self.path = shown(url)  # type: ignore[assignment]  # for messages: never the password
         try:
-            self.db = connect(url)  # type: ignore[assignment]
+            self.db = connect(url, pooled)  # type: ignore[assignment]
             version = self.schema_version
         except psycopg.Error as error:
             raise StoreError(

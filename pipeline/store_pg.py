@@ -19,7 +19,9 @@ The store's SQL is written once, for SQLite; this module translates it for Postg
 
 from __future__ import annotations
 
+import atexit
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,10 +53,41 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def connect(url: str) -> PgConnection:
+def connect(url: str, pooled: bool = False) -> PgConnection:
+    """A connection to the store's database; ``pooled``: borrowed from this process's pool
+    for ``url`` (the review page opens a store per request), given back on ``close``."""
     import psycopg
 
-    return PgConnection(psycopg.connect(url, autocommit=True, connect_timeout=30))
+    if not pooled:
+        return PgConnection(psycopg.connect(url, autocommit=True, connect_timeout=30))
+    pool = _pool(url)
+    return PgConnection(pool.getconn(timeout=30), pool)
+
+
+POOL_SIZE = 10  # connections per process and database, at most; idle ones close after 10 min
+_pools: dict[str, Any] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(url: str) -> Any:
+    """The process's connection pool for ``url``, opened on first use, closed at exit."""
+    from psycopg_pool import ConnectionPool
+
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                kwargs={"autocommit": True, "connect_timeout": 30},
+                check=ConnectionPool.check_connection,  # a restarted server: reconnect, no error
+                name="qcode-store",
+                open=True,
+            )
+            _pools[url] = pool
+            atexit.register(pool.close)
+    return pool
 
 
 class PgCursor:
@@ -78,8 +111,9 @@ class PgCursor:
 class PgConnection:
     """A psycopg connection that answers the store's SQLite SQL (see the module docstring)."""
 
-    def __init__(self, connection: Any):
+    def __init__(self, connection: Any, pool: Any = None):
         self.connection = connection
+        self.pool = pool
         self._columns: dict[str, list[str]] = {}
         self._keys: dict[str, list[str]] = {}
         self._serial: dict[str, str | None] = {}
@@ -99,7 +133,10 @@ class PgConnection:
             cursor.executemany(statement, (_values(r) for r in rows))
 
     def close(self) -> None:
-        self.connection.close()
+        if self.pool is not None:
+            self.pool.putconn(self.connection)  # rolled back and checked by the pool
+        else:
+            self.connection.close()
 
     # -- translation ------------------------------------------------------------------------------
 

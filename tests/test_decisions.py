@@ -310,7 +310,7 @@ def test_a_typo_fix_is_moved_confirm_until_a_person_confirms():
 
 
 def test_real_store_quote_and_typo_cases(
-    project_store, tmp_path, nlp, encoder, codebook, embedding_cache
+    project_location, tmp_path, nlp, encoder, codebook, embedding_cache
 ):
     """Both issue cases on a real project: an inserted exchange quoting a decided sentence
     leaves the decision with the original; a one-word fix shows as "moved — confirm"."""
@@ -319,12 +319,12 @@ def test_real_store_quote_and_typo_cases(
     from pipeline.cli import app
     from tests.conftest import rerun_with_edit
 
-    with Store(project_store) as store:
+    with Store(project_location) as store:
         units = store.units()
     mine = units[(units["transcript_id"] == "WP-02") & units["codable"]].reset_index(drop=True)
     quoted, typo = mine.iloc[12], mine.iloc[20]
     assert quoted["text"] != typo["text"] and len(typo["text"].split()) > 3
-    with Store(project_store) as store:
+    with Store(project_location) as store:
         store.decide(
             "ann",
             [
@@ -342,8 +342,8 @@ def test_real_store_quote_and_typo_cases(
             f"Participant: Aye. {quoted['text']}\n" + body
         )
 
-    rerun_with_edit(project_store, tmp_path, edit_text, nlp, encoder, codebook, embedding_cache)
-    with Store(project_store) as store:
+    rerun_with_edit(project_location, tmp_path, edit_text, nlp, encoder, codebook, embedding_cache)
+    with Store(project_location) as store:
         resolved = store.resolved_decisions().set_index("code_id")
         current = store.units().set_index("unit_id")
     kept = resolved.loc["ts.trust"]
@@ -356,15 +356,16 @@ def test_real_store_quote_and_typo_cases(
     assert waiting["anchor"] == "orphaned" and waiting["reason"].startswith("moved — confirm")
     assert current.loc[waiting["candidate_unit_id"], "text"] == fixed
     runner = CliRunner()
-    listed = runner.invoke(app, ["orphans", "--store", str(project_store)])
+    listed = runner.invoke(app, ["orphans", "--store", str(project_location)])
     assert "1 of 2 decisions are orphaned (1 moved — confirm)." in listed.output
     assert f"qcode orphans --confirm {waiting['decision_id']} --reviewer NAME" in listed.output
-    confirm = ["orphans", "--confirm", str(waiting["decision_id"]), "--store", str(project_store)]
+    where = ["--store", str(project_location)]
+    confirm = ["orphans", "--confirm", str(waiting["decision_id"]), *where]
     nameless = runner.invoke(app, confirm)
     assert nameless.exit_code == 2 and "--confirm needs --reviewer" in nameless.output
     confirmed = runner.invoke(app, [*confirm, "--reviewer", "bea"])
     assert confirmed.exit_code == 0, confirmed.output
-    with Store(project_store) as store:
+    with Store(project_location) as store:
         after = store.resolved_decisions().set_index("code_id")
     assert after.loc["ts.time", "anchor"] == "moved"
     assert after.loc["ts.time", "current_unit_id"] == waiting["candidate_unit_id"]

@@ -86,13 +86,13 @@ def _pairs(store):
     )
 
 
-def test_human_agreement_from_double_coded_store(project_store):
+def test_human_agreement_from_double_coded_store(project_location):
     from typer.testing import CliRunner
 
     from pipeline.cli import app
     from pipeline.store import Store
 
-    with Store(project_store) as store:
+    with Store(project_location) as store:
         units = store.units()
         ids = units.loc[units["codable"], "unit_id"].head(4).tolist()
         _double_code(store, "ann", {u: (["ts.trust"], "") for u in ids})
@@ -103,7 +103,7 @@ def test_human_agreement_from_double_coded_store(project_store):
     ((a, b, result),) = pairs
     assert (a, b, result.segments) == ("ann", "bob", 4)
     assert result.exact_set_accuracy == 0.75
-    output = CliRunner().invoke(app, ["agreement", "--store", str(project_store)]).output
+    output = CliRunner().invoke(app, ["agreement", "--store", str(project_location)]).output
     assert "ann vs bob: 4 units both reviewed" in output
 
 

@@ -147,3 +147,33 @@ def test_bad_transcript_is_skipped_and_reported(prefect_harness, tmp_path, cache
     assert manifest["counts"]["transcripts"] == 1
     assert any("broken.md, line 2" in s and "not valid YAML" in s for s in manifest["skipped"])
     assert "broken.md" in (run_dir / "summaries" / "index.md").read_text()
+
+
+def test_run_records_into_postgresql(prefect_harness, pg_cluster, tmp_path, cache_dir):
+    """``qcode run --store postgresql://...``: the run is recorded in the database, an
+    unchanged re-run reuses it (the store's state is read from PostgreSQL), and a decision made
+    meanwhile makes the next run new and survives it."""
+    from flows.coding import code_transcripts
+    from pipeline.store import NewDecision, Store
+    from tests.conftest import new_database
+
+    url = new_database(pg_cluster)
+    settings = Settings(cache_dir=cache_dir, store=url)
+    first = code_transcripts(SAMPLE, CODEBOOK, tmp_path / "out", settings)
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert not (tmp_path / "out" / "project.sqlite").exists()
+    with Store(url) as store:
+        assert store.latest_run_id() == manifest["run_id"] == first.name
+        units = store.units()
+        assert int(units["codable"].sum()) == manifest["counts"]["codable_units"]
+        unit_id = store.suggestions()["unit_id"].iloc[0]
+        code_id = store.suggestions()["code_id"].iloc[0]
+    assert code_transcripts(SAMPLE, CODEBOOK, tmp_path / "out", settings) == first  # reused
+    with Store(url) as store:
+        store.decide("Rae", [NewDecision(unit_id, code_id, "reject")])
+    third = code_transcripts(SAMPLE, CODEBOOK, tmp_path / "out", settings)
+    assert third != first
+    with Store(url) as store:
+        assert store.latest_run_id() == third.name
+        resolved = store.resolved_decisions()
+        assert resolved.loc[resolved["reviewer"] == "Rae", "unit_id"].tolist() == [unit_id]

@@ -65,3 +65,44 @@ def test_a_run_uses_the_long_running_server(tmp_path):
     finally:
         stop_server(server)
     assert not is_up(api_url(port))
+
+
+@pytest.mark.slow
+def test_qcode_server_runs_starts_the_server_and_the_runner(tmp_path):
+    """The one documented command: the server answers, the runner serves the page's two
+    deployments, and Ctrl-C stops both."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_team_runs import _wait_for_deployments
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "server", "--runs", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not is_up(api_url(port)):
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.5)
+        _wait_for_deployments(api_url(port))
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Prefect server and runner for this project" in output
+    assert "qcode review --prefect-api" in output
+    assert (tmp_path / ".prefect" / "server.log").is_file()
+    assert not is_up(api_url(port))

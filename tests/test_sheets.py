@@ -513,26 +513,26 @@ def test_semicolon_csv_from_excel_is_read(project_store, tmp_path):
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-def test_cli_export_then_import(project_store, tmp_path):
+def test_cli_export_then_import(project_location, tmp_path):
     out = tmp_path / "review.xlsx"
     result = runner.invoke(
         app,
-        ["export-sheet", str(out), "--store", str(project_store), "--transcript", "WP-01"],
+        ["export-sheet", str(out), "--store", str(project_location), "--transcript", "WP-01"],
     )
     assert result.exit_code == 0, result.output
     assert re.search(r"Wrote \d+ units from 1 interview", result.output)
     first, second = units_with_suggestions(out, 1)[:2]
     edit(out, {first["unit_id"]: {"decision": "accept"}, second["unit_id"]: {"decision": "reject"}})
-    with Store(project_store) as store:  # someone decides on the second unit meanwhile
+    with Store(project_location) as store:  # someone decides on the second unit meanwhile
         code = codes(second["suggested_codes"])[0]
         store.decide("bob", [NewDecision(second["unit_id"], code, "accept")])
     result = runner.invoke(
-        app, ["import-sheet", str(out), "--store", str(project_store), "--reviewer", "ann"]
+        app, ["import-sheet", str(out), "--store", str(project_location), "--reviewer", "ann"]
     )
     assert result.exit_code == 0, result.output  # conflicts are listed, the rest is imported
     assert "1 units decided" in result.output
     assert "1 rows NOT imported" in result.output and ALREADY in result.output
-    again = ["import-sheet", str(out), "--store", str(project_store), "--reviewer", "ann"]
+    again = ["import-sheet", str(out), "--store", str(project_location), "--reviewer", "ann"]
     result = runner.invoke(app, again)
     assert result.exit_code == 0 and "2 rows NOT imported" in result.output
 

@@ -307,3 +307,41 @@ def test_backup_with_pg_dump_restores_with_pg_restore(pg_cluster, _pg_project_te
         assert login(copy, "Ann", "a-long-password-1")[1].role == "reviewer"
         # The restored sequence continues after the restored decisions.
         assert copy.decide("bob", [NewDecision(unit, "ts.trust", "reject")]) == [2]
+
+
+def test_pooled_stores_reuse_connections_and_come_back_clean(pg_cluster, project_store):
+    """The review page opens a store per request with ``pooled=True``: the connection comes
+    from the process's pool and goes back on close; a write that failed half-way is rolled
+    back before anyone borrows it again, and nothing of it is stored."""
+    from pipeline.store_pg import _pool
+    from tests.conftest import new_database
+
+    url = new_database(pg_cluster)
+    with Store(project_store) as source, Store(url) as destination:
+        from pipeline.store_copy import copy_store
+
+        copy_store(source, destination)
+    with Store(url, migrate=False) as store:
+        unit_id, code_id = store.suggestions()[["unit_id", "code_id"]].iloc[0]
+        before = store.decision_count()
+    seen = set()
+    for _ in range(20):
+        with Store(url, migrate=False, pooled=True) as store:
+            seen.add(id(store.db.connection))
+            assert store.latest_run_id() is not None
+    assert len(seen) <= 2  # 20 stores opened on one or two connections (the pool fills
+    # its minimum in the background, so the first may be made beside it)
+    store = Store(url, migrate=False, pooled=True)
+    with pytest.raises(RuntimeError, match="half-way"), store.write() as db:
+        db.execute(
+            "INSERT INTO audit_events (account, at, action) VALUES (?, ?, ?)",
+            ("Lee", "now", "half"),
+        )
+        raise RuntimeError("stopped half-way")
+    store.db.connection.execute("BEGIN")  # even one left inside a transaction ...
+    store.close()
+    with Store(url, migrate=False, pooled=True) as again:  # ... comes back clean
+        again.decide("Rae", [NewDecision(unit_id, code_id, "accept")])
+        assert again.decision_count() == before + 1
+        assert again.db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0] == 0
+    assert _pool(url).get_stats()["pool_max"] <= 10

@@ -15,12 +15,13 @@ from tests.reporting import DECIDED_CODES, decide_sample
 
 @pytest.mark.slow
 def test_retrain_learns_the_decided_codes_and_reports_progress(
-    prefect_harness, project_store, cache_dir, caplog
+    prefect_harness, project_location, cache_dir, caplog, tmp_path
 ):
-    decide_sample(project_store)
-    out = project_store.parent / "coder"
+    """On both backends (``qcode retrain --store postgresql://...``)."""
+    decide_sample(project_location)
+    out = tmp_path / "coder"
     caplog.set_level("INFO")
-    folder = retrain_from_decisions(project_store, out, Settings(cache_dir=cache_dir))
+    folder = retrain_from_decisions(project_location, out, Settings(cache_dir=cache_dir))
     coder = LearnedCoder.load(folder)
     # Every code reviewers accepted 12 times has its own model; rejections are its negatives.
     for code in DECIDED_CODES:

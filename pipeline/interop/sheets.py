@@ -37,6 +37,7 @@ from pipeline.decisions import (
 from pipeline.errors import QcodeError
 from pipeline.interop import listed
 from pipeline.store import NewDecision, StaleUnitError, Store, read_frame
+from pipeline.store_pg import is_url
 
 INFO_COLUMNS = [
     "unit_id",
@@ -145,6 +146,8 @@ class ExportResult:
 
 def open_store(path: str | Path) -> Store:
     """Open an existing project store: a wrong path is an error, not a new empty project."""
+    if is_url(path):
+        return Store(str(path))
     path = Path(path)
     if not path.is_file():
         raise SheetError("no project database here: run 'qcode run' first, or pass --store", path)
@@ -864,11 +867,11 @@ def _now_text(old: pd.DataFrame, unit_id: str, units: pd.DataFrame, texts: dict)
 
 def _changed_by(store: Store, unit_id: str, since: int, reviewer: str | None = None) -> str:
     """Who decided on a unit after the sheet's version, e.g. 'ann (web, 2026-03-01 10:02)'."""
-    rows = store.db.execute(
-        "SELECT reviewer, source, at FROM decisions WHERE unit_id = ? AND decision_id > ?"
-        " AND (? IS NULL OR reviewer = ?) ORDER BY decision_id",
-        (unit_id, since, reviewer, reviewer),
-    ).fetchall()
+    query = "SELECT reviewer, source, at FROM decisions WHERE unit_id = ? AND decision_id > ?"
+    params: tuple = (unit_id, since)
+    if reviewer is not None:  # not "? IS NULL": PostgreSQL cannot type an unused parameter
+        query, params = query + " AND reviewer = ?", (*params, reviewer)
+    rows = store.db.execute(query + " ORDER BY decision_id", params).fetchall()
     latest: dict[tuple[str, str], str] = {}
     for reviewer, source, at in rows:
         latest[reviewer, source] = str(at)[:16].replace("T", " ")

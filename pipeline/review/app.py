@@ -54,6 +54,7 @@ from pipeline.review.errors import (
     NotLoggedIn,
     ReviewError,
     TooManyAttempts,
+    Unavailable,
     UnitChanged,
     WebError,
 )
@@ -79,6 +80,22 @@ from pipeline.review.queue import (
 from pipeline.store import NewDecision, StaleUnitError, Store
 from pipeline.store_pg import is_url
 from pipeline.store_pg import shown as without_password
+from pipeline.team_runs import (
+    CODING_DEPLOYMENT,
+    CODING_FLOW,
+    FINAL_STATES,
+    REPORT_DEPLOYMENT,
+    REPORT_FLOW,
+    START_CODING,
+    START_REPORT,
+    RunChoices,
+    coding_parameters,
+    record_start,
+    report_parameters,
+    run_states,
+    start_run,
+    started_runs,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -152,6 +169,7 @@ class ReviewConfig:
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     accounts: bool = False  # team mode: people log in; roles decide what they may do
     fragments: dict[str, Markup] = field(default_factory=dict)  # parts rendered once (code_picker)
+    runs: RunChoices | None = None  # runs a lead may start from the page (pipeline.team_runs)
 
     def csrf_token(self, session: str) -> str:
         """The forms' token for a browser session: only this server can make it."""
@@ -167,6 +185,7 @@ def create_app(
     token: str | None = None,
     blind: bool = False,
     cache_dir: Path | None = None,
+    runs: RunChoices | None = None,
 ) -> FastAPI:
     """The review app for one project store.
 
@@ -175,6 +194,7 @@ def create_app(
     ``cache_dir``: the embedding cache the runs used (default ``./.cache``).
     With accounts in the store (``qcode user add``) everyone logs in and roles apply; names
     typed into the page are only for the single-user local mode.
+    ``runs``: the transcript folders and codebooks a lead may start runs with (``/runs``).
     """
     store_path = store_path if is_url(store_path) else Path(store_path)
     if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
@@ -194,6 +214,7 @@ def create_app(
         static={n: ((HERE / "static" / n).read_bytes(), t) for n, t in STATIC_FILES.items()},
         cache_dir=cache_dir,
         accounts=accounts,
+        runs=runs,
     )
     app.middleware("http")(guard)
     for kind in (WebError, StarletteHTTPException, RequestValidationError, Exception):
@@ -234,6 +255,7 @@ def serve(
     blind: bool = False,
     cache_dir: Path | None = None,
     trusted_proxy: str | None = None,
+    runs: RunChoices | None = None,
 ) -> None:
     """Serve the review page with uvicorn until Ctrl+C.
 
@@ -244,7 +266,7 @@ def serve(
     """
     import uvicorn
 
-    app = create_app(store_path, token=token, blind=blind, cache_dir=cache_dir)
+    app = create_app(store_path, token=token, blind=blind, cache_dir=cache_dir, runs=runs)
     if not is_loopback(host) and not settings_of(app).accounts:
         raise ReviewError(
             f"refusing to serve the review page on {host} without accounts: anyone who can "
@@ -352,7 +374,7 @@ def _login_gate(request: Request, config: ReviewConfig) -> Response | None:
     """Team mode: who is logged in (``request.state.account``), or the way to the login page."""
     if request.url.path.startswith(PUBLIC_PATHS):
         return None
-    store = Store(config.store_path, migrate=False)
+    store = Store(config.store_path, migrate=False, pooled=True)
     try:
         account = account_for(store, request.cookies.get(LOGIN_COOKIE, ""))
     finally:
@@ -435,7 +457,7 @@ def settings(request: Request) -> ReviewConfig:
 
 def open_store(config: Annotated[ReviewConfig, Depends(settings)]) -> Iterator[Store]:
     """One connection per request: SQLite connections are not shared across threads."""
-    store = Store(config.store_path, migrate=False)
+    store = Store(config.store_path, migrate=False, pooled=True)
     try:
         yield store
     finally:
@@ -888,7 +910,7 @@ def log_in(request: Request, form: FormDep) -> Response:
     client = request.client.host if request.client else "unknown"
     config.throttle.check(client)
     target = _local(str(form.get("next") or "/"))
-    store = Store(config.store_path, migrate=False)
+    store = Store(config.store_path, migrate=False, pooled=True)
     try:
         token, _ = login(store, str(form.get("name") or ""), str(form.get("password") or ""))
     except LoginRefused as error:
@@ -935,6 +957,72 @@ def codebooks_page(request: Request, store: StoreDep) -> HTMLResponse:
     ).fetchall()
     versions = [dict(name=n, sha256=s, stored_at=t, runs=k) for n, s, t, k in rows]
     return render(request, "codebooks.html", versions=versions)
+
+
+def _runs_of(request: Request) -> RunChoices:
+    """The page's run choices, for a lead; 403 for anyone else, 404 if runs are not set up."""
+    require(request, "lead")
+    choices = settings(request).runs
+    if choices is None:
+        raise NotFound(
+            "runs from the page are not set up: start the page with --prefect-api, "
+            "--run-transcripts and --run-codebook (see the team guide)"
+        )
+    return choices
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(request: Request, store: StoreDep) -> HTMLResponse:
+    """Start a coding run or a report draft; the runs started so far, with Prefect's state
+    (the page reloads itself every few seconds while one is not finished)."""
+    choices = _runs_of(request)
+    started = started_runs(store)
+    states = run_states(choices, [r["flow_run"] for r in started])
+    for run in started:
+        run["state"] = states.get(run["flow_run"])
+    waiting = any(r["state"] is None or r["state"]["type"] not in FINAL_STATES for r in started)
+    return render(
+        request,
+        "runs.html",
+        choices=choices,
+        runs=started,
+        refresh=bool(started) and waiting,
+        reachable=bool(states) or not started,
+        coding=START_CODING,
+    )
+
+
+@router.post("/runs/coding")
+def start_coding_run(request: Request, store: StoreDep, form: FormDep) -> Response:
+    """A coding run of a configured folder against a configured codebook, both by name."""
+    choices = _runs_of(request)
+    folder, book = str(form.get("transcripts") or ""), str(form.get("codebook") or "")
+    if folder not in choices.transcripts or book not in choices.codebooks:
+        raise BadRequest("choose a transcript folder and a codebook from the lists on the page")
+    parameters = coding_parameters(choices, settings(request).store_path, folder, book)
+    flow_run = _start(choices, f"{CODING_FLOW}/{CODING_DEPLOYMENT}", parameters)
+    who = reviewer_of(request) or "local"
+    record_start(store, who, START_CODING, flow_run, transcripts=folder, codebook=book)
+    return RedirectResponse("/runs", 303)
+
+
+@router.post("/runs/report")
+def start_report_draft(request: Request, store: StoreDep, form: FormDep) -> Response:
+    """A draft of the theme reports from the store's current state."""
+    choices = _runs_of(request)
+    parameters = report_parameters(choices, settings(request).store_path)
+    flow_run = _start(choices, f"{REPORT_FLOW}/{REPORT_DEPLOYMENT}", parameters)
+    record_start(store, reviewer_of(request) or "local", START_REPORT, flow_run)
+    return RedirectResponse("/runs", 303)
+
+
+def _start(choices: RunChoices, deployment: str, parameters: dict[str, Any]) -> str:
+    from pipeline.team_runs import TeamRunError
+
+    try:
+        return start_run(choices, deployment, parameters)
+    except TeamRunError as error:
+        raise Unavailable(error.problem) from None
 
 
 @router.get("/favicon.ico")

@@ -64,3 +64,10 @@ class UnitChanged(WebError):
 
     status = 409
     title = "This unit changed since you opened it"
+
+
+class Unavailable(WebError):
+    """The Prefect server (or its runner) that runs from the page need cannot be reached."""
+
+    status = 503
+    title = "Runs cannot be started just now"
