@@ -23,9 +23,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import HeadStartFlow, api_url_for_workers
-from pipeline.assign import Prototypes, build_prototypes, embedded_mask
+from pipeline.assign import Prototypes, ZeroShotCoder, build_prototypes, embedded_mask
 from pipeline.chunks import ChunkResult, chunk_columns, code_chunk, combine, plan_chunks
-from pipeline.classify import load_trained, make_coder
 from pipeline.codebook import Codebook, load_codebook
 from pipeline.coder import SUGGESTION_COLUMNS, Coder
 from pipeline.decisions import current_codings, resolve_anchors, review_counts
@@ -108,6 +107,16 @@ def segment_task(
 def encode_task(texts: list[str], settings: Settings) -> np.ndarray:
     """Encode texts where this task runs (a Dask worker: its own copy of the model)."""
     return get_encoder(settings.model, settings.precision).encode(texts, settings.batch_size)
+
+
+def make_coder(prototypes: Prototypes, settings: Settings, trained: Any = None) -> Coder:
+    """Zero-shot, or the learned coder: its modules (scikit-learn, about a third of a run's
+    start-up) are imported only when a trained coder is used."""
+    if trained is None:
+        return ZeroShotCoder(prototypes, settings)
+    from pipeline.classify import make_coder as learned_coder
+
+    return learned_coder(prototypes, settings, trained)
 
 
 def _prototypes(codebook: Codebook, settings: Settings, cache_dir: Path, runner: Any) -> Prototypes:
@@ -385,6 +394,8 @@ def code_transcripts(
 
     trained = None
     if settings.classifier is not None:
+        from pipeline.classify import load_trained
+
         trained = load_trained(settings.classifier, codebook.ids, encoder.fingerprint)
     # Unchanged transcripts keep their units and suggestions (pipeline.incremental).
     kept_results = TranscriptResults(cache_dir / "results")
