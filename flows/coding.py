@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from flows.runtime import HeadStartFlow, api_url_for_workers
 from pipeline.assign import Prototypes, ZeroShotCoder, build_prototypes, embedded_mask
@@ -31,6 +32,7 @@ from pipeline.decisions import current_codings, resolve_anchors, review_counts
 from pipeline.embed import EmbeddingCache, RemoteEncoder, cache_namespace
 from pipeline.errors import NothingToCodeError, Problem
 from pipeline.incremental import (
+    CsvParts,
     TranscriptResults,
     assemble,
     run_key,
@@ -294,6 +296,7 @@ def write_task(
     settings: Settings,
     store_path: Path,
     extra_tables: dict[str, pd.DataFrame] | None = None,
+    csv_parts: CsvParts | None = None,
 ) -> Path:
     """Reconcile reviewers' decisions with this run, write the run folder, record the run."""
     logger = get_run_logger()
@@ -328,6 +331,7 @@ def write_task(
             before_commit=lambda: store.record_run(
                 manifest, transcripts, units, suggestions, codebook
             ),
+            write_csv=None if csv_parts is None else csv_parts.write,
         )
     finally:
         store.close()
@@ -370,8 +374,8 @@ def code_transcripts(
     encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
     store_path = Path(settings.store or Path(out_dir) / "project.sqlite")
     key, reused = reuse_task(
-        transcripts,
-        problems,
+        quote(transcripts),
+        quote(problems),
         codebook,
         settings,
         encoder.fingerprint,
@@ -385,7 +389,7 @@ def code_transcripts(
 
     clock = time.perf_counter()
     transcripts, findings, privacy = privacy_task(
-        transcripts, settings, store_path, Path(out_dir), Path(transcripts_dir)
+        quote(transcripts), settings, store_path, Path(out_dir), Path(transcripts_dir)
     )
     timings["privacy"] = time.perf_counter() - clock
     if privacy.get("stopped"):
@@ -403,7 +407,7 @@ def code_transcripts(
     keys = {t.transcript_id: transcript_key(t, base_key) for t in transcripts}
     kept, todo = split_unchanged(transcripts, keys, kept_results)
     clock = time.perf_counter()
-    units = segment_task(todo, settings, cache_dir)
+    units = segment_task(quote(todo), settings, cache_dir)
     timings["segment"] = time.perf_counter() - clock
     if not units["codable"].any() and not any(k[0]["codable"].any() for k in kept.values()):
         raise NothingToCodeError(
@@ -499,14 +503,15 @@ def code_transcripts(
     run_dir = write_task(
         Path(out_dir),
         run_id,
-        transcripts,
-        units,
-        located,
+        quote(transcripts),
+        quote(units),
+        quote(located),
         manifest,
         codebook,
         settings,
         store_path,
-        {"privacy_findings": findings_table(findings)},
+        quote({"privacy_findings": findings_table(findings)}),
+        quote(CsvParts(kept_results, keys)),
     )
     return run_dir
 

@@ -219,13 +219,15 @@ def write_run(
     render: Callable[[Path], object] | None = None,
     tables: dict[str, pd.DataFrame] | None = None,
     before_commit: Callable[[], object] | None = None,
+    write_csv: Callable[[str, pd.DataFrame, Path], object] | None = None,
 ) -> Path:
     """Write the run folder atomically.
 
     ``render(summaries_dir)`` writes the summaries; ``tables`` are more tables to write as CSV
     and Parquet; ``before_commit()`` runs once everything is written, just before the folder
     is moved into place (the flow records the run in the project store there), so a failure in
-    either leaves neither.
+    either leaves neither. ``write_csv(name, frame, path)`` writes a table's CSV (default
+    ``frame.to_csv``; the flow's reuses unchanged transcripts' rows, ``incremental.CsvParts``).
     """
     out_root.mkdir(parents=True, exist_ok=True)
     clean_partial_runs(out_root)
@@ -248,7 +250,10 @@ def write_run(
             ) as handle:
                 handle.write(t.text)
         for name, frame in {"units": units, "suggestions": suggestions, **(tables or {})}.items():
-            frame.to_csv(staging / f"{name}.csv", index=False)
+            if write_csv is None:
+                frame.to_csv(staging / f"{name}.csv", index=False)
+            else:
+                write_csv(name, frame, staging / f"{name}.csv")
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         if render is not None:
             render(staging / "summaries")
