@@ -22,6 +22,7 @@ import hashlib
 import logging
 import sqlite3
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,9 @@ def _to_int8(transformer: Any, torch: Any) -> None:
             weight = linear.weight.detach().float()
             scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
             zeros = torch.zeros(weight.shape[0], dtype=torch.long)
-            quantized = torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8)
+            with warnings.catch_warnings():  # torch marks its quantised tensors deprecated
+                warnings.simplefilter("ignore")
+                quantized = torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8)
             self.packed = ops.linear_prepack(quantized, None)
             self.bias = None if linear.bias is None else linear.bias.detach().float()
             self.in_features = weight.shape[1]
