@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from flows.runtime import HeadStartFlow, api_url_for_workers
-from pipeline.assign import Prototypes, build_prototypes, embedded_mask
+from pipeline.assign import Prototypes, ZeroShotCoder, build_prototypes, embedded_mask
 from pipeline.chunks import ChunkResult, chunk_columns, code_chunk, combine, plan_chunks
-from pipeline.classify import load_trained, make_coder
 from pipeline.codebook import Codebook, load_codebook
 from pipeline.coder import SUGGESTION_COLUMNS, Coder
 from pipeline.decisions import (
@@ -38,6 +38,7 @@ from pipeline.decisions import (
 from pipeline.embed import EmbeddingCache, RemoteEncoder, cache_namespace
 from pipeline.errors import NothingToCodeError, Problem
 from pipeline.incremental import (
+    CsvParts,
     TranscriptResults,
     assemble,
     run_key,
@@ -114,6 +115,16 @@ def segment_task(
 def encode_task(texts: list[str], settings: Settings) -> np.ndarray:
     """Encode texts where this task runs (a Dask worker: its own copy of the model)."""
     return get_encoder(settings.model, settings.precision).encode(texts, settings.batch_size)
+
+
+def make_coder(prototypes: Prototypes, settings: Settings, trained: Any = None) -> Coder:
+    """Zero-shot, or the learned coder: its modules (scikit-learn, about a third of a run's
+    start-up) are imported only when a trained coder is used."""
+    if trained is None:
+        return ZeroShotCoder(prototypes, settings)
+    from pipeline.classify import make_coder as learned_coder
+
+    return learned_coder(prototypes, settings, trained)
 
 
 def _prototypes(codebook: Codebook, settings: Settings, cache_dir: Path, runner: Any) -> Prototypes:
@@ -291,6 +302,7 @@ def write_task(
     settings: Settings,
     store_path: Path | str,
     extra_tables: dict[str, pd.DataFrame] | None = None,
+    csv_parts: CsvParts | None = None,
 ) -> Path:
     """Reconcile reviewers' decisions with this run, write the run folder, record the run."""
     logger = get_run_logger()
@@ -330,6 +342,7 @@ def write_task(
             before_commit=lambda: store.record_run(
                 manifest, transcripts, units, suggestions, codebook
             ),
+            write_csv=None if csv_parts is None else csv_parts.write,
         )
     finally:
         store.close()
@@ -372,8 +385,8 @@ def code_transcripts(
     encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
     store_path = location(settings.store or Path(out_dir) / "project.sqlite")
     key, reused = reuse_task(
-        transcripts,
-        problems,
+        quote(transcripts),
+        quote(problems),
         codebook,
         settings,
         encoder.fingerprint,
@@ -387,7 +400,7 @@ def code_transcripts(
 
     clock = time.perf_counter()
     transcripts, findings, privacy = privacy_task(
-        transcripts, settings, store_path, Path(out_dir), Path(transcripts_dir)
+        quote(transcripts), settings, store_path, Path(out_dir), Path(transcripts_dir)
     )
     timings["privacy"] = time.perf_counter() - clock
     if privacy.get("stopped"):
@@ -396,6 +409,8 @@ def code_transcripts(
 
     trained = None
     if settings.classifier is not None:
+        from pipeline.classify import load_trained
+
         trained = load_trained(settings.classifier, codebook.ids, encoder.fingerprint)
     # Unchanged transcripts keep their units and suggestions (pipeline.incremental).
     kept_results = TranscriptResults(cache_dir / "results")
@@ -403,7 +418,7 @@ def code_transcripts(
     keys = {t.transcript_id: transcript_key(t, base_key) for t in transcripts}
     kept, todo = split_unchanged(transcripts, keys, kept_results)
     clock = time.perf_counter()
-    units = segment_task(todo, settings, cache_dir)
+    units = segment_task(quote(todo), settings, cache_dir)
     timings["segment"] = time.perf_counter() - clock
     if not units["codable"].any() and not any(k[0]["codable"].any() for k in kept.values()):
         raise NothingToCodeError(
@@ -499,14 +514,15 @@ def code_transcripts(
     run_dir = write_task(
         Path(out_dir),
         run_id,
-        transcripts,
-        units,
-        located,
+        quote(transcripts),
+        quote(units),
+        quote(located),
         manifest,
         codebook,
         settings,
         store_path,
-        {"privacy_findings": findings_table(findings)},
+        quote({"privacy_findings": findings_table(findings)}),
+        quote(CsvParts(kept_results, keys)),
     )
     return run_dir
 

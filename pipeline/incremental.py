@@ -146,3 +146,57 @@ def _concat(parts: list[pd.DataFrame], template: pd.DataFrame) -> pd.DataFrame:
     if not parts:
         return template.reset_index(drop=True)
     return pd.concat(parts, ignore_index=True)
+
+
+class CsvParts:
+    """Writes a table's CSV from each transcript's rows as CSV text kept under its transcript
+    key: an edit formats only the edited transcript's rows again, the rest are copied.
+
+    The file is the header and every transcript's rows in the frame's order, exactly what
+    ``frame.to_csv(index=False)`` writes (a CSV row depends on that row's values and the
+    columns' types alone; ``tests/test_incremental.py`` checks it). A part is kept per
+    transcript key, table, columns and their types and pandas' version, so a part is reused
+    only for the same rows formatted the same way. A full run writes its CSVs the same way.
+    """
+
+    def __init__(self, results: TranscriptResults, keys: dict[str, str]):
+        self.results, self.keys = results, keys
+
+    def write(self, name: str, frame: pd.DataFrame, path: Path) -> None:
+        blocks = _transcript_blocks(frame)
+        if blocks is None or any(tid not in self.keys for tid, _, _ in blocks):
+            frame.to_csv(path, index=False)  # not in transcript blocks: written as a whole
+            return
+        layout = json.dumps(
+            [FORMAT, pd.__version__, name, [[c, str(t)] for c, t in frame.dtypes.items()]]
+        )
+        signature = hashlib.sha256(layout.encode()).hexdigest()[:16]
+        self.results.folder.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            out.write(frame.iloc[:0].to_csv(index=False).encode("utf-8"))
+            for tid, start, stop in blocks:
+                part = self.results.folder / f"{self.keys[tid]}.{signature}.{name}.csv"
+                try:
+                    data = part.read_bytes()
+                except OSError:
+                    data = frame.iloc[start:stop].to_csv(index=False, header=False).encode("utf-8")
+                    partial = part.with_name(f".{part.name}.{os.getpid()}.partial")
+                    partial.write_bytes(data)
+                    os.replace(partial, part)
+                out.write(data)
+
+
+def _transcript_blocks(frame: pd.DataFrame) -> list[tuple[str, int, int]] | None:
+    """(transcript id, first row, row after the last) of each transcript's rows, or None if a
+    transcript's rows are not all together (or there is no transcript column)."""
+    if "transcript_id" not in frame.columns:
+        return None
+    ids = frame["transcript_id"].to_numpy()
+    if len(ids) == 0:
+        return []
+    starts = [0, *(i + 1 for i in range(len(ids) - 1) if ids[i] != ids[i + 1])]
+    stops = [*starts[1:], len(ids)]
+    blocks = [(str(ids[a]), a, b) for a, b in zip(starts, stops, strict=True)]
+    if len({tid for tid, _, _ in blocks}) != len(blocks) or pd.isna(ids).any():
+        return None
+    return blocks

@@ -220,13 +220,15 @@ def write_run(
     render: Callable[[Path], object] | None = None,
     tables: dict[str, pd.DataFrame] | None = None,
     before_commit: Callable[[], object] | None = None,
+    write_csv: Callable[[str, pd.DataFrame, Path], object] | None = None,
 ) -> Path:
     """Write the run folder atomically.
 
     ``render(summaries_dir)`` writes the summaries; ``tables`` are more tables to write as CSV
     and Parquet; ``before_commit()`` runs once everything is written, just before the folder
     is moved into place (the flow records the run in the project store there), so a failure in
-    either leaves neither.
+    either leaves neither. ``write_csv(name, frame, path)`` writes a table's CSV (default
+    ``frame.to_csv``; the flow's reuses unchanged transcripts' rows, ``incremental.CsvParts``).
     """
     out_root.mkdir(parents=True, exist_ok=True)
     clean_partial_runs(out_root)
@@ -251,7 +253,11 @@ def write_run(
         for name, frame in {"units": units, "suggestions": suggestions, **(tables or {})}.items():
             # A CSV opened on its own says it is a draft on every row (column ``draft``); the
             # Parquet copy is data for programs (a later run reuses it) and stays as it is.
-            with_draft_marker(frame).to_csv(staging / f"{name}.csv", index=False)
+            marked = with_draft_marker(frame)
+            if write_csv is None:
+                marked.to_csv(staging / f"{name}.csv", index=False)
+            else:
+                write_csv(name, marked, staging / f"{name}.csv")
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         if render is not None:
             render(staging / "summaries")

@@ -24,6 +24,11 @@ def fp32_encoder():
 
 
 @pytest.fixture(scope="module")
+def int8_encoder():
+    return load_encoder(precision="int8")
+
+
+@pytest.fixture(scope="module")
 def bf16_encoder(encoder):
     return encoder if encoder.precision == "bf16" else load_encoder(precision="bf16")
 
@@ -39,11 +44,9 @@ def test_default_precision_is_the_settings_default(encoder, tmp_path):
     assert preferred_precision(tmp_path / "missing") == "fp32"
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_a_vector_does_not_depend_on_its_batch_companions(
-    precision, sentences, bf16_encoder, fp32_encoder
-):
-    model = bf16_encoder if precision == "bf16" else fp32_encoder
+@pytest.mark.parametrize("precision", ["bf16", "fp32", "int8"])
+def test_a_vector_does_not_depend_on_its_batch_companions(precision, sentences, request):
+    model = request.getfixturevalue(f"{precision}_encoder")
     whole = model.encode(sentences)
     reordered = list(reversed(sentences[:90]))
     again = model.encode(reordered)[::-1]
@@ -67,6 +70,16 @@ def test_bf16_is_close_to_fp32(sentences, bf16_encoder, fp32_encoder):
     assert not np.array_equal(
         bf16_encoder.encode(sentences[:3]), fp32_encoder.encode(sentences[:3])
     )
+
+
+def test_int8_is_close_to_fp32(sentences, int8_encoder, fp32_encoder):
+    """int8 weights and activations (``embed._to_int8``): near fp32, not the same."""
+    int8, fp32 = int8_encoder.encode(sentences), fp32_encoder.encode(sentences)
+    cosine = (int8 * fp32).sum(axis=1)
+    assert cosine.mean() > 0.98 and cosine.min() > 0.9
+    assert not np.array_equal(int8, fp32)
+    assert cache_namespace(int8_encoder) != cache_namespace(fp32_encoder)
+    assert Settings(precision="int8").precision == "int8"
 
 
 def test_cache_never_mixes_precisions(tmp_path, sentences, bf16_encoder, fp32_encoder):

@@ -78,3 +78,69 @@ def test_an_edit_gives_the_outputs_of_a_cold_run_byte_for_byte(
         assert _comparable(name, ours[name]) == _comparable(name, theirs[name]), name
     manifest = json.loads(ours["manifest.json"])
     assert 0 < manifest["counts"]["newly_embedded"] < manifest["counts"]["codable_units"]
+
+
+def _frame():
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "unit_id": ["a1", "a2", "b1", "c1", "c2", "c3"],
+            "transcript_id": ["a", "a", "b", "c", "c", "c"],
+            "text": ['He said "no", twice', "line\nbreak", "", None, "café, ü", "x\r\ny"],
+            "score": [0.1, np.nan, 1 / 3, 2.5e-7, 1e20, -0.0],
+            "low": np.array([0.1, 0.2, 0.3, np.nan, 1 / 3, 7.0], dtype=np.float32),
+            "rank": [1, 2, 3, 4, 5, 6],
+            "codable": [True, False, True, True, False, True],
+        }
+    ).astype({"unit_id": "string", "transcript_id": "string", "text": "string"})
+
+
+def test_csv_from_kept_parts_is_what_pandas_writes(tmp_path):
+    """A table written from per-transcript parts is byte for byte ``to_csv``'s file, on a
+    first run (parts made) and on a second (parts read); an edited transcript's part is new."""
+    from pipeline.incremental import CsvParts, TranscriptResults
+
+    frame = _frame()
+    expected = tmp_path / "expected.csv"
+    frame.to_csv(expected, index=False)
+    results = TranscriptResults(tmp_path / "results")
+    keys = {"a": "ka", "b": "kb", "c": "kc"}
+    for attempt in ("made", "read"):
+        written = tmp_path / f"{attempt}.csv"
+        CsvParts(results, keys).write("units", frame, written)
+        assert written.read_bytes() == expected.read_bytes(), attempt
+    parts = sorted(p.name for p in (tmp_path / "results").glob("*.units.csv"))
+    assert len(parts) == 3 and parts[0].startswith("ka.")
+
+    # Parts are read, not made again: a part changed on disk shows in the next file.
+    part = next((tmp_path / "results").glob("kb.*.units.csv"))
+    part.write_bytes(b"b1,b,kept,,,,\n")
+    CsvParts(results, keys).write("units", frame, tmp_path / "kept.csv")
+    assert b"b1,b,kept" in (tmp_path / "kept.csv").read_bytes()
+
+    # An edited transcript has a new key: its rows are formatted again.
+    edited = frame.copy()
+    edited.loc[2, "text"] = "edited"
+    edited.to_csv(expected, index=False)
+    CsvParts(results, {**keys, "b": "kb2"}).write("units", edited, tmp_path / "edit.csv")
+    assert (tmp_path / "edit.csv").read_bytes() == expected.read_bytes()
+
+    # Other column types are other parts (a part is only reused for the same formatting).
+    wider = frame.astype({"rank": "float64"})
+    wider.to_csv(expected, index=False)
+    CsvParts(results, keys).write("units", wider, tmp_path / "wider.csv")
+    assert (tmp_path / "wider.csv").read_bytes() == expected.read_bytes()
+
+
+def test_csv_rows_not_grouped_by_transcript_are_written_whole(tmp_path):
+    from pipeline.incremental import CsvParts, TranscriptResults
+
+    frame = _frame().iloc[[0, 2, 1, 3, 4, 5]].reset_index(drop=True)  # a, b, a: not grouped
+    expected = tmp_path / "expected.csv"
+    frame.to_csv(expected, index=False)
+    results = TranscriptResults(tmp_path / "results")
+    CsvParts(results, {"a": "ka", "b": "kb", "c": "kc"}).write("units", frame, tmp_path / "w.csv")
+    assert (tmp_path / "w.csv").read_bytes() == expected.read_bytes()
+    assert not list((tmp_path / "results").glob("*.csv"))
