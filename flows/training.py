@@ -14,7 +14,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.assign import add_context, embedded_mask
-from pipeline.classify import ClassifierError, TrainedCoder, train_from_labelled
+from pipeline.classify import (
+    ClassifierError,
+    TrainedCoder,
+    train_from_labelled,
+    training_recipe,
+    tune_encoder,
+)
 from pipeline.decisions import project_decisions
 from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.evaluate import reviewer_codes
@@ -67,9 +73,20 @@ def train_task(
     target_precision: float | None,
 ) -> TrainedCoder:
     logger = get_run_logger()
-    encoder = get_encoder(settings.model)
     cache = EmbeddingCache((settings.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+    recipe = training_recipe(settings)
     try:
+        with Store(store_path) as store:
+            codebook = store.codebook()
+        encoder = tune_encoder(
+            get_encoder(settings.model),
+            labelled["text"].tolist(),
+            codes,
+            codebook,
+            recipe,
+            out,
+            _progress_logger(logger),
+        )
         embedded = units[embedded_mask(units, settings)].reset_index(drop=True)
         vectors, _ = embed_texts(embedded["text"].tolist(), encoder, cache, settings.batch_size)
         blended = add_context(
@@ -80,8 +97,6 @@ def train_task(
         )
         row_of = {u: i for i, u in enumerate(embedded["unit_id"])}
         rows = np.asarray([row_of[u] for u in labelled["unit_id"]], dtype=int)
-        with Store(store_path) as store:
-            codebook = store.codebook()
         coder = train_from_labelled(
             blended[rows],
             codes,
@@ -92,6 +107,7 @@ def train_task(
             target_precision,
             texts=labelled["text"].tolist(),
             progress=_progress_logger(logger),
+            recipe=recipe,
         )
     finally:
         cache.close()

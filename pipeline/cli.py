@@ -254,12 +254,13 @@ def code_segments(
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.ingest import read_segments_csv
+    from pipeline.tune import run_settings
 
     try:
         overrides = parse_settings(set_ or [])  # an option given by name wins over --set
         explicit = {"threshold": threshold, "top_k": top_k, "model": model}
         overrides.update({k: v for k, v in explicit.items() if v is not None})
-        settings = Settings.from_overrides(**overrides)
+        settings = run_settings(Settings.from_overrides(**overrides, classifier=classifier))
         book = load_codebook(codebook)
         frame = read_segments_csv(segments)
         columns = [c for c in frame.columns if c not in ("segment_id", "text")]
@@ -346,8 +347,14 @@ def evaluate(
 
     scores = None
     unknown: dict[str, int] = {}
+    from pipeline.tune import run_settings
+
     try:
-        settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
+        settings = run_settings(
+            Settings.from_overrides(
+                threshold=threshold, top_k=top_k, model=model, classifier=classifier
+            )
+        )
         book = load_codebook(codebook)
         frame = load_gold(gold, book, need_text=pred is None)
         if pred is not None:
@@ -611,7 +618,7 @@ def train(
     model: ModelOption = None,
 ) -> None:
     """Learn from a gold CSV outside any project; use it with --classifier."""
-    from pipeline.classify import train_from_labelled
+    from pipeline.classify import train_from_labelled, training_recipe, tune_encoder
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
     from pipeline.evaluate import gold_in_context, load_gold
@@ -620,8 +627,16 @@ def train(
         settings = Settings.from_overrides(model=model)
         book = load_codebook(codebook)
         frame = load_gold(gold, book)
-        encoder = load_encoder(settings.model)
+        recipe = training_recipe(settings)
         cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
+        encoder = tune_encoder(
+            load_encoder(settings.model),
+            frame["text"].tolist(),
+            frame["gold"].tolist(),
+            book,
+            recipe,
+            out,
+        )
         if transcripts is not None:
             from pipeline.segment import load_sentencizer
 
@@ -639,6 +654,7 @@ def train(
             cache,
             target_precision,
             texts=frame["text"].tolist(),
+            recipe=recipe,
         )
         coder.info["trained_from"] = {"gold": str(gold), "segments": len(frame)}
         coder.save(out)

@@ -54,14 +54,10 @@ def main() -> None:
             for seed in range(args.samples):
                 rows = np.random.default_rng(seed).choice(learn, size, replace=False)
                 start = time.perf_counter()
-                coder = train_on(bench, vectors, rows, recipe, encoder, cache, settings)
+                trained = train_on(bench, vectors, scores, rows, recipe, encoder, cache, settings)
                 seconds.append(time.perf_counter() - start)
-                p = coder.probabilities(
-                    vectors[dev],
-                    scores[dev],
-                    [bench.texts[i] for i in dev],
-                    attributes_of(bench, dev),
-                )
+                p = trained.probabilities(dev)
+                coder = trained.coder
                 f1s.append(micro(coder.decide(p), labels[dev])["f1"])
             out[size] = f"{np.mean(f1s):.3f} ({np.mean(seconds):.0f} s)"
         print(name, out, flush=True)
