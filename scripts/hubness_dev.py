@@ -18,10 +18,7 @@ from scripts.zero_shot_data import nhs_codebook, nhs_dir  # noqa: E402
 
 def centre(s: np.ndarray, lam: float, k: int | None) -> np.ndarray:
     """Subtract lam * (each code's mean score over the units, or over its k nearest units)."""
-    if k:
-        m = -np.sort(-s, axis=0)[:k].mean(axis=0)
-    else:
-        m = s.mean(axis=0)
+    m = -np.sort(-s, axis=0)[:k].mean(axis=0) if k else s.mean(axis=0)
     return s - lam * (m - m.mean())
 
 
@@ -37,23 +34,44 @@ def main() -> None:
     turn_key = (units["transcript_id"] + "#" + units["turn_index"].astype(str)).to_numpy()
     gold_dev = units["transcript_id"].isin(["WP-01", "WP-02"]).to_numpy()
     sets = {
-        "seeds": (west.scores(seeds_v, rule), truth(seeds["codes"].tolist(), west.ids),
-                  seeds["split"].to_numpy() == "dev", st.answer_threshold),
-        "nhs": (nhs_book.scores(nhs_v, rule), truth(nhs["codes"].tolist(), nhs_book.ids),
-                nhs["split"].to_numpy() == "dev", st.answer_threshold),
-        "gold": (west.scores(blend(units_v, turn_key, st.context_weight), rule)[gold_rows],
-                 truth(units["gold"].tolist(), west.ids)[gold_rows], gold_dev[gold_rows],
-                 st.threshold),
+        "seeds": (
+            west.scores(seeds_v, rule),
+            truth(seeds["codes"].tolist(), west.ids),
+            seeds["split"].to_numpy() == "dev",
+            st.answer_threshold,
+        ),
+        "nhs": (
+            nhs_book.scores(nhs_v, rule),
+            truth(nhs["codes"].tolist(), nhs_book.ids),
+            nhs["split"].to_numpy() == "dev",
+            st.answer_threshold,
+        ),
+        "gold": (
+            west.scores(blend(units_v, turn_key, st.context_weight), rule)[gold_rows],
+            truth(units["gold"].tolist(), west.ids)[gold_rows],
+            gold_dev[gold_rows],
+            st.threshold,
+        ),
     }
-    print("settings: threshold", st.threshold, "answer", st.answer_threshold, "top_k", st.top_k,
-          "cutoff", st.relative_cutoff, "context", st.context_weight)
+    print(
+        "settings: threshold",
+        st.threshold,
+        "answer",
+        st.answer_threshold,
+        "top_k",
+        st.top_k,
+        "cutoff",
+        st.relative_cutoff,
+        "context",
+        st.context_weight,
+    )
     for k in (None, 5, 20):
         for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
             out = []
             for name, (s, y, dev, thr) in sets.items():
                 c = centre(s, lam, k)  # centring uses all units of the set (no labels)
                 for half, m in (("dev", dev), ("test", ~dev)):
-                    f, p, r = micro(y[m], predict(c[m], thr, st.top_k, st.relative_cutoff))
+                    f, _p, _r = micro(y[m], predict(c[m], thr, st.top_k, st.relative_cutoff))
                     out.append(f"{name} {half} {f:.3f}")
             print(f"k={k} lam={lam}: " + " | ".join(out), flush=True)
 

@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupShuffleSplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.nhs import ROOT, folds, load_nhs
-from bench.quality import attributes_of, micro, train_on
+from bench.quality import micro, train_on
 from pipeline.assign import build_prototypes, score_matrix
 from pipeline.classify import labels_matrix
 from pipeline.embed import EmbeddingCache, embed_texts, load_encoder

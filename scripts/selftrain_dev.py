@@ -12,13 +12,13 @@ from sklearn.model_selection import GroupShuffleSplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.nhs import ROOT, folds, load_nhs  # noqa: E402
-from bench.quality import attributes_of, micro  # noqa: E402
-from pipeline.assign import build_prototypes, score_matrix  # noqa: E402
-from pipeline.classify import labels_matrix, train_from_labelled  # noqa: E402
-from pipeline.embed import EmbeddingCache, embed_texts, load_encoder  # noqa: E402
-from pipeline.learn import Recipe  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from bench.nhs import ROOT, folds, load_nhs
+from bench.quality import attributes_of, micro
+from pipeline.assign import build_prototypes, score_matrix
+from pipeline.classify import labels_matrix, train_from_labelled
+from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
+from pipeline.learn import Recipe
+from pipeline.settings import Settings
 
 
 def main() -> None:
@@ -53,14 +53,25 @@ def main() -> None:
                 attributes_of(bench, pseudo_rows),
             )
         return train_from_labelled(
-            vectors[rows], [bench.codes[i] for i in rows], bench.codebook, encoder, settings,
-            cache, texts=[bench.texts[i] for i in rows], attributes=attributes_of(bench, rows),
-            recipe=Recipe(), unjudged=extra,
+            vectors[rows],
+            [bench.codes[i] for i in rows],
+            bench.codebook,
+            encoder,
+            settings,
+            cache,
+            texts=[bench.texts[i] for i in rows],
+            attributes=attributes_of(bench, rows),
+            recipe=Recipe(),
+            unjudged=extra,
         )
 
     def score(coder, where):
-        p = coder.probabilities(vectors[where], scores[where], [bench.texts[i] for i in where],
-                                attributes_of(bench, where))
+        p = coder.probabilities(
+            vectors[where],
+            scores[where],
+            [bench.texts[i] for i in where],
+            attributes_of(bench, where),
+        )
         return p
 
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -80,8 +91,12 @@ def main() -> None:
                 codes = [[ids[c] for c in np.flatnonzero(decided[i])] for i in chosen]
                 coder = fit(rows, pool[chosen], codes)
             st.append(micro(coder.decide(score(coder, dev)), labels[dev])["f1"])
-            print(f"size {size} seed {seed}: base {base[-1]:.3f} self-trained {st[-1]:.3f} "
-                  f"({len(chosen)} pseudo)", time.strftime("%X"), flush=True)
+            print(
+                f"size {size} seed {seed}: base {base[-1]:.3f} self-trained {st[-1]:.3f} "
+                f"({len(chosen)} pseudo)",
+                time.strftime("%X"),
+                flush=True,
+            )
         print(size, f"base {np.mean(base):.3f} self-trained {np.mean(st):.3f}", flush=True)
 
 
