@@ -87,16 +87,22 @@ def train_task(
             out,
             _progress_logger(logger),
         )
+        # Only the decided units and their neighbours in the turn are encoded (a unit's vector
+        # is blended with theirs, as in a run); the next run encodes the rest.
         embedded = units[embedded_mask(units, settings)].reset_index(drop=True)
-        vectors, _ = embed_texts(embedded["text"].tolist(), encoder, cache, settings.batch_size)
-        blended = add_context(
-            vectors,
-            embedded["transcript_id"].tolist(),
-            embedded["turn_index"].tolist(),
-            settings.context_weight,
-        )
         row_of = {u: i for i, u in enumerate(embedded["unit_id"])}
         rows = np.asarray([row_of[u] for u in labelled["unit_id"]], dtype=int)
+        needed = np.unique(np.clip(np.concatenate([rows - 1, rows, rows + 1]), 0, None))
+        needed = needed[needed < len(embedded)]
+        near = embedded.iloc[needed]
+        vectors, _ = embed_texts(near["text"].tolist(), encoder, cache, settings.batch_size)
+        blended = add_context(
+            vectors,
+            near["transcript_id"].tolist(),
+            near["turn_index"].tolist(),
+            settings.context_weight,
+        )
+        rows = np.searchsorted(needed, rows)
         coder = train_from_labelled(
             blended[rows],
             codes,

@@ -616,6 +616,7 @@ def train(
         typer.Option(help="Choose thresholds for this precision instead of the best F1."),
     ] = None,
     model: ModelOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Learn from a gold CSV outside any project; use it with --classifier."""
     from pipeline.classify import train_from_labelled, training_recipe, tune_encoder
@@ -624,7 +625,10 @@ def train(
     from pipeline.evaluate import gold_in_context, load_gold
 
     try:
-        settings = Settings.from_overrides(model=model)
+        overrides = parse_settings(set_ or [])
+        if model is not None:
+            overrides["model"] = model
+        settings = Settings.from_overrides(**overrides)
         book = load_codebook(codebook)
         frame = load_gold(gold, book)
         recipe = training_recipe(settings)
@@ -677,13 +681,15 @@ def retrain(
         float | None,
         typer.Option(help="Choose thresholds for this precision instead of the best F1."),
     ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Learn from reviewers' decisions in the store (a Prefect flow)."""
     require_store(store)
     try:
         from flows.training import retrain_from_decisions
 
-        folder = retrain_from_decisions(store, out, None, target_precision)
+        settings = Settings.from_overrides(**parse_settings(set_ or []))
+        folder = retrain_from_decisions(store, out, settings, target_precision)
     except QcodeError as error:
         fail(error)
     typer.echo(f"Trained coder saved to {folder}; use it with: qcode run ... --classifier {folder}")
