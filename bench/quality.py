@@ -23,10 +23,12 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -34,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.nhs import ROOT, Benchmark, folds, load_nhs, subset
 from pipeline.assign import build_prototypes, code_texts, score_matrix
-from pipeline.classify import labels_matrix, train_from_labelled
+from pipeline.classify import labels_matrix, train_from_labelled, tune_encoder
 from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
 from pipeline.learn import LearnedCoder, Recipe
 from pipeline.settings import Settings
@@ -138,27 +140,24 @@ def _al_curve(
     """One simulated review: retrain after every ``step`` decisions taken in ``order``."""
     train, test = fold
     encoder, cache, settings = models
-    attrs_test = attributes_of(bench, test)
-    texts_test = [bench.texts[i] for i in test]
     rng = np.random.default_rng(seed)
     chosen = list(rng.choice(train, start, replace=False))
     points = []
     while True:
-        coder = train_on(bench, vectors, np.asarray(chosen), recipe, encoder, cache, settings)
-        p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
-        points.append([len(chosen), micro(coder.decide(p), labels[test])["f1"]])
+        trained = train_on(
+            bench, vectors, scores, np.asarray(chosen), recipe, encoder, cache, settings
+        )
+        coder = trained.coder
+        points.append(
+            [len(chosen), micro(coder.decide(trained.probabilities(test)), labels[test])["f1"]]
+        )
         if len(chosen) >= stop:
             break
         pool = np.setdiff1d(train, chosen)
         if order == "random":
             chosen += list(rng.choice(pool, step, replace=False))
         else:
-            pp = coder.probabilities(
-                vectors[pool],
-                scores[pool],
-                [bench.texts[i] for i in pool],
-                attributes_of(bench, pool),
-            )
+            pp = trained.probabilities(pool)
             # Uncertain, as the review queue orders units: smallest margin between the
             # unit's top two codes first.
             top2 = -np.sort(-pp, axis=1)[:, :2]
@@ -167,19 +166,63 @@ def _al_curve(
     return points
 
 
-def train_on(bench, vectors, rows, recipe, encoder, cache, settings) -> LearnedCoder:
-    """The product's training path (``qcode train`` and ``retrain`` call the same function)."""
-    return train_from_labelled(
-        vectors[rows],
-        [bench.codes[i] for i in rows],
+@dataclass
+class Trained:
+    """A coder trained on some answers, with what it reads: the base vectors and scores, or,
+    when it tuned its encoder, that encoder's vectors and scores of the answers asked for."""
+
+    coder: LearnedCoder
+    bench: Benchmark
+    vectors: np.ndarray  # base vectors of every answer
+    scores: np.ndarray  # base zero-shot scores of every answer
+    encoder: Any = None  # the tuned encoder, or None
+    prototypes: Any = None
+    example_weight: float = 0.0
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        if self.encoder is None:
+            v, s = self.vectors[rows], self.scores[rows]
+        else:  # coding with a tuned coder encodes the units with its encoder
+            v, _ = embed_texts([self.bench.texts[i] for i in rows], self.encoder)
+            s = score_matrix(v, self.prototypes, self.example_weight)
+        texts = [self.bench.texts[i] for i in rows]
+        return self.coder.probabilities(v, s, texts, attributes_of(self.bench, rows))
+
+
+def train_on(bench, vectors, scores, rows, recipe, encoder, cache, settings) -> Trained:
+    """The product's training path (``qcode train`` and ``retrain`` tune and train the same
+    way): the encoder tuned on the answers' codes when the recipe says so, then the coder."""
+    texts = [bench.texts[i] for i in rows]
+    codes = [bench.codes[i] for i in rows]
+    with tempfile.TemporaryDirectory() as folder:  # the tuned model stays loaded in memory
+        tuned = tune_encoder(encoder, texts, codes, bench.codebook, recipe, Path(folder))
+    if tuned is encoder:
+        coder = train_from_labelled(
+            vectors[rows],
+            codes,
+            bench.codebook,
+            encoder,
+            settings,
+            cache,
+            texts=texts,
+            attributes=attributes_of(bench, rows),
+            recipe=recipe,
+        )
+        return Trained(coder, bench, vectors, scores)
+    tuned_vectors, _ = embed_texts(texts, tuned)  # no cache: a tuned model is used once here
+    coder = train_from_labelled(
+        tuned_vectors,
+        codes,
         bench.codebook,
-        encoder,
+        tuned,
         settings,
-        cache,
-        texts=[bench.texts[i] for i in rows],
+        None,
+        texts=texts,
         attributes=attributes_of(bench, rows),
         recipe=recipe,
     )
+    prototypes = build_prototypes(bench.codebook, tuned, None, settings.batch_size)
+    return Trained(coder, bench, vectors, scores, tuned, prototypes, settings.example_weight)
 
 
 def run(
@@ -237,7 +280,6 @@ def run(
         if only_fold is not None and f != only_fold:
             continue
         texts_test = [bench.texts[i] for i in test]
-        attrs_test = attributes_of(bench, test)
         zs = micro(zero_shot[test], labels[test])
         rows.append({"fold": f, "method": "zero-shot", "labels": 0, **zs})
         for size in sizes:
@@ -247,11 +289,11 @@ def run(
             rng = np.random.default_rng(1000 * f + size)
             chosen = np.sort(rng.choice(train, min(size, len(train)), replace=False))
             start = time.perf_counter()
-            coder = train_on(bench, vectors, chosen, recipe, encoder, cache, settings)
+            trained = train_on(bench, vectors, scores, chosen, recipe, encoder, cache, settings)
+            coder = trained.coder
             train_s = time.perf_counter() - start
             start = time.perf_counter()
-            p = coder.probabilities(vectors[test], scores[test], texts_test, attrs_test)
-            predicted = coder.decide(p)
+            predicted = coder.decide(trained.probabilities(test))
             code_s = time.perf_counter() - start
             rows.append(
                 {

@@ -76,6 +76,7 @@ from pipeline.report import build_summaries, render_summaries
 from pipeline.segment import SentenceCache, segment_frame
 from pipeline.settings import Settings
 from pipeline.store import Store, location
+from pipeline.tune import run_settings
 
 __all__ = ["code_transcripts", "default_cache_dir", "get_encoder"]
 
@@ -364,7 +365,7 @@ def code_transcripts(
 ) -> Path | PrivacyStopped:
     """Code every transcript in a folder against a codebook; returns the run folder (or, if
     the privacy policy 'stop' found personal data, why nothing was coded)."""
-    settings = settings or Settings()
+    settings = run_settings(settings or Settings())  # a tuned coder brings its encoder
     started = datetime.now(UTC)
     timings: dict[str, float] = {}
     cache_dir = Path(settings.cache_dir or default_cache_dir())

@@ -20,6 +20,7 @@ from prefect import Flow
 from pipeline.errors import QcodeError
 from pipeline.preload import models_likely_needed, preload
 from pipeline.settings import Settings
+from pipeline.tune import run_settings
 
 # At exit, let the interpreter skip its final garbage-collection sweep over the millions of
 # objects torch, spaCy and pandas leave behind: 1.6-1.8 s of every `qcode run` here, for
@@ -52,7 +53,7 @@ class HeadStartFlow(Flow):
             bound = inspect.signature(self.fn).bind(*args, **kwargs)
             bound.apply_defaults()
             given = bound.arguments.get("settings")
-            settings = (
+            settings = run_settings(
                 given if isinstance(given, Settings) else Settings.model_validate(given or {})
             )
             out = Path(bound.arguments.get("out_dir") or "outputs")

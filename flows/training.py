@@ -14,7 +14,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.assign import add_context, embedded_mask
-from pipeline.classify import ClassifierError, TrainedCoder, train_from_labelled
+from pipeline.classify import (
+    ClassifierError,
+    TrainedCoder,
+    train_from_labelled,
+    training_recipe,
+    tune_encoder,
+)
 from pipeline.decisions import project_decisions
 from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.evaluate import reviewer_codes
@@ -68,21 +74,36 @@ def train_task(
     target_precision: float | None,
 ) -> TrainedCoder:
     logger = get_run_logger()
-    encoder = get_encoder(settings.model)
     cache = EmbeddingCache((settings.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+    recipe = training_recipe(settings)
     try:
-        embedded = units[embedded_mask(units, settings)].reset_index(drop=True)
-        vectors, _ = embed_texts(embedded["text"].tolist(), encoder, cache, settings.batch_size)
-        blended = add_context(
-            vectors,
-            embedded["transcript_id"].tolist(),
-            embedded["turn_index"].tolist(),
-            settings.context_weight,
-        )
-        row_of = {u: i for i, u in enumerate(embedded["unit_id"])}
-        rows = np.asarray([row_of[u] for u in labelled["unit_id"]], dtype=int)
         with Store(store_path) as store:
             codebook = store.codebook()
+        encoder = tune_encoder(
+            get_encoder(settings.model),
+            labelled["text"].tolist(),
+            codes,
+            codebook,
+            recipe,
+            out,
+            _progress_logger(logger),
+        )
+        # Only the decided units and their neighbours in the turn are encoded (a unit's vector
+        # is blended with theirs, as in a run); the next run encodes the rest.
+        embedded = units[embedded_mask(units, settings)].reset_index(drop=True)
+        row_of = {u: i for i, u in enumerate(embedded["unit_id"])}
+        rows = np.asarray([row_of[u] for u in labelled["unit_id"]], dtype=int)
+        needed = np.unique(np.clip(np.concatenate([rows - 1, rows, rows + 1]), 0, None))
+        needed = needed[needed < len(embedded)]
+        near = embedded.iloc[needed]
+        vectors, _ = embed_texts(near["text"].tolist(), encoder, cache, settings.batch_size)
+        blended = add_context(
+            vectors,
+            near["transcript_id"].tolist(),
+            near["turn_index"].tolist(),
+            settings.context_weight,
+        )
+        rows = np.searchsorted(needed, rows)
         coder = train_from_labelled(
             blended[rows],
             codes,
@@ -93,6 +114,7 @@ def train_task(
             target_precision,
             texts=labelled["text"].tolist(),
             progress=_progress_logger(logger),
+            recipe=recipe,
         )
     finally:
         cache.close()

@@ -9,6 +9,7 @@ and ``make_coder`` gives flows, eval and code-segments the coder their settings 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from pipeline.learn import (
     learn_coder,
 )
 from pipeline.settings import Settings
+from pipeline.tune import ENCODER_FOLDER, fine_tune, save_tuned
 
 TrainedCoder = LearnedCoder
 MIN_POSITIVES = Recipe().min_positives
@@ -54,6 +56,57 @@ def labels_matrix(code_lists: list[list[str]], code_ids: list[str]) -> np.ndarra
             if code in index:
                 matrix[row, index[code]] = True
     return matrix
+
+
+def training_recipe(settings: Settings, recipe: Recipe | None = None) -> Recipe:
+    """The recipe a training uses: ``recipe`` (default ``Recipe()``), with the encoder left
+    frozen when the ``tune_encoder`` setting is off."""
+    recipe = recipe or Recipe()
+    if settings.tune_encoder:
+        return recipe
+    return Recipe(**{**recipe.__dict__, "encoder_steps": 0})
+
+
+def tune_encoder(
+    encoder: Encoder,
+    texts: list[str],
+    code_lists: list[list[str]],
+    codebook: Codebook,
+    recipe: Recipe,
+    folder: Path,
+    progress: Progress | None = None,
+) -> Encoder:
+    """The encoder a coder saved in ``folder`` learns and codes with.
+
+    With ``recipe.encoder_steps`` the base ``encoder`` is fine-tuned on the people's coding
+    (``pipeline.tune``) and saved as ``folder/encoder`` (replacing an older one); otherwise an
+    older tuned encoder there is removed, so the coder reads the base model's vectors.
+    Always tuned from the base model, never from an earlier tuning.
+    """
+    target = Path(folder) / ENCODER_FOLDER
+    labels = labels_matrix(code_lists, codebook.ids)
+    if not recipe.encoder_steps or not labels.any() or not hasattr(encoder, "model"):
+        if target.exists():
+            shutil.rmtree(target)
+        return encoder
+    model = fine_tune(
+        encoder,  # type: ignore[arg-type]
+        list(texts),
+        labels,
+        [f"{code.label}. {code.definition}" for code in codebook.codes],
+        epochs=recipe.encoder_epochs,
+        max_steps=recipe.encoder_steps,
+        learning_rate=recipe.encoder_rate,
+        progress=progress,
+    )
+    staging = Path(folder) / ".encoder-new"
+    tuned = save_tuned(model, staging, getattr(encoder, "precision", "fp32"))
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    tuned.path, tuned.setting = target, str(target)
+    tuned.name = f"{encoder.name}, tuned on the coder's decisions"
+    return tuned
 
 
 def train_from_labelled(

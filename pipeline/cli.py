@@ -278,12 +278,13 @@ def code_segments(
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, load_encoder
     from pipeline.ingest import read_segments_csv
+    from pipeline.tune import run_settings
 
     try:
         overrides = parse_settings(set_ or [])  # an option given by name wins over --set
         explicit = {"threshold": threshold, "top_k": top_k, "model": model}
         overrides.update({k: v for k, v in explicit.items() if v is not None})
-        settings = Settings.from_overrides(**overrides)
+        settings = run_settings(Settings.from_overrides(**overrides, classifier=classifier))
         book = load_codebook(codebook)
         frame = read_segments_csv(segments)
         columns = [c for c in frame.columns if c not in ("segment_id", "text")]
@@ -370,8 +371,14 @@ def evaluate(
 
     scores = None
     unknown: dict[str, int] = {}
+    from pipeline.tune import run_settings
+
     try:
-        settings = Settings.from_overrides(threshold=threshold, top_k=top_k, model=model)
+        settings = run_settings(
+            Settings.from_overrides(
+                threshold=threshold, top_k=top_k, model=model, classifier=classifier
+            )
+        )
         book = load_codebook(codebook)
         frame = load_gold(gold, book, need_text=pred is None)
         if pred is not None:
@@ -633,19 +640,31 @@ def train(
         typer.Option(help="Choose thresholds for this precision instead of the best F1."),
     ] = None,
     model: ModelOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Learn from a gold CSV outside any project; use it with --classifier."""
-    from pipeline.classify import train_from_labelled
+    from pipeline.classify import train_from_labelled, training_recipe, tune_encoder
     from pipeline.codebook import load_codebook
     from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
     from pipeline.evaluate import gold_in_context, load_gold
 
     try:
-        settings = Settings.from_overrides(model=model)
+        overrides = parse_settings(set_ or [])
+        if model is not None:
+            overrides["model"] = model
+        settings = Settings.from_overrides(**overrides)
         book = load_codebook(codebook)
         frame = load_gold(gold, book)
-        encoder = load_encoder(settings.model)
+        recipe = training_recipe(settings)
         cache = EmbeddingCache((settings.cache_dir or Path.cwd() / ".cache") / "embeddings.sqlite")
+        encoder = tune_encoder(
+            load_encoder(settings.model),
+            frame["text"].tolist(),
+            frame["gold"].tolist(),
+            book,
+            recipe,
+            out,
+        )
         if transcripts is not None:
             from pipeline.segment import load_sentencizer
 
@@ -663,6 +682,7 @@ def train(
             cache,
             target_precision,
             texts=frame["text"].tolist(),
+            recipe=recipe,
         )
         coder.info["trained_from"] = {"gold": str(gold), "segments": len(frame)}
         coder.save(out)
@@ -685,13 +705,15 @@ def retrain(
         float | None,
         typer.Option(help="Choose thresholds for this precision instead of the best F1."),
     ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Learn from reviewers' decisions in the store (a Prefect flow)."""
     require_store(store)
     try:
         from flows.training import retrain_from_decisions
 
-        folder = retrain_from_decisions(store, out, None, target_precision)
+        settings = Settings.from_overrides(**parse_settings(set_ or []))
+        folder = retrain_from_decisions(store, out, settings, target_precision)
     except QcodeError as error:
         fail(error)
     typer.echo(f"Trained coder saved to {folder}; use it with: qcode run ... --classifier {folder}")

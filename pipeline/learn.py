@@ -70,6 +70,10 @@ class Recipe:
     penalty_per_code: bool = False  # each code its own penalty (by leave-one-out error)
     rbf_weight: float = 0.0  # a Gaussian kernel on sentence vectors beside the linear blocks
     rbf_gamma: float = 1.0
+    # Fine-tuning the sentence encoder first (pipeline.tune); encoder_steps=0 leaves it frozen.
+    encoder_steps: int = 80  # at most this many steps of 16 pairs (1,000 decisions in budget)
+    encoder_epochs: int = 2
+    encoder_rate: float = 1e-4
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

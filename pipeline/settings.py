@@ -111,6 +111,11 @@ class Settings(BaseModel):
         None,
         description="Trained coder folder (qcode train / qcode retrain); default: zero-shot.",
     )
+    tune_encoder: bool = Field(
+        True,
+        description="qcode train and retrain: fine-tune the sentence encoder on the decisions "
+        "before the coder learns (better codes, a minute or two more; saved with the coder).",
+    )
     quotes_per_code: int = Field(5, ge=0, le=50, description="Quotes shown in each summary.")
     quote_max_chars: int = Field(400, ge=40, description="Longer quotes are trimmed with [...].")
     attribution_format: str = Field(

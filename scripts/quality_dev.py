@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupShuffleSplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.nhs import ROOT, folds, load_nhs
-from bench.quality import attributes_of, micro, train_on
+from bench.quality import micro, train_on
 from pipeline.assign import build_prototypes, score_matrix
 from pipeline.classify import labels_matrix
 from pipeline.embed import EmbeddingCache, embed_texts, load_encoder
@@ -54,14 +54,10 @@ def main() -> None:
             for seed in range(args.samples):
                 rows = np.random.default_rng(seed).choice(learn, size, replace=False)
                 start = time.perf_counter()
-                coder = train_on(bench, vectors, rows, recipe, encoder, cache, settings)
+                trained = train_on(bench, vectors, scores, rows, recipe, encoder, cache, settings)
                 seconds.append(time.perf_counter() - start)
-                p = coder.probabilities(
-                    vectors[dev],
-                    scores[dev],
-                    [bench.texts[i] for i in dev],
-                    attributes_of(bench, dev),
-                )
+                p = trained.probabilities(dev)
+                coder = trained.coder
                 f1s.append(micro(coder.decide(p), labels[dev])["f1"])
             out[size] = f"{np.mean(f1s):.3f} ({np.mean(seconds):.0f} s)"
         print(name, out, flush=True)
