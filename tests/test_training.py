@@ -58,7 +58,7 @@ def test_retrained_coder_tunes_its_encoder_and_a_run_codes_with_it(
         SAMPLE, CODEBOOK, tmp_path / "out", Settings(cache_dir=cache_dir, classifier=folder)
     )
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["encoder"]["fingerprint"] == coder.model_fingerprint
+    assert manifest["model"]["fingerprint"] == coder.model_fingerprint
 
     # Turned off, retraining leaves the encoder frozen and removes the old tuned one.
     again = retrain_from_decisions(
