@@ -722,6 +722,7 @@ def retrain(
 def _serve_with_runner(port: int) -> None:
     """``qcode server --runs``: the server, then the runner of the page's runs; both stop on
     Ctrl-C (or when either stops)."""
+    import signal
     import time
 
     from pipeline.server import api_url, start_runner, start_server, stop_server
@@ -733,13 +734,21 @@ def _serve_with_runner(port: int) -> None:
         server_process = start_server(Path.cwd(), port, log=log)
     except QcodeError as error:
         fail(error)
-    runner = start_runner(Path.cwd(), port)
+    runner = start_runner(Path.cwd(), port, log=log.with_name("runner.log"))
     typer.echo(
-        f"Prefect server and runner for this project on {api_url(port)} (server log in "
-        "./.prefect/server.log). Start the review page with\n"
+        f"Prefect server and runner for this project on {api_url(port)} (logs in "
+        "./.prefect/server.log and runner.log). Start the review page with\n"
         f"  qcode review --prefect-api {api_url(port)} --run-transcripts DIR --run-codebook FILE"
         "\nStop both with Ctrl-C."
     )
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C or a plain kill stops both, even when this process was started with SIGINT
+    # ignored (as a background job or by some process managers).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     code = 0
     try:
         while runner.poll() is None and server_process.poll() is None:
@@ -748,8 +757,7 @@ def _serve_with_runner(port: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        stop_server(runner)
-        stop_server(server_process)
+        stop_server(runner, server_process)
     raise typer.Exit(code=code)
 
 

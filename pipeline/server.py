@@ -101,6 +101,7 @@ def start_server(
         stdout=output,
         stderr=subprocess.STDOUT,
         cwd=project_dir,
+        start_new_session=True,  # its own process group: stop_server stops its children too
     )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -116,16 +117,33 @@ def start_server(
     raise ServerError(f"the Prefect server did not answer at {url} within {wait_s:.0f} s")
 
 
-def stop_server(process: subprocess.Popen, wait_s: float = 30.0) -> None:
-    """Stop a server started by ``start_server`` (and only that one)."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=wait_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop_server(*processes: subprocess.Popen, wait_s: float = 30.0) -> None:
+    """Stop servers (and runners) started here, and only those: all are asked to stop at once,
+    so stopping two takes as long as the slower one, and any still running after ``wait_s``
+    is killed."""
+    import os
+    import signal
+    import time
+
+    def send(process: subprocess.Popen, sig: int) -> None:
+        try:  # the whole group when it has its own (start_server, start_runner)
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        send(process, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            send(process, signal.SIGKILL)
+            process.wait()
 
 
 def runner_environment(project_dir: Path, port: int, base: dict[str, str] | None = None) -> dict:
@@ -152,4 +170,5 @@ def start_runner(
         stdout=output,
         stderr=subprocess.STDOUT if output else None,
         cwd=project_dir,
+        start_new_session=True,  # its own process group: stop_server stops its children too
     )

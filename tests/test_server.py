@@ -97,7 +97,7 @@ def test_qcode_server_runs_starts_the_server_and_the_runner(tmp_path):
             time.sleep(0.5)
         _wait_for_deployments(api_url(port))
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        output, _ = process.communicate(timeout=90)  # stops within 30 s, then kills
     finally:
         if process.poll() is None:
             process.kill()
