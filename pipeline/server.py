@@ -10,6 +10,7 @@ another address: Prefect's API has no login.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,9 +122,6 @@ def stop_server(*processes: subprocess.Popen, wait_s: float = 30.0) -> None:
     """Stop servers (and runners) started here, and only those: all are asked to stop at once,
     so stopping two takes as long as the slower one, and any still running after ``wait_s``
     is killed."""
-    import os
-    import signal
-    import time
 
     def send(process: subprocess.Popen, sig: int) -> None:
         try:  # the whole group when it has its own (start_server, start_runner)

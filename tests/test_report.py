@@ -13,6 +13,22 @@ from pipeline.report import (
 )
 
 
+def run_manifest(transcripts: int, suggestions: int) -> dict:
+    """The least manifest render_summaries reads: one unit to code per transcript."""
+    return {
+        "run_id": "r1",
+        "model": {"name": "m"},
+        "settings": {"threshold": 0.4},
+        "codebook": {"name": "c", "sha256": "abc" * 10},
+        "counts": {
+            "transcripts": transcripts,
+            "codable_units": transcripts,
+            "suggestions": suggestions,
+        },
+        "skipped": [],
+    }
+
+
 @pytest.mark.parametrize(
     ("count", "total", "word"),
     [
@@ -121,14 +137,7 @@ def test_summaries_and_rendering(tmp_path, codebook):
     assert trust.prevalence.interviews_word == "one"
     assert trust.quotes[0].attribution == "Head teacher, LA-C, LEI workstream"
     assert {c.id for c, _ in trust.counterparts} >= {"ts.trust_lacking"}
-    manifest = {
-        "run_id": "r1",
-        "model": {"name": "m"},
-        "settings": {"threshold": 0.4},
-        "codebook": {"name": "c", "sha256": "abc" * 10},
-        "counts": {"transcripts": 2, "codable_units": 2, "suggestions": 1},
-        "skipped": [],
-    }
+    manifest = run_manifest(transcripts=2, suggestions=1)
     render_summaries(summaries, codebook, manifest, tmp_path)
     html = (tmp_path / "ts.trust.html").read_text()
     assert "DRAFT - FOR HUMAN REVIEW" in html
@@ -213,14 +222,7 @@ def test_run_summaries_state_both_denominators(tmp_path, codebook):
             {"unit_id": "u2", "code_id": "ts.trust", "score": 0.5, "status": "suggested"},
         ]
     )
-    manifest = {
-        "run_id": "r1",
-        "model": {"name": "m"},
-        "settings": {"threshold": 0.4},
-        "codebook": {"name": "c", "sha256": "abc" * 10},
-        "counts": {"transcripts": 4, "codable_units": 4, "suggestions": 2},
-        "skipped": [],
-    }
+    manifest = run_manifest(transcripts=4, suggestions=2)
     summaries = build_summaries(codebook, units, codings, reviewed_units={"u3"})
     trust = next(s for s in summaries if s.code.id == "ts.trust").prevalence
     assert (trust.participants, trust.total_participants) == (2, 4)

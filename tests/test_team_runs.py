@@ -215,5 +215,4 @@ def test_lead_starts_runs_that_finish_in_the_store(
             ).fetchall()
         assert audit == [("Lee", "start coding run"), ("Lee", "start report draft")]
     finally:
-        stop_server(runner)
-        stop_server(server)
+        stop_server(runner, server)
