@@ -21,7 +21,9 @@ process (so peak memory is that process's own):
 6. ``edit``: one transcript edited (two answers rewritten, one exchange added), run again;
 7. with ``--server`` (default): a long-running Prefect server (``pipeline.server``, what
    ``qcode server`` starts) and ``PREFECT_API_URL``: ``edit_server`` (another transcript
-   edited) and ``warm_server`` (nothing changed) skip the temporary server's start.
+   edited) and ``warm_server`` (nothing changed) skip the temporary server's start;
+8. with ``--watch`` (default): one ``qcode run --watch`` process, two more transcripts
+   edited one after the other, each timed from the file's write to "Coded again".
 
 It writes ``bench/results/<name>.json`` and prints a table. Speed is only ever judged as ratios
 against the baseline measured in the same run: the machine is shared and timings are noisy.
@@ -363,6 +365,67 @@ def bench_server(folder: Path, env: dict, common: dict, out: Path, target: Path,
     return result
 
 
+def bench_watch(
+    folder: Path, env: dict, common: dict, out: Path, targets: list[Path], seed: int
+) -> dict:
+    """``qcode run --watch``: one process that stays up with its models loaded; each edit is
+    timed from the moment the file is written to the line saying it was coded again (the
+    0.25 s polling and 0.25 s settling included), as a person correcting transcripts waits."""
+    from bench.corpus import edit_transcript
+
+    command = [sys.executable, "-m", "pipeline.cli", "run", str(common["transcripts"])]
+    command += ["--codebook", str(CODEBOOK), "--out", str(out), "--watch"]
+    command += ["--cache-dir", str(common["cache"]), "--store", str(common["store"])]
+    for option in ("precision", "task_runner", "dask_address", "privacy"):
+        if common.get(option) is not None:
+            command += [f"--{option.replace('_', '-')}", str(common[option])]
+    log = (folder / "watch.log").open("w", encoding="utf-8")
+    clock = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+        stderr=log, text=True,
+    )  # fmt: skip
+    lines = iter(process.stdout)
+
+    def until(marker: str) -> str:
+        for line in lines:
+            log.write(line)
+            if marker in line:
+                return line
+        raise SystemExit(f"qcode run --watch stopped before {marker!r}; see {log.name}")
+
+    result: dict = {"edits": []}
+    try:
+        until("Watching for changes")
+        result["ready_s"] = round(time.perf_counter() - clock, 3)
+        for i, target in enumerate(targets):
+            edit_transcript(target, seed=seed + i)
+            clock = time.perf_counter()
+            said = until("Coded again in")
+            wall = time.perf_counter() - clock
+            until("Watching for changes")
+            reported = float(said.split("Coded again in", 1)[1].split()[0])
+            result["edits"].append(
+                {"edited": target.name, "wall_s": round(wall, 3), "run_s": reported}
+            )
+            print(f"  watch: edited {target.name}: {wall:.1f} s", flush=True)
+    finally:
+        process.send_signal(__import__("signal").SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+    result["edit_s"] = result["edits"][-1]["wall_s"] if result["edits"] else None
+    return result
+
+
+def _coding_s(run: dict) -> float:
+    """Seconds of a run's coding stages: prototypes, and embedding and assigning units."""
+    tasks = run["tasks_s"]
+    return tasks.get("prototypes", 0.0) + tasks.get("embed and assign", 0.0)
+
+
 def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
     from bench.corpus import edit_transcript, write_corpus
 
@@ -424,6 +487,13 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
             lambda: bench_server(folder, env, common, out, target, args.seed + 2)
         )
 
+    if args.watch:
+        print(f"[{pages} pages] qcode run --watch: two edits ...", flush=True)
+        targets = [files[len(stats.files) // 4], files[(3 * len(stats.files)) // 4]]
+        result["watch"] = _recorded(
+            lambda: bench_watch(folder, env, common, out, targets, args.seed + 3)
+        )
+
     units = cold["counts"].get("units", 0)
     base = result["baseline"]["encode_s"]
     privacy_s = cold["tasks_s"].get("privacy check", 0.0)
@@ -455,6 +525,11 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
                 "learned_vs_zero_shot_run": round(
                     learned["run"]["wall_s"] / result["warm_full"]["wall_s"], 3
                 ),
+                # A tuned coder brings its own encoder, so its first run encodes every unit
+                # again, as a project's first zero-shot run does: compare the coding stages.
+                "learned_vs_zero_shot_coding": round(
+                    _coding_s(learned["run"]) / _coding_s(cold), 3
+                ),
                 "retrain_s": learned["retrain"]["wall_s"],
                 "retrain_flow_s": learned["retrain"]["flow_s"],
             }
@@ -469,6 +544,10 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
                 "server_start_s": server["start_s"],
             }
         )
+    watch = result.get("watch", {})
+    if watch.get("edit_s") is not None:
+        result["summary"]["edit_watch_s"] = watch["edit_s"]
+        result["summary"]["edit_watch_first_s"] = watch["edits"][0]["wall_s"]
     if not args.keep:
         shutil.rmtree(corpus, ignore_errors=True)
         for name in ("out", "out-full", "out-learned"):
@@ -500,13 +579,24 @@ def table(results: list[dict]) -> str:
         ("warm re-run, nothing changed (s; < 10)", "warm_s", "{:.1f}"),
         ("warm, new output folder, all stages (s)", "warm_full_s", "{:.1f}"),
         ("  the same with the learned coder (s)", "learned_run_s", "{:.1f}"),
-        ("  learned / zero-shot", "learned_vs_zero_shot_run", "{:.2f}"),
+        ("  learned / zero-shot, same caches", "learned_vs_zero_shot_run", "{:.2f}"),
+        (
+            "  coding stages (encode every unit, assign), learned / cold zero-shot (<= 1.2)",
+            "learned_vs_zero_shot_coding",
+            "{:.2f}",
+        ),
         (f"retrain on {DECISIONS:,} decisions, process wall (s)", "retrain_s", "{:.1f}"),
         ("one transcript edited (s; target <= 5)", "edit_s", "{:.1f}"),
         ("  of which start-up (s)", "edit_startup_s", "{:.1f}"),
         ("one transcript edited, long-running server (s)", "edit_server_s", "{:.1f}"),
         ("  of which start-up (s)", "edit_server_startup_s", "{:.1f}"),
         ("warm re-run, long-running server (s)", "warm_server_s", "{:.1f}"),
+        ("one transcript edited, `run --watch`: first edit (s)", "edit_watch_first_s", "{:.1f}"),
+        (
+            "one transcript edited, `run --watch`: next edit (s; target <= 5)",
+            "edit_watch_s",
+            "{:.1f}",
+        ),
         ("peak RSS, cold (MB; target <= 2,000)", "peak_rss_mb", "{:,.0f}"),
         ("Prefect's database, first use only (s)", "prefect_first_use_s", "{:.1f}"),
     ]
@@ -576,6 +666,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also time warm and edited runs with a long-running Prefect server (qcode server)",
+    )
+    parser.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time two edits in one `qcode run --watch` process",
     )
     for name in ("transcripts", "cache", "store", "out", "run-dir", "classifier"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)

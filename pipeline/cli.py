@@ -134,6 +134,14 @@ def run(
     ] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Units per embed-and-assign task.")] = None,
     set_: SetOption = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep running: code again whenever a transcript or the codebook changes "
+            "(the models stay loaded, so an edit takes seconds). Ctrl-C stops.",
+        ),
+    ] = False,
 ) -> None:
     """Segment, embed and code every transcript in a folder; write units, suggestions and
     draft summaries to OUT/<run id>/."""
@@ -168,15 +176,36 @@ def run(
             raise QcodeError(
                 "no .txt, .md, .docx, .vtt or .srt transcripts in this folder", transcripts
             )
-        from flows.coding import code_transcripts
-
-        run_dir = code_transcripts(transcripts, codebook, out, settings)
-        from pipeline.privacy import PrivacyError, PrivacyStopped
-
-        if isinstance(run_dir, PrivacyStopped):
-            raise PrivacyError(run_dir.message)
+        if not watch:
+            _code_and_report(transcripts, codebook, out, settings)
+            return
     except QcodeError as error:
         fail(error)
+    from pipeline.preload import finish_preloads, preload
+    from pipeline.tune import run_settings
+    from pipeline.watch import snapshot, watched_files
+    from pipeline.watch import watch as watch_folder
+
+    watch_folder(
+        lambda: _code_and_report(transcripts, codebook, out, settings),
+        lambda: snapshot(
+            watched_files(transcripts, codebook, settings.privacy_names, settings.classifier)
+        ),
+        typer.echo,
+        lambda line: typer.secho(line, err=True, fg=typer.colors.RED),
+        # Load spaCy, the analyzer and the encoder now, so the first edit does not wait.
+        ready=lambda: (preload(run_settings(settings), sentencizer=True), finish_preloads()),
+    )
+
+
+def _code_and_report(transcripts: Path, codebook: Path, out: Path, settings: Settings) -> None:
+    """One run of the coding flow, and what it did, for a person."""
+    from flows.coding import code_transcripts
+    from pipeline.privacy import PrivacyError, PrivacyStopped
+
+    run_dir = code_transcripts(transcripts, codebook, out, settings)
+    if isinstance(run_dir, PrivacyStopped):
+        raise PrivacyError(run_dir.message)
     import json
 
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -120,7 +120,10 @@ class _Earlier:
         self.run_of = {
             u: (r, t)
             for u, r, t in zip(
-                units["unit_id"], units["last_run_id"], units["transcript_id"], strict=True
+                units["unit_id"].tolist(),
+                units["last_run_id"].tolist(),
+                units["transcript_id"].tolist(),
+                strict=True,
             )
         }
         self.layout = {key: frame for key, frame in units.groupby(["last_run_id", "transcript_id"])}
@@ -187,7 +190,7 @@ def resolve_anchors(
             by_transcript.update(
                 {t: f.sort_values("start") for t, f in units.groupby("transcript_id")}
             )
-            unit_texts.update(zip(units["unit_id"], units["text"], strict=True))
+            unit_texts.update(zip(units["unit_id"].tolist(), units["text"].tolist(), strict=True))
         return by_transcript.get(tid)
 
     confirmed = _confirmations(out)
@@ -195,7 +198,8 @@ def resolve_anchors(
     located: dict[tuple, tuple[str | None, str, str, str]] = {} if cache is None else cache
     keys = list(
         zip(
-            out["unit_id"], out["transcript_id"], out["start"], out["end"], out["text"], strict=True
+            *(out[c].tolist() for c in ("unit_id", "transcript_id", "start", "end", "text")),
+            strict=True,
         )
     )
     for key in set(keys):
@@ -400,7 +404,9 @@ def unit_review_state(
     """
     codable = units.loc[units["codable"].astype(bool), "unit_id"].tolist()
     suggested: dict[str, set[str]] = {}
-    for unit_id, code_id in zip(suggestions["unit_id"], suggestions["code_id"], strict=True):
+    for unit_id, code_id in zip(
+        suggestions["unit_id"].tolist(), suggestions["code_id"].tolist(), strict=True
+    ):
         suggested.setdefault(unit_id, set()).add(code_id)
     decided: dict[str, dict[str, str]] = {}  # unit -> code -> latest action
     touched: set[str] = set()
@@ -410,7 +416,10 @@ def unit_review_state(
             live = live[live["reviewer"] == reviewer]
         live = live.sort_values("decision_id")
         _tally(
-            zip(live["current_unit_id"], live["current_code_id"], live["action"], strict=True),
+            zip(
+                *(live[c].tolist() for c in ("current_unit_id", "current_code_id", "action")),
+                strict=True,
+            ),
             decided,
             touched,
         )

@@ -49,8 +49,23 @@ def transcript_key(transcript: Transcript, base: str) -> str:
     return hashlib.sha256((base + "\x00" + payload).encode("utf-8")).hexdigest()
 
 
+# Results read or written by this process, by key, kept in memory for the next run in the
+# same process (``qcode run --watch``): reading every unchanged transcript's Parquet files
+# again was over half a second of an edit at 700 pages. A key names its content exactly, so a
+# kept entry is never stale; the oldest go first beyond the limit.
+_IN_MEMORY: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+IN_MEMORY_LIMIT = 20_000  # transcripts
+
+
+def _remember(key: str, frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _IN_MEMORY[key] = frames
+    while len(_IN_MEMORY) > IN_MEMORY_LIMIT:
+        del _IN_MEMORY[next(iter(_IN_MEMORY))]
+
+
 class TranscriptResults:
-    """Units and suggestions per transcript key, as Parquet files in one folder."""
+    """Units and suggestions per transcript key, as Parquet files in one folder (and, for the
+    next run in this process, in memory). Callers never modify the frames they get."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -60,10 +75,14 @@ class TranscriptResults:
 
     def load(self, key: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         units_path, suggestions_path = self._paths(key)
+        if key in _IN_MEMORY and units_path.is_file() and suggestions_path.is_file():
+            return _IN_MEMORY[key]
         try:
-            return pd.read_parquet(units_path), pd.read_parquet(suggestions_path)
+            found = pd.read_parquet(units_path), pd.read_parquet(suggestions_path)
         except (OSError, ValueError):
             return None  # not there, or unreadable: computed again
+        _remember(key, found)
+        return found
 
     def save(self, key: str, units: pd.DataFrame, suggestions: pd.DataFrame) -> None:
         """Written beside and renamed into place: a killed run leaves no half file."""

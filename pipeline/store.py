@@ -403,32 +403,20 @@ class Store:
                 "top_code",
                 "top_score",
             ]
-            rows = units.reindex(columns=columns)
+            rows = units.reindex(columns=columns).assign(last_run_id=manifest["run_id"])
             db.executemany(
                 f"INSERT OR REPLACE INTO units ({', '.join(_q(c) for c in columns)}, last_run_id)"
                 f" VALUES ({', '.join('?' * len(columns))}, ?)",
-                # Generators, not lists: at 7,000 pages a list of rows took ~300 MB.
-                ((*_plain(r), manifest["run_id"]) for r in rows.itertuples(index=False)),
+                _plain_rows(rows),
             )
-            probability = (
-                suggestions["probability"]
-                if "probability" in suggestions.columns
-                else pd.Series([None] * len(suggestions), index=suggestions.index)
-            )
+            names = ["unit_id", "code_id", "score", "rank", "margin", "probability"]
+            rows = suggestions.reindex(columns=names).assign(run_id=manifest["run_id"])
+            rows["rank"] = rows["rank"].astype("int64")
             db.executemany(
-                "INSERT INTO suggestions (run_id, unit_id, code_id, score, rank, margin,"
-                " probability) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        manifest["run_id"],
-                        r.unit_id,
-                        r.code_id,
-                        float(r.score),
-                        int(r.rank),
-                        float(r.margin),
-                        None if p is None or p != p else float(p),
-                    )
-                    for r, p in zip(suggestions.itertuples(index=False), probability, strict=True)
+                "INSERT INTO suggestions (unit_id, code_id, score, rank, margin, probability,"
+                " run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _plain_rows(
+                    rows.astype({c: "float64" for c in ("score", "margin", "probability")})
                 ),
             )
 
@@ -671,17 +659,21 @@ def _q(column: str) -> str:
     return f'"{column}"'
 
 
-def _plain(row: tuple) -> tuple:
-    """numpy/pandas scalars and NaN -> plain Python values SQLite understands."""
-    out = []
-    for value in row:
-        if value is None or (isinstance(value, float) and value != value):
-            out.append(None)
-        elif hasattr(value, "item"):
-            out.append(value.item())
-        else:
-            out.append(value)
-    return tuple(out)
+def _plain_rows(frame: pd.DataFrame, chunk: int = 20_000) -> Iterator[tuple]:
+    """The frame's rows as tuples of plain Python values (missing -> None), made a chunk of
+    rows at a time, column by column: pandas' row iterators visit each value of an
+    Arrow-backed text column one at a time (over a second of an edit run at 700 pages), and a
+    list of every row at 7,000 pages took ~300 MB."""
+    for start in range(0, len(frame), chunk):
+        part = frame.iloc[start : start + chunk]
+        columns = []
+        for name in part.columns:
+            values = part[name].tolist()  # Python scalars
+            missing = part[name].isna()
+            if missing.any():
+                values = [None if m else v for v, m in zip(values, missing.tolist(), strict=True)]
+            columns.append(values)
+        yield from zip(*columns, strict=True)
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,149 @@
+"""Watch: code a folder again whenever a transcript or the codebook changes, in one process.
+
+Why: a person correcting transcripts one by one should see the new coding in seconds. Each
+fresh ``qcode run`` pays Python's imports, Prefect's temporary server and the loading of spaCy,
+the anonymity check's analyzer and the encoder before it does any work; for one edited
+transcript that is most of the run. A watching process pays them once and keeps them: a
+change then costs only the changed transcript's own work (the caches and the kept per-transcript
+results do the rest) and writing the run folder.
+
+Plain functions over plain data: what to watch (``watched_files``), a snapshot of it
+(``snapshot``), waiting for it to change and settle (``wait_for_change``), and the loop
+(``watch``), which calls back into whatever runs the coding; the CLI wires them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from pipeline.errors import QcodeError
+from pipeline.ingest import find_transcripts
+from pipeline.privacy import names_file
+
+Snapshot = dict[str, tuple[int, int]]  # path -> (modification time in ns, size in bytes)
+
+
+def watched_files(
+    transcripts_dir: Path,
+    codebook: Path,
+    privacy_names: Path | None = None,
+    classifier: Path | None = None,
+) -> list[Path]:
+    """Every file a run's outputs depend on that a person edits: the transcripts, the
+    codebook, the anonymity check's names file and a trained coder's own files."""
+    try:
+        files = [*find_transcripts(transcripts_dir), codebook]
+    except QcodeError:  # the folder is gone (moved, or being replaced): watch the rest
+        files = [codebook]
+    names = names_file(privacy_names, transcripts_dir)
+    if names is not None:
+        files.append(names)
+    if classifier is not None and classifier.is_dir():
+        files += sorted(p for p in classifier.iterdir() if p.is_file())
+    return files
+
+
+def snapshot(files: Iterable[Path]) -> Snapshot:
+    """Size and modification time of each file (a file gone between listing and reading is
+    left out: its absence is the change)."""
+    seen: Snapshot = {}
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        seen[str(path)] = (stat.st_mtime_ns, stat.st_size)
+    return seen
+
+
+def changed_names(before: Snapshot, after: Snapshot) -> list[str]:
+    """File names added, removed or changed between two snapshots."""
+    paths = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    return sorted(Path(p).name for p in paths)
+
+
+def wait_for_change(
+    take: Callable[[], Snapshot],
+    before: Snapshot,
+    poll_s: float = 0.25,
+    settle_s: float = 0.25,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Snapshot:
+    """Block until ``take()`` differs from ``before``, then until it stays the same for
+    ``settle_s`` (an editor or a copy may write a file in several steps); return it."""
+    now = before
+    while now == before:
+        sleep(poll_s)
+        now = take()
+    while True:
+        sleep(settle_s)
+        again = take()
+        if again == now:
+            return now
+        now = again
+
+
+def watch(
+    code: Callable[[], None],
+    take: Callable[[], Snapshot],
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+    ready: Callable[[], None] | None = None,
+    rounds: int | None = None,
+    poll_s: float = 0.25,
+) -> None:
+    """Code once, then again after every change, until interrupted (Ctrl-C) or ``rounds``
+    changes were handled. A bad file is reported like a run's error and watching goes on:
+    the next save may fix it. ``ready`` runs once, after the first run (the CLI loads the
+    models there, so the first edit does not wait for them)."""
+    before = take()
+    with _stop_on_signals():
+        try:
+            _code_once(code, warn)
+            if ready is not None:
+                ready()
+            handled = 0
+            while rounds is None or handled < rounds:
+                say("Watching for changes to the transcripts and codebook (Ctrl-C stops) ...")
+                after = wait_for_change(take, before, poll_s=poll_s)
+                say(f"Changed: {', '.join(changed_names(before, after))}. Coding again ...")
+                before = after
+                clock = time.perf_counter()
+                if _code_once(code, warn):
+                    say(f"Coded again in {time.perf_counter() - clock:.1f} s.")
+                handled += 1
+        except KeyboardInterrupt:
+            say("Stopped watching.")
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C or a plain kill stops watching, even when this process was started with SIGINT
+    ignored (as a background job, or by some process managers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _code_once(code: Callable[[], None], warn: Callable[[str], None]) -> bool:
+    try:
+        code()
+    except QcodeError as error:
+        warn(f"Error: {error.message}")
+        return False
+    return True
