@@ -457,7 +457,8 @@ def main() -> None:
         result["summary"] = summarise(result["rows"])
         result["machine"]["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
         result["command"] = " ".join(["python -m bench.quality", *sys.argv[1:]])
-        result["parts"] = [part["command"] for part in parts]
+        # A part may itself be a merged result (more sizes added later): keep its own parts.
+        result["parts"] = [c for part in parts for c in (part.get("parts") or [part["command"]])]
         out = args.out or RESULTS / "quality-nhs.json"
         out.write_text(json.dumps(result, indent=1), encoding="utf-8")
         write_docs(result, DOCS, result["command"])
