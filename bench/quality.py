@@ -453,7 +453,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(path.read_text(encoding="utf-8")) for path in args.merge]
-        result = {**parts[0], "rows": [row for part in parts for row in part["rows"]]}
+        # A fold run again for more sizes repeats its zero-shot row: keep each row once.
+        rows = {(r["fold"], r["method"], r["labels"]): r for part in parts for r in part["rows"]}
+        result = {**parts[0], "rows": list(rows.values())}
+        result["sizes"] = sorted({r["labels"] for r in result["rows"]})
         result["summary"] = summarise(result["rows"])
         result["machine"]["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
         result["command"] = " ".join(["python -m bench.quality", *sys.argv[1:]])
