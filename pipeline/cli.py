@@ -751,10 +751,9 @@ def retrain(
 def _serve_with_runner(port: int) -> None:
     """``qcode server --runs``: the server, then the runner of the page's runs; both stop on
     Ctrl-C (or when either stops)."""
-    import signal
     import time
 
-    from pipeline.server import api_url, start_runner, start_server, stop_server
+    from pipeline.server import api_url, start_runner, start_server, stop_on_signals, stop_server
 
     typer.echo(f"Starting the Prefect server on {api_url(port)} (up to a minute) ...")
     log = Path.cwd() / ".prefect" / "server.log"
@@ -770,19 +769,12 @@ def _serve_with_runner(port: int) -> None:
         f"  qcode review --prefect-api {api_url(port)} --run-transcripts DIR --run-codebook FILE"
         "\nStop both with Ctrl-C."
     )
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # Ctrl-C or a plain kill stops both, even when this process was started with SIGINT
-    # ignored (as a background job or by some process managers).
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
     code = 0
     try:
-        while runner.poll() is None and server_process.poll() is None:
-            time.sleep(1)
-        code = 1  # one of them stopped by itself
+        with stop_on_signals():  # Ctrl-C or a plain kill stops both
+            while runner.poll() is None and server_process.poll() is None:
+                time.sleep(1)
+            code = 1  # one of them stopped by itself
     except KeyboardInterrupt:
         pass
     finally:

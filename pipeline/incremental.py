@@ -49,7 +49,7 @@ def transcript_key(transcript: Transcript, base: str) -> str:
     return hashlib.sha256((base + "\x00" + payload).encode("utf-8")).hexdigest()
 
 
-# Results read or written by this process, by key, kept in memory for the next run in the
+# Results read by this process, by key, kept in memory for the next run in the
 # same process (``qcode run --watch``): reading every unchanged transcript's Parquet files
 # again was over half a second of an edit at 700 pages. A key names its content exactly, so a
 # kept entry is never stale; the oldest go first beyond the limit.

@@ -9,13 +9,16 @@ another address: Prefect's API has no login.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.environment import OFFLINE_DEFAULTS
@@ -116,6 +119,25 @@ def start_server(
         time.sleep(0.25)
     stop_server(process)
     raise ServerError(f"the Prefect server did not answer at {url} within {wait_s:.0f} s")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within it, Ctrl-C or a plain kill raises KeyboardInterrupt, even when this process was
+    started with SIGINT ignored (as a background job, or by some process managers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def stop_server(*processes: subprocess.Popen, wait_s: float = 30.0) -> None:

@@ -14,16 +14,14 @@ Plain functions over plain data: what to watch (``watched_files``), a snapshot o
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pipeline.errors import QcodeError
 from pipeline.ingest import find_transcripts
 from pipeline.privacy import names_file
+from pipeline.server import stop_on_signals
 
 Snapshot = dict[str, tuple[int, int]]  # path -> (modification time in ns, size in bytes)
 
@@ -94,21 +92,19 @@ def watch(
     say: Callable[[str], None],
     warn: Callable[[str], None],
     ready: Callable[[], None] | None = None,
-    rounds: int | None = None,
     poll_s: float = 0.25,
 ) -> None:
-    """Code once, then again after every change, until interrupted (Ctrl-C) or ``rounds``
-    changes were handled. A bad file is reported like a run's error and watching goes on:
-    the next save may fix it. ``ready`` runs once, after the first run (the CLI loads the
-    models there, so the first edit does not wait for them)."""
+    """Code once, then again after every change, until interrupted (Ctrl-C). A bad file is
+    reported like a run's error and watching goes on: the next save may fix it. ``ready`` runs
+    once, after the first run (the CLI loads the models there, so the first edit does not wait
+    for them)."""
     before = take()
-    with _stop_on_signals():
+    with stop_on_signals():
         try:
             _code_once(code, warn)
             if ready is not None:
                 ready()
-            handled = 0
-            while rounds is None or handled < rounds:
+            while True:
                 say("Watching for changes to the transcripts and codebook (Ctrl-C stops) ...")
                 after = wait_for_change(take, before, poll_s=poll_s)
                 say(f"Changed: {', '.join(changed_names(before, after))}. Coding again ...")
@@ -116,28 +112,8 @@ def watch(
                 clock = time.perf_counter()
                 if _code_once(code, warn):
                     say(f"Coded again in {time.perf_counter() - clock:.1f} s.")
-                handled += 1
         except KeyboardInterrupt:
             say("Stopped watching.")
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """Ctrl-C or a plain kill stops watching, even when this process was started with SIGINT
-    ignored (as a background job, or by some process managers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _code_once(code: Callable[[], None], warn: Callable[[str], None]) -> bool:

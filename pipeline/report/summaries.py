@@ -143,7 +143,7 @@ def _breakdown(
     for value, group in people.groupby(column, sort=True):
         if not value:
             continue
-        keys = set(zip(group["transcript_id"].tolist(), group["speaker"].tolist(), strict=True))
+        keys = _people(group)
         rows.append((str(value), len(keys & coded), len(keys)))
     return rows
 
