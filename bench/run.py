@@ -40,6 +40,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -410,7 +411,7 @@ def bench_watch(
             )
             print(f"  watch: edited {target.name}: {wall:.1f} s", flush=True)
     finally:
-        process.send_signal(__import__("signal").SIGINT)
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -410,14 +410,16 @@ class Store:
                 _plain_rows(rows),
             )
             names = ["unit_id", "code_id", "score", "rank", "margin", "probability"]
-            rows = suggestions.reindex(columns=names).assign(run_id=manifest["run_id"])
-            rows["rank"] = rows["rank"].astype("int64")
+            floats = {c: "float64" for c in ("score", "margin", "probability")}
+            rows = (
+                suggestions.reindex(columns=names)
+                .astype({"rank": "int64", **floats})
+                .assign(run_id=manifest["run_id"])
+            )
             db.executemany(
                 "INSERT INTO suggestions (unit_id, code_id, score, rank, margin, probability,"
                 " run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                _plain_rows(
-                    rows.astype({c: "float64" for c in ("score", "margin", "probability")})
-                ),
+                _plain_rows(rows),
             )
 
     def latest_run_id(self) -> str | None:

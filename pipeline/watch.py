@@ -92,7 +92,6 @@ def watch(
     say: Callable[[str], None],
     warn: Callable[[str], None],
     ready: Callable[[], None] | None = None,
-    poll_s: float = 0.25,
 ) -> None:
     """Code once, then again after every change, until interrupted (Ctrl-C). A bad file is
     reported like a run's error and watching goes on: the next save may fix it. ``ready`` runs
@@ -106,7 +105,7 @@ def watch(
                 ready()
             while True:
                 say("Watching for changes to the transcripts and codebook (Ctrl-C stops) ...")
-                after = wait_for_change(take, before, poll_s=poll_s)
+                after = wait_for_change(take, before)
                 say(f"Changed: {', '.join(changed_names(before, after))}. Coding again ...")
                 before = after
                 clock = time.perf_counter()
