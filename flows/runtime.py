@@ -62,7 +62,21 @@ class HeadStartFlow(Flow):
                 preload(settings, sentencizer=True)
                 if server is not None:
                     server.start()  # the one Prefect itself would start; it finds it running
-        return super().__call__(*args, **kwargs)
+        with without_heartbeats():
+            return super().__call__(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def without_heartbeats() -> Any:
+    """Run a flow without Prefect's heartbeat thread. Heartbeats let a server notice a flow run
+    whose worker died; a run here lives and dies with the process that called it, and nothing
+    in this project watches them. The thread sleeps in 1 s steps and the flow waits for it to
+    wake at the end: about 0.4-0.8 s of every run, most of what an edited transcript costs in
+    ``qcode run --watch`` besides the work itself."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
 
 
 @contextlib.contextmanager

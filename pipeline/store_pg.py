@@ -104,6 +104,9 @@ class PgCursor:
     def fetchall(self) -> list[tuple]:
         return self.cursor.fetchall() if self.cursor.description else []
 
+    def fetchmany(self, size: int) -> list[tuple]:
+        return self.cursor.fetchmany(size) if self.cursor.description else []
+
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.fetchall())
 

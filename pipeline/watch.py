@@ -14,6 +14,7 @@ Plain functions over plain data: what to watch (``watched_files``), a snapshot o
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -103,6 +104,11 @@ def watch(
             _code_once(code, warn)
             if ready is not None:
                 ready()
+            # What is loaded by now (libraries, models, the kept results) lives as long as the
+            # process: keep the garbage collector's full sweeps, which each edit's many small
+            # objects set off, from walking it again every time.
+            gc.collect()
+            gc.freeze()
             while True:
                 say("Watching for changes to the transcripts and codebook (Ctrl-C stops) ...")
                 after = wait_for_change(take, before)

@@ -219,6 +219,35 @@ def test_a_run_recorded_on_either_backend_reads_back_the_same(
         assert reference_units["unit_id"].is_unique
 
 
+def test_a_run_moves_unchanged_units_and_writes_the_rest(
+    store_location, nlp, encoder, codebook, sample_transcripts, embedding_cache
+):
+    """record_run writes only new and changed unit rows; the table ends as if every row were
+    upserted: each unit with its latest values and the last run that had it."""
+    from tests.conftest import record_real_run
+
+    transcripts, problems = sample_transcripts
+    record_real_run(store_location, transcripts, problems, nlp, encoder, codebook, embedding_cache)
+    with Store(store_location) as store:
+        first, units, manifest = store.latest_run_id(), store.units(), store.manifest()
+        gone = units.at[1, "unit_id"]
+        second = units.drop(index=1).copy()
+        second.loc[0, "top_score"] = 0.123  # a changed row
+        second.loc[2, "text"] = second.loc[2, "text"] + " (edited)"
+        added = second.iloc[[3]].assign(unit_id="added-unit", start=10**6, end=10**6 + 5)
+        second = pd.concat([second, added], ignore_index=True)
+        empty = store.suggestions().iloc[:0]
+        store.record_run({**manifest, "run_id": "run-2"}, [], second, empty, store.codebook())
+        assert store.latest_run_id() == "run-2"
+        key = ["transcript_id", "start"]
+        expected = second.sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(
+            store.units().sort_values(key).reset_index(drop=True), expected, check_dtype=False
+        )
+        rows = store.db.execute("SELECT last_run_id FROM units WHERE unit_id = ?", (gone,))
+        assert rows.fetchall() == [(first,)]  # not in the new run: stays with the one before
+
+
 def test_store_copy_sqlite_to_postgresql_and_back_is_row_for_row(
     project_store, pg_cluster, tmp_path
 ):

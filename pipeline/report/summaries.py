@@ -136,16 +136,19 @@ class CodeSummary:
     cooccurring: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _breakdown(
-    coded: set[tuple[str, str]], people: pd.DataFrame, column: str
-) -> list[tuple[str, int, int]]:
-    rows = []
-    for value, group in people.groupby(column, sort=True):
-        if not value:
-            continue
-        keys = _people(group)
-        rows.append((str(value), len(keys & coded), len(keys)))
-    return rows
+Groups = list[tuple[str, set[tuple[str, str]]]]
+
+
+def _groups(people: pd.DataFrame, column: str) -> Groups:
+    """The people of each value of ``column`` (blank values left out), in value order: made
+    once per run, not once per code (0.3-0.4 s of an edit at 700 pages went to regrouping)."""
+    return [
+        (str(value), _people(group)) for value, group in people.groupby(column, sort=True) if value
+    ]
+
+
+def _breakdown(coded: set[tuple[str, str]], groups: Groups) -> list[tuple[str, int, int]]:
+    return [(value, len(keys & coded), len(keys)) for value, keys in groups]
 
 
 def _people(rows: pd.DataFrame) -> set[tuple[str, str]]:
@@ -250,6 +253,8 @@ def build_summaries(
     for unit, code_id in zip(joined["unit_id"].tolist(), joined["code_id"].tolist(), strict=True):
         codes_by_unit[unit].append(code_id)
     by_code = dict(tuple(joined.groupby("code_id", sort=False)))
+    groups = {c: _groups(people, c) for c in ("role", "local_authority")}
+    reviewed_groups = {c: _groups(reviewed_people, c) for c in ("role", "local_authority")}
     summaries = []
     for code in codebook.codes:
         hits = by_code.get(code.id, joined.iloc[:0])
@@ -262,14 +267,14 @@ def build_summaries(
             total_interviews=total_interviews,
             participants=len(coded_people),
             total_participants=len(people),
-            roles=_breakdown(coded_people, people, "role"),
-            authorities=_breakdown(coded_people, people, "local_authority"),
+            roles=_breakdown(coded_people, groups["role"]),
+            authorities=_breakdown(coded_people, groups["local_authority"]),
             accepted_units=int(hits.loc[hits["accepted"], "unit_id"].nunique()),
             reviewed_participants=len(accepted_people),
             total_reviewed=len(reviewed_people),
-            reviewed_roles=_by_name(_breakdown(accepted_people, reviewed_people, "role")),
+            reviewed_roles=_by_name(_breakdown(accepted_people, reviewed_groups["role"])),
             reviewed_authorities=_by_name(
-                _breakdown(accepted_people, reviewed_people, "local_authority")
+                _breakdown(accepted_people, reviewed_groups["local_authority"])
             ),
         )
         together = Counter(
