@@ -425,6 +425,8 @@ def unit_review_state(
         )
     rows = [
         review_state_row(unit_id, suggested.get(unit_id, set()), decided, touched)
+        if unit_id in touched
+        else _untouched_row(unit_id, len(suggested.get(unit_id, ())))
         for unit_id in codable
     ]
     return pd.DataFrame(rows, columns=REVIEW_STATE_COLUMNS)
@@ -441,6 +443,12 @@ def _tally(
             touched.add(unit_id)
         elif action == DONE:
             touched.add(unit_id)
+
+
+def _untouched_row(unit_id: str, suggested: int) -> tuple[str, int, int, list[str], bool, str]:
+    """``review_state_row`` of a unit nobody decided on, without its set arithmetic (most
+    units of a run; a third of a second per call at 700 pages)."""
+    return (unit_id, suggested, suggested, [], False, "unreviewed")
 
 
 def review_state_row(
