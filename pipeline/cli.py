@@ -181,6 +181,7 @@ def run(
             return
     except QcodeError as error:
         fail(error)
+    from pipeline.incremental import keep_saved_in_memory
     from pipeline.preload import finish_preloads, preload
     from pipeline.tune import run_settings
     from pipeline.watch import snapshot, watched_files
@@ -193,8 +194,13 @@ def run(
         ),
         typer.echo,
         lambda line: typer.secho(line, err=True, fg=typer.colors.RED),
-        # Load spaCy, the analyzer and the encoder now, so the first edit does not wait.
-        ready=lambda: (preload(run_settings(settings), sentencizer=True), finish_preloads()),
+        # Load spaCy, the analyzer, the encoder and the first run's results now, so the first
+        # edit does not wait for them.
+        ready=lambda: (
+            preload(run_settings(settings), sentencizer=True),
+            finish_preloads(),
+            keep_saved_in_memory(),
+        ),
     )
 
 

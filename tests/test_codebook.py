@@ -520,3 +520,19 @@ def test_import_codebook_refuses_files_it_cannot_read(tmp_path):
         import_codebook_table(tmp_path / "codes.xlsx", tmp_path / "o.yaml")
     with pytest.raises(CodebookError, match=r"must end in \.yaml"):
         import_codebook_table(write(tmp_path / "c.csv", SHEET), tmp_path / "o.csv")
+
+
+def test_a_codebook_read_again_is_a_copy_and_follows_edits(tmp_path):
+    """Parsed once per exact text (``qcode run --watch``), handed out as a copy."""
+    path = tmp_path / "book.yaml"
+    path.write_text(
+        "name: small\ncodes:\n  - id: a\n    label: Alpha\n    definition: First code.\n"
+        "  - id: b\n    label: Beta\n    definition: Second code.\n",
+        encoding="utf-8",
+    )
+    first, second = load_codebook(path), load_codebook(path)
+    assert first == second and first is not second
+    first.renamed["a"] = "z"  # a caller changing its copy does not change the next one
+    assert load_codebook(path).renamed == {}
+    path.write_text(path.read_text(encoding="utf-8").replace("Beta", "Gamma"), encoding="utf-8")
+    assert load_codebook(path).codes[1].label == "Gamma"

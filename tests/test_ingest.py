@@ -163,6 +163,22 @@ abc/3-0
     assert t.text[t.turns[1].start : t.turns[1].end] == "Happy to help. The network was great."
 
 
+def test_a_file_read_again_is_parsed_again_only_when_it_or_its_attributes_change(tmp_path):
+    """The process keeps what it parsed by exact content (``qcode run --watch``): an unchanged
+    file gives the kept transcript; a changed file or attribute file is parsed again."""
+    vtt = "WEBVTT\n\n00:00:01.000 --> 00:00:03.000\n<v Ann>It helped us a lot.</v>\n"
+    write(tmp_path / "v.vtt", vtt)
+    write(tmp_path / "v.yaml", "interview_id: V-1\nrole: Class teacher\n")
+    first = read_transcript(tmp_path / "v.vtt")
+    assert read_transcript(tmp_path / "v.vtt") is first
+    write(tmp_path / "v.yaml", "interview_id: V-1\nrole: Head teacher\n")
+    assert read_transcript(tmp_path / "v.vtt").attributes["role"] == "Head teacher"
+    write(tmp_path / "v.vtt", vtt.replace("a lot", "a great deal"))
+    assert "a great deal" in read_transcript(tmp_path / "v.vtt").text
+    (tmp_path / "v.yaml").unlink()
+    assert read_transcript(tmp_path / "v.vtt").attributes["interview_id"] == "v"
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message", "line"),
     [

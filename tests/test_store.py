@@ -219,15 +219,20 @@ def test_a_run_recorded_on_either_backend_reads_back_the_same(
         assert reference_units["unit_id"].is_unique
 
 
+@pytest.mark.parametrize("remembered", [True, False], ids=["same process", "another process"])
 def test_a_run_moves_unchanged_units_and_writes_the_rest(
-    store_location, nlp, encoder, codebook, sample_transcripts, embedding_cache
+    store_location, nlp, encoder, codebook, sample_transcripts, embedding_cache, remembered
 ):
     """record_run writes only new and changed unit rows; the table ends as if every row were
-    upserted: each unit with its latest values and the last run that had it."""
+    upserted: each unit with its latest values and the last run that had it. Either against
+    the rows this process recorded last, or (another process recorded them) the stored ones."""
+    from pipeline import store as store_module
     from tests.conftest import record_real_run
 
     transcripts, problems = sample_transcripts
     record_real_run(store_location, transcripts, problems, nlp, encoder, codebook, embedding_cache)
+    if not remembered:
+        store_module._RECORDED.clear()
     with Store(store_location) as store:
         first, units, manifest = store.latest_run_id(), store.units(), store.manifest()
         gone = units.at[1, "unit_id"]
