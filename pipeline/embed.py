@@ -54,10 +54,11 @@ def batch_rows(width: int, batch_size: int) -> int:
     alone: that keeps vectors independent of batch companions.
 
     Why this budget: an edit's few new sentences each fill a whole batch of their width with
-    copies, so a batch's size is what one new sentence costs. 512 tokens a batch cost 0.7-1.1 s
-    for 12 new sentences against 1.9-2.0 s with 2,048, and encoded 1,500 sentences as fast
-    (9.3-11.6 s against 10.4-10.9 s); 256 was slower cold (13-19 s). Measured here, 2 cores,
-    fp32, three interleaved rounds."""
+    copies, so a batch's size is what one new sentence costs. ``python -m bench.batch_budget``
+    (1,500 sentences and 12 of them alone, three interleaved rounds, 2 cores, fp32;
+    ``bench/results/batch-budget.json``): 512 tokens a batch encoded the 12 in 0.73-0.82 s
+    against 1.24-1.29 s with 2,048, and the 1,500 as fast (10.1-11.0 s against 10.5-12.0 s);
+    256 tokens was slower on the 1,500 (14-25 s)."""
     return max(1, min(batch_size, batch_size * 8 // max(width, 1)))
 
 
