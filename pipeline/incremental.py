@@ -47,9 +47,7 @@ def transcript_key(transcript: Transcript, base: str) -> str:
     kept = _DIGESTS.get(id(transcript))
     if kept is None or kept[0]() is not transcript:
         kept = (weakref.ref(transcript), _transcript_digest(transcript))
-        _DIGESTS[id(transcript)] = kept
-        while len(_DIGESTS) > IN_MEMORY_LIMIT:
-            del _DIGESTS[next(iter(_DIGESTS))]
+        _remember(_DIGESTS, id(transcript), kept)
     return hashlib.sha256(f"{base}\x00{kept[1]}".encode()).hexdigest()
 
 
@@ -75,10 +73,12 @@ _IN_MEMORY: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
 IN_MEMORY_LIMIT = 20_000  # transcripts
 
 
-def _remember(key: str, frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    _IN_MEMORY[key] = frames
-    while len(_IN_MEMORY) > IN_MEMORY_LIMIT:
-        del _IN_MEMORY[next(iter(_IN_MEMORY))]
+def _remember(kept: dict, key: object, value: object) -> None:
+    """Keep ``value`` under ``key`` in one of this module's in-process dicts; the oldest
+    entries go first beyond ``IN_MEMORY_LIMIT``."""
+    kept[key] = value
+    while len(kept) > IN_MEMORY_LIMIT:
+        del kept[next(iter(kept))]
 
 
 class TranscriptResults:
@@ -99,7 +99,7 @@ class TranscriptResults:
             found = pd.read_parquet(units_path), pd.read_parquet(suggestions_path)
         except (OSError, ValueError):
             return None  # not there, or unreadable: computed again
-        _remember(key, found)
+        _remember(_IN_MEMORY, key, found)
         return found
 
     def save(self, key: str, units: pd.DataFrame, suggestions: pd.DataFrame) -> None:
@@ -109,9 +109,7 @@ class TranscriptResults:
             partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
             frame.to_parquet(partial, index=False)
             os.replace(partial, path)
-        _SAVED[key] = self._paths(key)
-        while len(_SAVED) > IN_MEMORY_LIMIT:
-            del _SAVED[next(iter(_SAVED))]
+        _remember(_SAVED, key, self._paths(key))
 
 
 # Results this process saved and has not read: ``keep_saved_in_memory`` reads them back
@@ -129,7 +127,8 @@ def keep_saved_in_memory() -> None:
         key = next(iter(_SAVED))
         units_path, suggestions_path = _SAVED.pop(key)
         try:
-            _remember(key, (pd.read_parquet(units_path), pd.read_parquet(suggestions_path)))
+            frames = pd.read_parquet(units_path), pd.read_parquet(suggestions_path)
+            _remember(_IN_MEMORY, key, frames)
         except (OSError, ValueError):
             continue  # gone or unreadable: the next run computes it again, as it would
 
