@@ -262,6 +262,7 @@ def privacy_task(
     store_path: Path | str,
     out_dir: Path,
     transcripts_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[list[Transcript], list[Finding], dict]:
     """Find personal data; code the redacted text (or code nothing, under 'stop': the flow
     then returns a ``PrivacyStopped`` rather than raise, so that no traceback, and no flagged
@@ -273,7 +274,12 @@ def privacy_task(
         # thread goes on loading the model while this scans.
         finish_preloads(SPACY_PRELOAD)
     to_code, findings, summary = check_before_coding(
-        transcripts, settings.privacy, settings.privacy_names, store_path, transcripts_dir
+        transcripts,
+        settings.privacy,
+        settings.privacy_names,
+        store_path,
+        transcripts_dir,
+        cache_dir,
     )
     for finding in findings:
         # Where and what kind, with a masked snippet, never the text: Prefect keeps its logs.
@@ -401,7 +407,7 @@ def code_transcripts(
 
     clock = time.perf_counter()
     transcripts, findings, privacy = privacy_task(
-        quote(transcripts), settings, store_path, Path(out_dir), Path(transcripts_dir)
+        quote(transcripts), settings, store_path, Path(out_dir), Path(transcripts_dir), cache_dir
     )
     timings["privacy"] = time.perf_counter() - clock
     if privacy.get("stopped"):

