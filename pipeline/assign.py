@@ -14,12 +14,13 @@ coders, which build on it (``pipeline.classify``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from pipeline.codebook import Codebook, applicable_to_units
+from pipeline.codebook import Code, Codebook, applicable_to_units
 from pipeline.coder import SUGGESTION_COLUMNS, Coder, Suggested, Units
 from pipeline.embed import EmbeddingCache, Encoder, embed_texts
 from pipeline.settings import Settings
@@ -72,13 +73,19 @@ def stance_axis(vectors: np.ndarray, signs: np.ndarray) -> np.ndarray | None:
 
 
 def build_prototypes(
-    codebook: Codebook, encoder: Encoder, cache: EmbeddingCache | None = None, batch_size: int = 64
+    codebook: Codebook,
+    encoder: Encoder,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 64,
+    texts_of: Callable[[Code], list[str]] = Code.prototype_texts,
 ) -> Prototypes:
+    """Each code's prototype texts embedded, and their centroid. ``texts_of`` chooses the texts
+    (``Code.prototype_texts``; scripts/prototype_dev.py compares other choices)."""
     texts: list[str] = []
     starts: list[int] = []
     for code in codebook.codes:
         starts.append(len(texts))
-        texts.extend(code.prototype_texts())
+        texts.extend(texts_of(code))
     vectors, _ = embed_texts(texts, encoder, cache, batch_size)
     ends = [*starts[1:], len(texts)]
     centroids = np.vstack([vectors[s:e].mean(axis=0) for s, e in zip(starts, ends, strict=True)])

@@ -25,9 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.assign import Prototypes, score_matrix  # noqa: E402
-from pipeline.codebook import Code, Codebook, definition_sentences, load_codebook  # noqa: E402
-from pipeline.embed import EmbeddingCache, embed_texts, load_encoder  # noqa: E402
+from pipeline.assign import build_prototypes, score_matrix  # noqa: E402
+from pipeline.codebook import Code, definition_sentences, load_codebook  # noqa: E402
+from pipeline.embed import EmbeddingCache, load_encoder  # noqa: E402
 from scripts.tune_assign import blend, load, micro, predict, truth  # noqa: E402
 from scripts.zero_shot_data import nhs_codebook, nhs_dir  # noqa: E402
 
@@ -45,20 +45,6 @@ def split(code: Code) -> list[str]:
 
 def split_without_examples(code: Code) -> list[str]:
     return whole(code) if code.examples else split(code)
-
-
-def prototypes(codebook: Codebook, texts_of, encoder, cache) -> Prototypes:
-    """pipeline.assign.build_prototypes with another choice of texts."""
-    texts: list[str] = []
-    starts: list[int] = []
-    for code in codebook.codes:
-        starts.append(len(texts))
-        texts.extend(texts_of(code))
-    vectors, _ = embed_texts(texts, encoder, cache)
-    ends = [*starts[1:], len(texts)]
-    centroids = np.vstack([vectors[s:e].mean(axis=0) for s, e in zip(starts, ends, strict=True)])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    return Prototypes(codebook.ids, centroids.astype(np.float32), vectors, np.asarray(starts))
 
 
 def main() -> None:
@@ -83,10 +69,10 @@ def main() -> None:
         ("split", split),
         ("split without examples", split_without_examples),
     ):
-        west = prototypes(west_book, texts_of, encoder, cache)
+        west = build_prototypes(west_book, encoder, cache, texts_of=texts_of)
         cells, dev = [], []
         for v, protos, y, frame in ((seeds_v, west, y_seeds, seeds), (nhs_v, None, y_nhs, nhs)):
-            protos = protos or prototypes(nhs_book, texts_of, encoder, cache)
+            protos = protos or build_prototypes(nhs_book, encoder, cache, texts_of=texts_of)
             p = predict(
                 score_matrix(v, protos, EXAMPLE_WEIGHT, 0.0), ANSWER_THRESHOLD, TOP_K, CUTOFF
             )
