@@ -156,6 +156,17 @@ def test_the_ner_cache_sends_ner_only_changed_stretches(tmp_path, analyzer, monk
         assert f.text.encode() not in stored, f.text
 
 
+def test_the_shared_analyzer_comes_with_its_word_lists(monkeypatch):
+    """A watching process loads the analyzer while it waits; the word lists a scan reads come
+    with it, so its first edit does not build them."""
+    monkeypatch.setattr(privacy, "_ANALYZERS", {})
+    privacy._name_words.cache_clear()
+    privacy.surnames.cache_clear()
+    privacy.shared_analyzer()
+    assert privacy._name_words.cache_info().currsize == 1
+    assert privacy.surnames.cache_info().currsize == 1
+
+
 def test_worker_count_follows_the_amount_of_text(monkeypatch):
     monkeypatch.setattr(privacy.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
     assert privacy.ner_workers(10_000) == 1  # starting a worker would cost more than it saves
