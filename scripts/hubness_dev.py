@@ -12,7 +12,15 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.codebook import load_codebook  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from scripts.tune_assign import Book, blend, load, micro, predict, truth  # noqa: E402
+from scripts.tune_assign import (  # noqa: E402
+    Book,
+    blend,
+    load,
+    load_gold_units,
+    micro,
+    predict,
+    truth,
+)
 from scripts.zero_shot_data import nhs_codebook, nhs_dir  # noqa: E402
 
 
@@ -29,10 +37,7 @@ def main() -> None:
     nhs_book = Book("nhs_book", nhs_codebook(nhs_dir()))
     seeds, seeds_v = load("seeds")
     nhs, nhs_v = load("nhs")
-    units, units_v = load("gold_units")
-    gold_rows = units["gold"].ne("-").to_numpy()
-    turn_key = (units["transcript_id"] + "#" + units["turn_index"].astype(str)).to_numpy()
-    gold_dev = units["transcript_id"].isin(["WP-01", "WP-02"]).to_numpy()
+    units, units_v, gold_rows, turn_key, gold_dev = load_gold_units()
     sets = {
         "seeds": (
             west.scores(seeds_v, rule),

@@ -28,7 +28,14 @@ sys.path.insert(0, str(ROOT))
 from pipeline.assign import build_prototypes, score_matrix  # noqa: E402
 from pipeline.codebook import Code, definition_sentences, load_codebook  # noqa: E402
 from pipeline.embed import EmbeddingCache, load_encoder  # noqa: E402
-from scripts.tune_assign import blend, load, micro, predict, truth  # noqa: E402
+from scripts.tune_assign import (  # noqa: E402
+    blend,
+    load,
+    load_gold_units,
+    micro,
+    predict,
+    truth,
+)
 from scripts.zero_shot_data import nhs_codebook, nhs_dir  # noqa: E402
 
 ANSWER_THRESHOLD, TRANSCRIPT_THRESHOLD, TOP_K, CUTOFF, EXAMPLE_WEIGHT = 0.2, 0.35, 3, 0.02, 0.5
@@ -54,10 +61,7 @@ def main() -> None:
     cache = EmbeddingCache(ROOT / ".cache" / "embeddings.sqlite")
     seeds, seeds_v = load("seeds")
     nhs, nhs_v = load("nhs")
-    units, units_v = load("gold_units")
-    gold_rows = units["gold"].ne("-").to_numpy()
-    turns = (units["transcript_id"] + "#" + units["turn_index"].astype(str)).to_numpy()
-    gold_dev = units["transcript_id"].isin(["WP-01", "WP-02"]).to_numpy()
+    units, units_v, gold_rows, turns, gold_dev = load_gold_units()
     gold_v = blend(units_v, turns, 0.5)
     y_seeds = truth(seeds["codes"].tolist(), west_book.ids)
     y_nhs = truth(nhs["codes"].tolist(), nhs_book.ids)

@@ -40,6 +40,16 @@ def load(name: str) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.read_csv(DATA / f"{name}.csv", keep_default_na=False), np.load(DATA / f"{name}.npy")
 
 
+def load_gold_units() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sample gold's units and vectors; which units carry gold coding, each unit's turn (for
+    the context blend), and which are in the dev interviews (WP-01, WP-02)."""
+    units, vectors = load("gold_units")
+    gold_rows = units["gold"].ne("-").to_numpy()  # units that carry gold coding
+    turn_key = (units["transcript_id"] + "#" + units["turn_index"].astype(str)).to_numpy()
+    gold_dev = units["transcript_id"].isin(["WP-01", "WP-02"]).to_numpy()
+    return units, vectors, gold_rows, turn_key, gold_dev
+
+
 def prototypes_from_cache(name: str, codebook) -> Prototypes:
     """pipeline.assign.build_prototypes, from the cached prototype vectors."""
     table, vectors = load(f"{name}_protos")
@@ -142,10 +152,7 @@ def main() -> None:
     nhs_book = Book("nhs_book", nhs_codebook(nhs_dir()))
     seeds, seeds_v = load("seeds")
     nhs, nhs_v = load("nhs")
-    units, units_v = load("gold_units")
-    gold_rows = units["gold"].ne("-").to_numpy()  # units that carry gold coding
-    turn_key = (units["transcript_id"] + "#" + units["turn_index"].astype(str)).to_numpy()
-    gold_dev = units["transcript_id"].isin(["WP-01", "WP-02"]).to_numpy()
+    units, units_v, gold_rows, turn_key, gold_dev = load_gold_units()
 
     sets = {
         "seeds": (seeds, seeds_v, west, seeds["codes"].tolist(), seeds["split"].to_numpy()),
