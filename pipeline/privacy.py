@@ -32,7 +32,7 @@ import yaml
 from pipeline.errors import QcodeError
 from pipeline.ingest import Transcript, Turn
 from pipeline.paths import safe_file_stem
-from pipeline.span_cache import SpanCache
+from pipeline.span_cache import SpanCache, spacy_model_id
 
 KINDS = (
     "PERSON",
@@ -630,14 +630,8 @@ def ner_cache(path: Path) -> SpanCache:
     text), keyed by the NER model's version. An edited transcript then sends NER only its
     changed stretches, also in a new process (``qcode run`` after an edit, the first edit
     under ``--watch``)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        model = version(NER_MODEL.replace("_", "-"))
-    except PackageNotFoundError:
-        model = "?"
     kinds = ",".join(f"{k}={v}" for k, v in sorted(NER_KINDS.items()))
-    return SpanCache(path, f"ner;{NER_MODEL}=={model};spacy=={version('spacy')};{kinds}")
+    return SpanCache(path, f"ner;{spacy_model_id(NER_MODEL)};{kinds}")
 
 
 # What NER found in each stretch of text this process sent it, by the stretch's exact text: an

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipeline.ingest import Transcript, Turn
 from pipeline.settings import Settings
-from pipeline.span_cache import SpanCache
+from pipeline.span_cache import SpanCache, spacy_model_id
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -97,13 +97,7 @@ def spacy_pieces(start: int, text: str, limit: int = SPACY_PIECE) -> list[tuple[
 @cache
 def sentencizer_id() -> str:
     """Which spaCy (and model version) split the sentences: part of the sentence cache key."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        model = version(SPACY_MODEL.replace("_", "-"))
-    except PackageNotFoundError:
-        model = "?"
-    return f"{SPACY_MODEL}=={model};spacy=={version('spacy')};senter"
+    return f"{spacy_model_id(SPACY_MODEL)};senter"
 
 
 class SentenceCache(SpanCache):

@@ -13,6 +13,18 @@ import sqlite3
 from pathlib import Path
 
 
+def spacy_model_id(package: str) -> str:
+    """A spaCy model package and spaCy itself, with their versions ("?" if the model is not an
+    installed package): what a cache of that model's spans is keyed by."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        model = version(package.replace("_", "-"))
+    except PackageNotFoundError:
+        model = "?"
+    return f"{package}=={model};spacy=={version('spacy')}"
+
+
 class SpanCache:
     """Spans (tuples of offsets, and kinds) per text in a SQLite file; ``namespace`` names the
     model and version that found them, so another model never reads them."""
