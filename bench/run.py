@@ -427,7 +427,11 @@ def _coding_s(run: dict) -> float:
     return tasks.get("prototypes", 0.0) + tasks.get("embed and assign", 0.0)
 
 
-def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
+def bench_size(
+    pages: int, args: argparse.Namespace, work: Path, keep: Callable[[dict], None] = print
+) -> dict:
+    """Every measurement at one size. ``keep`` gets the figures so far after each step: a
+    7,000-page run takes over an hour, and a machine that stops part-way keeps what it has."""
     from bench.corpus import edit_transcript, write_corpus
 
     folder = work / f"p{pages}"
@@ -458,6 +462,7 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
     print(f"[{pages} pages] cold run ...", flush=True)
     cold = measure_run("cold", folder, env, out=out, **common)
     result["cold"] = cold
+    keep(result)
     print(f"[{pages} pages] cold: {cold['wall_s']:.1f} s; baseline fp32 encode ...", flush=True)
     result["baseline"] = run_step(
         "baseline",
@@ -467,26 +472,32 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
         cache=common["cache"],
         precision=args.precision,
     )
+    keep(result)
     print(f"[{pages} pages] baseline: {result['baseline']['encode_s']:.1f} s; warm ...", flush=True)
     result["warm"] = measure_run("warm", folder, env, out=out, **common)
     result["warm_full"] = measure_run("warm_full", folder, env, out=folder / "out-full", **common)
+    keep(result)
 
     # The learned coder: decisions, retraining, then a run with it (all stages, nothing to
     # encode: compare with warm_full, the same run zero-shot).
-    print(f"[{pages} pages] learned coder: decisions, retrain, run ...", flush=True)
-    result["learned"] = _recorded(lambda: bench_learned(folder, env, common, args))
+    if args.learned:
+        print(f"[{pages} pages] learned coder: decisions, retrain, run ...", flush=True)
+        result["learned"] = _recorded(lambda: bench_learned(folder, env, common, args))
+        keep(result)
     files = sorted(corpus.glob("bench_*"))
     target = files[len(stats.files) // 2]
     edit_transcript(target, seed=args.seed + 1)
     print(f"[{pages} pages] edited {target.name}; re-run ...", flush=True)
     result["edit"] = measure_run("edit", folder, env, out=out, **common)
     result["edit"]["edited"] = target.name
+    keep(result)
 
     if args.server:
         target = files[len(stats.files) // 3]
         result["server"] = _recorded(
             lambda: bench_server(folder, env, common, out, target, args.seed + 2)
         )
+        keep(result)
 
     if args.watch:
         print(f"[{pages} pages] qcode run --watch: two edits ...", flush=True)
@@ -518,7 +529,7 @@ def bench_size(pages: int, args: argparse.Namespace, work: Path) -> dict:
         "warm_reused_run": result["warm"]["reused_previous_run"],
         "prefect_first_use_s": result["prefect_first_use_s"],
     }
-    learned = result["learned"]
+    learned = result.get("learned", {})
     if "run" in learned:
         result["summary"].update(
             {
@@ -669,6 +680,12 @@ def main() -> None:
         help="also time warm and edited runs with a long-running Prefect server (qcode server)",
     )
     parser.add_argument(
+        "--learned",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time decisions, retrain and a run with the learned coder",
+    )
+    parser.add_argument(
         "--watch",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -693,8 +710,12 @@ def main() -> None:
     path = RESULTS / f"{name}.json"
     results: list[dict] = []
     for pages in sizes:
-        results.append(bench_size(pages, args, work))
-        write_report(path, results, args)  # after each size: a long run keeps what it has
+        # After each step and each size: a long run keeps what it has.
+        def keep(part: dict) -> None:
+            write_report(path, [*results, part], args)
+
+        results.append(bench_size(pages, args, work, keep=keep))
+        write_report(path, results, args)
     report = write_report(path, results, args)
     print()
     print(table(results))
@@ -722,7 +743,7 @@ def write_report(path: Path, results: list[dict], args: argparse.Namespace) -> d
         "targets": TARGETS,
         "sizes": results,
     }
-    by_pages = {r["pages"]: r["summary"] for r in results}
+    by_pages = {r["pages"]: r["summary"] for r in results if "summary" in r}
     if 700 in by_pages and 7000 in by_pages:
         report["scaling_7000_vs_700"] = {
             "time": round(by_pages[7000]["cold_s"] / by_pages[700]["cold_s"], 2),
