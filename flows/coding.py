@@ -41,6 +41,7 @@ from pipeline.incremental import (
     CsvParts,
     TranscriptResults,
     assemble,
+    results_keys,
     run_key,
     save_new,
     transcript_key,
@@ -403,6 +404,8 @@ def code_transcripts(
     )
     if reused is not None:
         finish_preloads()  # only if a head start guessed wrong
+        # A watching process reads these results while it waits for the first edit.
+        TranscriptResults(cache_dir / "results").expect(results_keys(reused))
         return reused
 
     clock = time.perf_counter()
@@ -509,6 +512,7 @@ def code_transcripts(
         encoded,
     )
     manifest["inputs_key"] = key
+    manifest["results_keys"] = [keys[t.transcript_id] for t in transcripts]
     manifest["execution"] = {
         "task_runner": settings.task_runner,
         "dask_address": settings.dask_address,

@@ -144,3 +144,46 @@ def test_csv_rows_not_grouped_by_transcript_are_written_whole(tmp_path):
     CsvParts(results, {"a": "ka", "b": "kb", "c": "kc"}).write("units", frame, tmp_path / "w.csv")
     assert (tmp_path / "w.csv").read_bytes() == expected.read_bytes()
     assert not list((tmp_path / "results").glob("*.csv"))
+
+
+def test_a_reused_run_has_its_results_read_ahead(prefect_harness, tmp_path, monkeypatch):
+    """A watching process whose first run reused an earlier run reads that run's results while
+    it waits, so its first edit reads no unchanged transcript's results from disk."""
+    import pandas as pd
+
+    import pipeline.incremental as incremental
+    from flows.coding import code_transcripts
+    from pipeline.settings import Settings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in FILES:
+        shutil.copy(SAMPLE / name, folder)
+    monkeypatch.chdir(tmp_path)
+    first = code_transcripts(folder, CODEBOOK, tmp_path / "out", Settings())
+    keys = incremental.results_keys(first)
+    saved = sorted(
+        p.name.split(".")[0] for p in (tmp_path / ".cache/results").glob("*.units.parquet")
+    )
+    assert sorted(keys) == saved and len(keys) == len(FILES)
+
+    # A new process: nothing in memory, nothing queued.
+    monkeypatch.setattr(incremental, "_IN_MEMORY", {})
+    monkeypatch.setattr(incremental, "_TO_READ", {})
+    assert code_transcripts(folder, CODEBOOK, tmp_path / "out", Settings()) == first
+    assert sorted(incremental._TO_READ) == sorted(keys)
+    incremental.keep_saved_in_memory()
+    assert sorted(incremental._IN_MEMORY) == sorted(keys) and not incremental._TO_READ
+
+    read: list[str] = []
+    real_read = pd.read_parquet
+
+    def counting_read(path, *args, **kwargs):  # the real reader, counted
+        read.append(str(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", counting_read)
+    path = folder / "wp03_qio.txt"
+    path.write_text(path.read_text(encoding="utf-8") + "\nParticipant: One more thing.\n")
+    assert code_transcripts(folder, CODEBOOK, tmp_path / "out", Settings()) != first
+    assert not [p for p in read if any(key in p for key in keys)]
