@@ -137,8 +137,16 @@ def _census_names(file: str) -> set[str]:
 
 @lru_cache(maxsize=1)
 def first_names() -> frozenset[str]:
-    """5,163 first names (1990 US Census, public domain; MIT-licensed ``names`` package)."""
-    return frozenset(_census_names("dist.male.first") | _census_names("dist.female.first"))
+    """5,163 first names (1990 US Census, public domain; MIT-licensed ``names`` package), and
+    the first names given to 20 or more babies in Scotland, England and Wales, and Northern
+    Ireland (Open Government Licence; ``pipeline/data/README.md``) that are not everyday words:
+    the census list misses Eilidh, Mhairi, Graeme, Yusuf and Kasia. A UK name that is also a
+    word ("Storm", "Blue") is left out, so the rules for words that are names stay the census
+    list's, and so is one of two letters ("Md" would flag every ``.md`` file name)."""
+    census = _census_names("dist.male.first") | _census_names("dist.female.first")
+    text = (DATA / "uk_first_names.txt").read_text(encoding="utf-8")
+    uk = {n for n in text.split() if len(n) > 2 and n not in census and not everyday(n)}
+    return frozenset(census | uk)
 
 
 @lru_cache(maxsize=1)
@@ -774,8 +782,8 @@ def _name_matches(scan: _Scan, names: ProjectNames) -> list[Raw]:
             if low in _stop_words() and ((len(low) < 4 and low != "may") or not is_surname):
                 continue  # "So", "May", "will" alone
             if low in known:
-                if word in NEVER_A_NAME:
-                    continue
+                if word in NEVER_A_NAME or (word.isupper() and len(word) <= 3):
+                    continue  # "QI", "AL": acronyms, as for NER's capitals
                 if (
                     word[0].isupper()
                     and word.lower() in scan.ordinary
@@ -940,8 +948,25 @@ def _name_parts(scan: _Scan, found: list[Raw]) -> list[Raw]:
     return extra
 
 
+# Findings of one word from a name list, with no context.
+FROM_LIST = {"qcode first name", "qcode first name mid-sentence"}
+
+
 def _resolve_overlaps(found: list[Raw]) -> list[Raw]:
-    """Keep one finding per stretch of text: the more specific kind, then the longer span."""
+    """Keep one finding per stretch of text: the more specific kind, then the longer span.
+
+    A name stays a place where the project's own list says it is one ("Paisley", "Fort
+    William"); a word a name list calls a first name stays a place where spaCy, which reads the
+    sentence, found a place on exactly that word ("in London")."""
+    project = [(f[0], f[1]) for f in found if f[4] == "qcode project places"]
+    ner = {(f[0], f[1]) for f in found if f[2] == "PLACE" and f[4] == "spaCy NER"}
+
+    def a_place(f: Raw) -> bool:
+        if f[4] in FROM_LIST and (f[0], f[1]) in ner:
+            return True
+        return f[2] == "PERSON" and any(s <= f[0] and f[1] <= e for s, e in project)
+
+    found = [f for f in found if not a_place(f)]
     ordered = sorted(
         found, key=lambda f: (-PRIORITY[f[2]], -(f[1] - f[0]), f[4] == "spaCy NER", f[0])
     )

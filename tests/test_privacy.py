@@ -35,7 +35,7 @@ me on 0141 496 0123 or morag.c@school.sch.uk, we're at G12 8QQ. We use Teams and
 
 Interviewer: Thanks. And the West Online School?
 
-Participant: It was brilliant for our S3 class.
+Participant: It was brilliant for our S3 class, Obiageli Okafor says.
 """
 
 
@@ -148,8 +148,8 @@ def test_the_ner_cache_sends_ner_only_changed_stretches(tmp_path, analyzer, monk
     _forget_ner_in_memory(monkeypatch)
     fresh = scan_transcripts([after], lambda: analyzer, ProjectNames())
     assert [(f.start, f.end, f.kind) for f in cached] == [(f.start, f.end, f.kind) for f in fresh]
-    # Morag Campbell, found by NER in the first scan, now comes from the cache.
-    assert any(f.text == "Morag Campbell" and f.recogniser == "spaCy NER" for f in cached)
+    # Obiageli Okafor (on no name list), found by NER in the first scan, now comes from the cache.
+    assert any(f.text == "Obiageli Okafor" and f.recogniser == "spaCy NER" for f in cached)
     cache.close()
     stored = (tmp_path / "ner.sqlite").read_bytes()
     for f in cached:
@@ -308,12 +308,12 @@ RECOGNISED = [
     ),
     ("qcode project places", "PLACE", "She lives out in Drumchapel now.", "Drumchapel"),
     ("spaCy NER", "PLACE", "She moved up to Aberdeen last year.", "Aberdeen"),
-    ("spaCy NER", "PERSON", "We had a coach, Chidi Okafor, and he was lovely.", "Chidi Okafor"),
+    ("spaCy NER", "PERSON", "Our coach, Obiageli Okafor, was lovely.", "Obiageli Okafor"),
     ("qcode first name", "PERSON", "honestly i asked sandra about it", "sandra"),
     ("qcode first name mid-sentence", "PERSON", "and then Grace came in late", "Grace"),
     ("qcode lower-case name and surname", "PERSON", "i work with will patterson", "will patterson"),
     ("qcode title and surname", "PERSON", "then Mrs Adeyemi showed us round", "Mrs Adeyemi"),
-    ("qcode name part", "PERSON", "Wojciech Nowak fixed it. Thanks, Wojciech!", "Wojciech"),
+    ("qcode name part", "PERSON", "Przemek Nowak fixed it. Thanks, Przemek!", "Przemek"),
     ("qcode email", "EMAIL", "write to k.doe@school.sch.uk please", "k.doe@school.sch.uk"),
     ("qcode postcode", "POSTCODE", "the office is at G12 8QQ now", "G12 8QQ"),
     ("qcode address", "ADDRESS", "send it to 12 Rowan Terrace please", "12 Rowan Terrace"),
@@ -333,6 +333,39 @@ def test_each_recogniser_finds_its_kind(tmp_path, analyzer, recogniser, kind, se
     found = scan_transcript(transcript, analyzer, names)
     hits = [(f.recogniser, f.kind) for f in found if f.text == expected]
     assert (recogniser, kind) in hits, [(f.text, f.kind, f.recogniser) for f in found]
+
+
+def test_uk_first_names_the_census_list_lacks(tmp_path, analyzer):
+    """Names from the UK birth registers (pipeline/data/uk_first_names.txt), in lower case
+    too, where spaCy's small model misses them; a UK name that is an everyday word ("storm")
+    stays a word."""
+    from pipeline.privacy import _census_names, name_words
+
+    census = _census_names("dist.male.first") | _census_names("dist.female.first")
+    assert not {"eilidh", "mhairi", "ruaridh"} & census
+    assert {"eilidh", "mhairi", "ruaridh", "kasia"} <= name_words()
+    assert "storm" not in name_words()
+    text = (
+        "Interviewer: Who helped?\n\n"
+        "Participant: honestly mhairi and ruaridh did most of it, and the storm hit that week.\n"
+    )
+    transcript = read_transcript(write(tmp_path / "uk.txt", text))
+    found = {f.text for f in scan_transcript(transcript, analyzer) if f.kind == "PERSON"}
+    assert {"mhairi", "ruaridh"} <= found and "storm" not in found, found
+
+
+def test_a_listed_place_that_is_also_a_first_name_stays_a_place(tmp_path):
+    """Paisley is a UK first name and a town: the project's names file decides. A capitalised
+    short first name is an acronym ("QI")."""
+    names = ProjectNames(places=["Paisley"])
+    text = (
+        "Interviewer: Where?\n\n"
+        "Participant: She teaches in Paisley now, and the QI team helped with Eilidh.\n"
+    )
+    transcript = read_transcript(write(tmp_path / "p.txt", text))
+    found = {(f.text, f.kind) for f in scan_transcript(transcript, build_analyzer(names), names)}
+    assert ("Paisley", "PLACE") in found and ("Eilidh", "PERSON") in found, found
+    assert not {f for f in found if f[0] in ("Paisley", "QI") and f[1] == "PERSON"}, found
 
 
 def test_phone_numbers_in_every_written_form(tmp_path, analyzer):
