@@ -428,7 +428,10 @@ def _coding_s(run: dict) -> float:
 
 
 def bench_size(
-    pages: int, args: argparse.Namespace, work: Path, keep: Callable[[dict], None] = print
+    pages: int,
+    args: argparse.Namespace,
+    work: Path,
+    keep: Callable[[dict], None] = lambda part: None,
 ) -> dict:
     """Every measurement at one size. ``keep`` gets the figures so far after each step: a
     7,000-page run takes over an hour, and a machine that stops part-way keeps what it has."""
