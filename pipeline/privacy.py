@@ -948,7 +948,8 @@ def _name_parts(scan: _Scan, found: list[Raw]) -> list[Raw]:
     return extra
 
 
-# Findings of one word from a name list, with no context.
+# Findings that rest on the first-name list alone (a first name, with the surname after it if
+# any), not on reading the sentence.
 FROM_LIST = {"qcode first name", "qcode first name mid-sentence"}
 
 
