@@ -105,22 +105,54 @@ def encoding_seconds(encoder, texts: list[str], settings: Settings) -> float:
 
 
 def active_learning(
-    bench, vectors, scores, labels, fold, recipe, models, start=25, step=25, stop=250, seeds=(0,)
+    bench,
+    vectors,
+    scores,
+    labels,
+    fold,
+    recipe,
+    models,
+    start=25,
+    step=25,
+    stop=250,
+    seeds=(0,),
+    checkpoint=None,
 ) -> dict[str, list]:
     """F1 on the test fold as labels grow, by random order and by uncertain-first order.
 
     Each seed draws its own first ``start`` decisions (the same for both orders); a curve's
     points are ``[decisions, mean F1 over seeds, sd]``, with every seed's F1 under ``per_seed``.
+    ``checkpoint`` gets the curves of the seeds done so far after each seed: the whole
+    simulation takes more than an hour here, and a stopped run should keep what it measured.
     """
-    per_seed = {
-        order: [
-            _al_curve(
-                bench, vectors, scores, labels, fold, recipe, models, order, start, step, stop, seed
+    per_seed: dict[str, list] = {"random": [], "uncertain": []}
+    curves: dict[str, list] = {}
+    for seed in seeds:
+        for order in per_seed:
+            per_seed[order].append(
+                _al_curve(
+                    bench,
+                    vectors,
+                    scores,
+                    labels,
+                    fold,
+                    recipe,
+                    models,
+                    order,
+                    start,
+                    step,
+                    stop,
+                    seed,
+                )
             )
-            for seed in seeds
-        ]
-        for order in ("random", "uncertain")
-    }
+        curves = _al_summary(per_seed, seeds[: len(per_seed["random"])])
+        if checkpoint:
+            checkpoint(curves)
+    return curves
+
+
+def _al_summary(per_seed: dict[str, list], seeds) -> dict[str, list]:
+    """Mean and sd over seeds of each order's curve."""
     curves: dict[str, list] = {}
     for order, runs in per_seed.items():
         f1 = np.array([[point[1] for point in run] for run in runs])
@@ -130,7 +162,7 @@ def active_learning(
             for point, m, d in zip(runs[0], f1.mean(axis=0), sd, strict=True)
         ]
     curves["seeds"] = list(seeds)
-    curves["per_seed"] = per_seed
+    curves["per_seed"] = {order: list(runs) for order, runs in per_seed.items()}
     return curves
 
 
@@ -346,6 +378,11 @@ def run(
             (encoder, cache, settings),
             stop=100 if quick else 250,
             seeds=al_seeds or ((0,) if quick else (0, 1, 2)),
+            checkpoint=(
+                (lambda curves: checkpoint({**result, "active_learning": curves}))
+                if checkpoint
+                else None
+            ),
         )
     cache.close()
     return result
