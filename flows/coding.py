@@ -311,8 +311,10 @@ def write_task(
     store_path: Path | str,
     extra_tables: dict[str, pd.DataFrame] | None = None,
     csv_parts: CsvParts | None = None,
+    versions: dict[str, str] | None = None,
 ) -> Path:
-    """Reconcile reviewers' decisions with this run, write the run folder, record the run."""
+    """Reconcile reviewers' decisions with this run, write the run folder, record the run
+    (``versions``: each transcript's results key, so the store keeps suggestions per version)."""
     logger = get_run_logger()
     store = Store(store_path)
     try:
@@ -348,7 +350,7 @@ def write_task(
             render,
             tables={"codings": codings, "orphaned_decisions": orphaned, **(extra_tables or {})},
             before_commit=lambda: store.record_run(
-                manifest, transcripts, units, suggestions, codebook
+                manifest, transcripts, units, suggestions, codebook, versions
             ),
             write_csv=None if csv_parts is None else csv_parts.write,
         )
@@ -534,6 +536,7 @@ def code_transcripts(
         store_path,
         quote({"privacy_findings": findings_table(findings)}),
         quote(CsvParts(kept_results, keys)),
+        keys,
     )
     return run_dir
 

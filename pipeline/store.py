@@ -210,6 +210,37 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER decisions_are_append_only_d BEFORE DELETE ON decisions
         BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
     """,
+    # 7: suggestions kept per version of a transcript (its results key: text, settings,
+    # codebook, model and coder), not per run. A run lists the version of each transcript it
+    # coded; an edit stores the edited transcript's suggestions only, where every run used to
+    # store all of them again (224,000 rows at 7,000 pages). Each earlier run becomes one
+    # version of its own ('run:' + its id), so its suggestions read back as before.
+    """
+    CREATE TABLE run_transcripts (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        transcript_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        PRIMARY KEY (run_id, transcript_id)
+    );
+    CREATE INDEX run_transcripts_by_version ON run_transcripts(version);
+    CREATE TABLE suggestions_v7 (
+        version TEXT NOT NULL,
+        unit_id TEXT NOT NULL,
+        code_id TEXT NOT NULL,
+        score REAL NOT NULL,
+        rank INTEGER NOT NULL,
+        margin REAL NOT NULL,
+        probability REAL,
+        PRIMARY KEY (version, unit_id, code_id)
+    );
+    INSERT INTO run_transcripts (run_id, transcript_id, version)
+        SELECT run_id, '', 'run:' || run_id FROM runs;
+    INSERT INTO suggestions_v7 (version, unit_id, code_id, score, rank, margin, probability)
+        SELECT 'run:' || run_id, unit_id, code_id, score, rank, margin, probability
+        FROM suggestions;
+    DROP TABLE suggestions;
+    ALTER TABLE suggestions_v7 RENAME TO suggestions;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -352,8 +383,13 @@ class Store:
         units: pd.DataFrame,
         suggestions: pd.DataFrame,
         codebook: Codebook,
+        versions: dict[str, str] | None = None,
     ) -> None:
-        """Store one run: its transcripts' current text, its units and its suggestions."""
+        """Store one run: its transcripts' current text, its units and its suggestions.
+
+        ``versions``: each transcript's results key (``pipeline.incremental``), which fixes its
+        suggestions. A version stored by an earlier run is only listed for this one; its
+        suggestions are not written again. Without it, every transcript is a new version."""
         stamp = now()
         content = codebook.model_dump_json(exclude={"path"})
         where = self.url or str(self.path.resolve())
@@ -411,18 +447,7 @@ class Store:
             recorded = _record_units(
                 db, units.reindex(columns=columns), manifest["run_id"], previous, known
             )
-            names = ["unit_id", "code_id", "score", "rank", "margin", "probability"]
-            floats = {c: "float64" for c in ("score", "margin", "probability")}
-            rows = (
-                suggestions.reindex(columns=names)
-                .astype({"rank": "int64", **floats})
-                .assign(run_id=manifest["run_id"])
-            )
-            db.executemany(
-                "INSERT INTO suggestions (unit_id, code_id, score, rank, margin, probability,"
-                " run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                _plain_rows(rows),
-            )
+            _record_suggestions(db, manifest["run_id"], units, suggestions, versions)
         _RECORDED[where] = (manifest["run_id"], recorded)
 
     def latest_run_id(self) -> str | None:
@@ -461,9 +486,11 @@ class Store:
         return frame.drop(columns=["last_run_id"])
 
     def suggestions(self, run_id: str | None = None) -> pd.DataFrame:
+        """Suggestions of a run (default: the latest): those of each transcript's version."""
         return read_frame(
-            "SELECT unit_id, code_id, score, rank, margin FROM suggestions WHERE run_id = ?"
-            " ORDER BY unit_id, code_id",  # the primary key's order, on either backend
+            "SELECT s.unit_id, s.code_id, s.score, s.rank, s.margin FROM run_transcripts r"
+            " JOIN suggestions s ON s.version = r.version WHERE r.run_id = ?"
+            " ORDER BY s.unit_id, s.code_id",
             self.db,
             params=(run_id or self.latest_run_id(),),
         )
@@ -707,6 +734,56 @@ def _record_units(
         changed,
     )
     return recorded
+
+
+def _record_suggestions(
+    db: Any,
+    run_id: str,
+    units: pd.DataFrame,
+    suggestions: pd.DataFrame,
+    versions: dict[str, str] | None,
+) -> None:
+    """List the version of each transcript the run coded; write the suggestions of versions
+    no earlier run stored (see migration 7)."""
+    transcript_of = units.set_index("unit_id")["transcript_id"]
+    if versions is None:
+        versions = {t: f"{run_id}:{t}" for t in pd.unique(units["transcript_id"])}
+    db.executemany(
+        "INSERT INTO run_transcripts (run_id, transcript_id, version) VALUES (?, ?, ?)",
+        [(run_id, t, v) for t, v in versions.items()],
+    )
+    listed = list(set(versions.values()))
+    stored: set[str] = set()
+    for start in range(0, len(listed), 500):
+        part = listed[start : start + 500]
+        rows = db.execute(
+            "SELECT DISTINCT version FROM run_transcripts WHERE run_id != ? AND version IN"
+            f" ({', '.join('?' * len(part))})",
+            (run_id, *part),
+        )
+        stored.update(row[0] for row in rows)
+    new = {t: v for t, v in versions.items() if v not in stored}
+    if not new or suggestions.empty:
+        return
+    transcripts = (
+        suggestions["transcript_id"]
+        if "transcript_id" in suggestions.columns
+        else suggestions["unit_id"].map(transcript_of)
+    )
+    mask = transcripts.isin(new.keys()).to_numpy()
+    names = ["unit_id", "code_id", "score", "rank", "margin", "probability"]
+    floats = {c: "float64" for c in ("score", "margin", "probability")}
+    rows = (
+        suggestions[mask]
+        .reindex(columns=names)
+        .astype({"rank": "int64", **floats})
+        .assign(version=pd.Series(transcripts.to_numpy()[mask]).map(new).to_numpy())
+    )
+    db.executemany(
+        "INSERT INTO suggestions (unit_id, code_id, score, rank, margin, probability,"
+        " version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        _plain_rows(rows),
+    )
 
 
 def _q(column: str) -> str:

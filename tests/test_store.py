@@ -212,11 +212,89 @@ def test_a_run_recorded_on_either_backend_reads_back_the_same(
     record_real_run(store_location, *stages)
     with Store(store_location) as store:
         assert len(store.units()) == len(reference_units := store.units())
-        assert store.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
-        assert len(store.db.execute("SELECT run_id FROM suggestions").fetchall()) == 2 * len(
+        runs = [r[0] for r in store.db.execute("SELECT run_id FROM runs ORDER BY rowid")]
+        assert len(runs) == 2
+        assert len(store.db.execute("SELECT version FROM suggestions").fetchall()) == 2 * len(
             store.suggestions()
         )
         assert reference_units["unit_id"].is_unique
+
+
+def test_a_run_stores_only_the_suggestions_of_new_versions(store_location):
+    """Suggestions are kept per transcript version: a run whose transcript kept its version
+    lists it and writes none of its rows again; both runs read back their own suggestions."""
+    from pipeline.codebook import load_codebook
+
+    codebook = load_codebook("codebooks/west_partnership.yaml")
+    units = pd.DataFrame(
+        {
+            "unit_id": ["a1", "a2", "b1"],
+            "transcript_id": ["A", "A", "B"],
+            "turn_index": [0, 1, 0],
+            "speaker": "P",
+            "speaker_kind": "participant",
+            "start": [0, 10, 0],
+            "end": [9, 19, 9],
+            "text": ["one", "two", "three"],
+            "codable": True,
+            **dict.fromkeys(["role", "local_authority", "workstream", "network"], ""),
+        }
+    )
+
+    def suggested(scores: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "unit_id": ["a1", "a2", "b1"],
+                "code_id": "ts.trust",
+                "score": scores,
+                "rank": 1,
+                "margin": 0.1,
+                "probability": None,
+            }
+        )
+
+    with Store(store_location) as store:
+        store.record_run(
+            {"run_id": "r1"},
+            [],
+            units,
+            suggested([0.5, 0.6, 0.7]),
+            codebook,
+            {"A": "vA", "B": "vB1"},
+        )
+        # B edited (a new version with new scores); A unchanged, so its rows are not written.
+        store.record_run(
+            {"run_id": "r2"},
+            [],
+            units,
+            suggested([0.5, 0.6, 0.9]),
+            codebook,
+            {"A": "vA", "B": "vB2"},
+        )
+        stored = store.db.execute("SELECT version, unit_id FROM suggestions ORDER BY 1, 2")
+        assert stored.fetchall() == [("vA", "a1"), ("vA", "a2"), ("vB1", "b1"), ("vB2", "b1")]
+        assert store.suggestions("r1")["score"].tolist() == [0.5, 0.6, 0.7]
+        assert store.suggestions("r2")["score"].tolist() == [0.5, 0.6, 0.9]
+        assert store.suggestions()["score"].tolist() == [0.5, 0.6, 0.9]
+
+
+def test_migration_keeps_each_earlier_runs_suggestions(store_location):
+    """Schema 6 kept suggestions per run; after migration 7 each run reads back its own."""
+    with Store(store_location, migrate=False) as store:
+        store.migrate(to=6)
+        db = store.db
+        db.execute("INSERT INTO codebooks VALUES ('c', 'book', '{}', 'now')")
+        for run, score in (("r1", 0.25), ("r2", 0.75)):
+            db.execute("INSERT INTO runs VALUES (?, ?, 'c', '{}', '{}')", (run, f"t-{run}"))
+            db.execute(
+                "INSERT INTO suggestions (run_id, unit_id, code_id, score, rank, margin)"
+                " VALUES (?, 'u1', 'ts.trust', ?, 1, 0.1)",
+                (run, score),
+            )
+    with Store(store_location) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.suggestions("r1")["score"].tolist() == [0.25]
+        assert store.suggestions("r2")["score"].tolist() == [0.75]
 
 
 @pytest.mark.parametrize("remembered", [True, False], ids=["same process", "another process"])
