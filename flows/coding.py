@@ -33,7 +33,7 @@ from pipeline.decisions import (
     project_decisions,
     resolve_anchors,
     review_counts,
-    reviewed_units,
+    unit_review_state,
 )
 from pipeline.embed import EmbeddingCache, RemoteEncoder, cache_namespace
 from pipeline.errors import NothingToCodeError, Problem
@@ -80,6 +80,8 @@ from pipeline.store import Store, location
 from pipeline.tune import run_settings
 
 __all__ = ["code_transcripts", "default_cache_dir", "get_encoder"]
+
+LOGGED_FINDINGS = 25  # the anonymity check's findings a run logs one by one
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -282,9 +284,16 @@ def privacy_task(
         transcripts_dir,
         cache_dir,
     )
-    for finding in findings:
+    for finding in findings[:LOGGED_FINDINGS]:
         # Where and what kind, with a masked snippet, never the text: Prefect keeps its logs.
         logger.warning("privacy: %s", finding.masked())
+    if len(findings) > LOGGED_FINDINGS:
+        # Every line is a write to Prefect's database, every run (a second at 7,000 pages);
+        # the run folder's privacy_findings.csv and 'qcode check-privacy' list them all.
+        logger.warning(
+            "privacy: ... and %d more, listed in the run folder's privacy_findings.csv",
+            len(findings) - LOGGED_FINDINGS,
+        )
     if summary.get("stopped"):
         logger.error("privacy: nothing was coded (policy 'stop'); see 'qcode check-privacy'.")
     elif findings:
@@ -318,16 +327,21 @@ def write_task(
     logger = get_run_logger()
     store = Store(store_path)
     try:
+        decisions = store.decisions()
+        # Where decisions on units this run lacks were (this run is not stored yet: every
+        # stored unit is earlier), read for those decisions' transcripts only.
+        lost = decisions.loc[~decisions["unit_id"].isin(units["unit_id"]), "transcript_id"]
         resolved = resolve_anchors(
-            store.decisions(),
+            decisions,
             units,
             {t.transcript_id: t.text for t in transcripts},
             codebook,
-            store.earlier_units(),  # this run is not stored yet: every stored unit is earlier
+            store.earlier_units(transcripts=lost),
         )
         codings = current_codings(suggestions, resolved)
         orphaned = resolved[resolved["anchor"] == "orphaned"]
-        manifest["review"] = review_counts(units, codings, resolved)
+        state = unit_review_state(units, suggestions, project_decisions(resolved))
+        manifest["review"] = review_counts(units, codings, resolved, state)
 
         def render(folder: Path) -> None:
             summaries = build_summaries(
@@ -336,7 +350,7 @@ def write_task(
                 codings,
                 settings.quotes_per_code,
                 settings.quote_max_chars,
-                reviewed_units(units, suggestions, project_decisions(resolved)),
+                set(state.loc[state["reviewed"], "unit_id"]),
             )
             render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
 

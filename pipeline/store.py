@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,11 +210,12 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER decisions_are_append_only_d BEFORE DELETE ON decisions
         BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
     """,
-    # 7: suggestions kept per version of a transcript (its results key: text, settings,
-    # codebook, model and coder), not per run. A run lists the version of each transcript it
-    # coded; an edit stores the edited transcript's suggestions only, where every run used to
-    # store all of them again (224,000 rows at 7,000 pages). Each earlier run becomes one
-    # version of its own ('run:' + its id), so its suggestions read back as before.
+    # 7: units and suggestions kept per version of a transcript (its results key: text,
+    # settings, codebook, model and coder), not per run. A run lists the version of each
+    # transcript it coded; an edit writes the edited transcript's rows only, where every run
+    # used to store every suggestion again and move every unit to itself (224,000 and
+    # 210,000 rows at 7,000 pages). Each earlier run becomes one version of its own
+    # ('run:' + its id), so its units and suggestions read back as before.
     """
     CREATE TABLE run_transcripts (
         run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -240,6 +241,11 @@ MIGRATIONS: list[str] = [
         FROM suggestions;
     DROP TABLE suggestions;
     ALTER TABLE suggestions_v7 RENAME TO suggestions;
+    ALTER TABLE units ADD COLUMN version TEXT NOT NULL DEFAULT '';
+    UPDATE units SET version = 'run:' || last_run_id;
+    DROP INDEX units_by_run;
+    CREATE INDEX units_by_version ON units(version, transcript_id, start);
+    CREATE INDEX units_by_transcript ON units(transcript_id, start);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -253,6 +259,26 @@ class NewDecision:
     code_id: str
     action: str  # accept | reject | add | remove | note
     memo: str = ""
+
+
+# The units table's own columns, as a run's units frame names them.
+UNIT_COLUMNS = (
+    "unit_id",
+    "transcript_id",
+    "turn_index",
+    "speaker",
+    "speaker_kind",
+    "start",
+    "end",
+    "text",
+    "codable",
+    "role",
+    "local_authority",
+    "workstream",
+    "network",
+    "top_code",
+    "top_score",
+)
 
 
 def location(value: str | Path) -> str | Path:
@@ -388,15 +414,25 @@ class Store:
         """Store one run: its transcripts' current text, its units and its suggestions.
 
         ``versions``: each transcript's results key (``pipeline.incremental``), which fixes its
-        suggestions. A version stored by an earlier run is only listed for this one; its
-        suggestions are not written again. Without it, every transcript is a new version."""
+        text, units and suggestions. A transcript whose version is the one the latest run had
+        is only listed for this run: nothing of it is written again. Suggestions of a version
+        any earlier run stored are not written again either. Without ``versions`` every
+        transcript is a new version (everything is written)."""
         stamp = now()
+        run_id = manifest["run_id"]
         content = codebook.model_dump_json(exclude={"path"})
-        where = self.url or str(self.path.resolve())
+        if versions is None:
+            ids = [t.transcript_id for t in transcripts] + units["transcript_id"].tolist()
+            versions = {t: f"{run_id}:{t}" for t in dict.fromkeys(ids)}
         with self.write() as db:
             previous = self.latest_run_id()
-            last = _RECORDED.get(where)
-            known = last[1] if last is not None and last[0] == previous else None
+            before = dict(
+                db.execute(
+                    "SELECT transcript_id, version FROM run_transcripts WHERE run_id = ?",
+                    (previous,),
+                )
+            )
+            changed = {t for t, v in versions.items() if before.get(t) != v}
             db.execute(
                 "INSERT OR IGNORE INTO codebooks VALUES (?, ?, ?, ?)",
                 (codebook.sha256, codebook.name, content, stamp),
@@ -404,7 +440,7 @@ class Store:
             db.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
                 (
-                    manifest["run_id"],
+                    run_id,
                     stamp,
                     codebook.sha256,
                     json.dumps(manifest.get("model", {})),
@@ -425,30 +461,16 @@ class Store:
                         stamp,
                     )
                     for t in transcripts
+                    if t.transcript_id in changed
                 ],
             )
-            columns = [
-                "unit_id",
-                "transcript_id",
-                "turn_index",
-                "speaker",
-                "speaker_kind",
-                "start",
-                "end",
-                "text",
-                "codable",
-                "role",
-                "local_authority",
-                "workstream",
-                "network",
-                "top_code",
-                "top_score",
-            ]
-            recorded = _record_units(
-                db, units.reindex(columns=columns), manifest["run_id"], previous, known
+            db.executemany(
+                "INSERT INTO run_transcripts (run_id, transcript_id, version) VALUES (?, ?, ?)",
+                [(run_id, t, v) for t, v in versions.items()],
             )
-            _record_suggestions(db, manifest["run_id"], units, suggestions, versions)
-        _RECORDED[where] = (manifest["run_id"], recorded)
+            new_units = units[units["transcript_id"].isin(changed).to_numpy()]
+            _record_units(db, new_units, run_id, versions)
+            _record_suggestions(db, run_id, units, suggestions, versions)
 
     def latest_run_id(self) -> str | None:
         row = self.db.execute(
@@ -476,14 +498,16 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     def units(self, run_id: str | None = None) -> pd.DataFrame:
-        """Units of a run (default: the latest), in reading order."""
+        """Units of a run (default: the latest), in reading order: those of each transcript's
+        version (a unit a later run changed reads back as it is now)."""
         frame = read_frame(
-            "SELECT * FROM units WHERE last_run_id = ? ORDER BY transcript_id, start",
+            "SELECT u.* FROM run_transcripts r JOIN units u ON u.version = r.version"
+            " WHERE r.run_id = ? ORDER BY u.transcript_id, u.start",
             self.db,
             params=(run_id or self.latest_run_id(),),
         )
         frame["codable"] = frame["codable"].astype(bool)
-        return frame.drop(columns=["last_run_id"])
+        return frame.drop(columns=["last_run_id", "version"])
 
     def suggestions(self, run_id: str | None = None) -> pd.DataFrame:
         """Suggestions of a run (default: the latest): those of each transcript's version."""
@@ -535,19 +559,33 @@ class Store:
         """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""
         decisions, units = self.decisions(), self.units()
         earlier = None
-        if not decisions["unit_id"].isin(units["unit_id"]).all():
-            earlier = self.earlier_units(self.latest_run_id())
+        lost = decisions.loc[~decisions["unit_id"].isin(units["unit_id"]), "transcript_id"]
+        if len(lost):
+            earlier = self.earlier_units(self.latest_run_id(), lost)
         return resolve_anchors(
             decisions, units, self.transcript_texts(), codebook or self.codebook(), earlier
         )
 
-    def earlier_units(self, but_run: str | None = None) -> pd.DataFrame:
-        """Stored units not in run ``but_run`` (None: all), with the run each was last in: where
-        a moved decision's neighbours were (``pipeline.decisions.resolve_anchors``)."""
-        query = 'SELECT unit_id, transcript_id, start, "end", text, last_run_id FROM units'
-        if but_run is None:
-            return read_frame(query, self.db)
-        return read_frame(query + " WHERE last_run_id != ?", self.db, params=(but_run,))
+    def earlier_units(
+        self, but_run: str | None = None, transcripts: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """Stored units not in run ``but_run`` (None: all), with the version of their
+        transcript each was last in: where a moved decision's neighbours were
+        (``pipeline.decisions.resolve_anchors``). ``transcripts``: only these transcripts'."""
+        query = 'SELECT unit_id, transcript_id, start, "end", text, version FROM units'
+        where, params = [], []
+        if but_run is not None:
+            where.append("version NOT IN (SELECT version FROM run_transcripts WHERE run_id = ?)")
+            params.append(but_run)
+        if transcripts is not None:
+            chosen = sorted(set(transcripts))
+            if not chosen:
+                return read_frame(query + " WHERE 0 = 1", self.db)
+            where.append(f"transcript_id IN ({', '.join('?' * len(chosen))})")
+            params += chosen
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        return read_frame(query, self.db, params=tuple(params))
 
     def reviewers(self) -> list[str]:
         return [
@@ -687,53 +725,23 @@ def read_frame(sql: str, db: object, params: tuple = ()) -> pd.DataFrame:
     return pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=True)
 
 
-# Per store, the last run this process recorded there and a hash of each of its unit rows: the
-# next run compares against them instead of reading every unit back (0.4 s of an edit at 700
-# pages). Used only while that run is still the store's latest; set only after its commit.
-_RECORDED: dict[str, tuple[str, dict[str, int]]] = {}
+def _record_units(db: Any, rows: pd.DataFrame, run_id: str, versions: dict[str, str]) -> None:
+    """Upsert the units of the transcripts whose version changed, with that version.
 
-
-def _record_units(
-    db: Any,
-    rows: pd.DataFrame,
-    run_id: str,
-    previous: str | None,
-    known: dict[str, int] | None = None,
-) -> dict[str, int]:
-    """Make ``rows`` the units of run ``run_id``: each unit's row holds its latest values and
-    the last run that had it (``last_run_id``), as if every row were upserted. Returns the
-    rows' hashes by unit (``known``, for the next run: the previous run's, if this process
-    recorded it).
-
-    Why not upsert every row: rewriting ~28,000 unit rows with their text was over a second of
-    every run at 700 pages (ten at 7,000), though an edit changes a handful. The previous run's
-    rows that come back unchanged only move to the new run (one UPDATE, 0.15 s there); units
-    it had that this run lacks stay with it; new and changed rows are upserted."""
-    columns = list(rows.columns)
-    same: dict[str, int] = {} if known is None else known  # unit -> the previous run's row
-    if previous is not None and known is None:
-        cursor = db.execute(
-            f"SELECT {', '.join(_q(c) for c in columns)} FROM units WHERE last_run_id = ?",
-            (previous,),
-        )
-        while batch := cursor.fetchmany(20_000):
-            same.update((row[0], hash(tuple(row))) for row in batch)
-    changed: list[tuple] = []
-    recorded: dict[str, int] = {}
-    for row in _plain_rows(rows):
-        recorded[row[0]] = digest = hash(row)
-        if same.get(row[0]) != digest:
-            changed.append((*row, run_id))
-    if previous is not None:
-        db.execute("UPDATE units SET last_run_id = ? WHERE last_run_id = ?", (run_id, previous))
-        gone = [(previous, unit_id) for unit_id in same.keys() - recorded.keys()]
-        db.executemany("UPDATE units SET last_run_id = ? WHERE unit_id = ?", gone)
-    db.executemany(
-        f"INSERT OR REPLACE INTO units ({', '.join(_q(c) for c in columns)}, last_run_id)"
-        f" VALUES ({', '.join('?' * len(columns))}, ?)",
-        changed,
+    A transcript whose version is the latest run's keeps its rows as they are: the same
+    version means the same units. Units a new version lacks keep their old version; they are
+    what ``earlier_units`` returns (where a moved decision's neighbours were)."""
+    if rows.empty:
+        return
+    columns = list(UNIT_COLUMNS)
+    rows = rows.reindex(columns=columns).assign(
+        version=rows["transcript_id"].map(versions).to_numpy(), last_run_id=run_id
     )
-    return recorded
+    names = ", ".join(_q(c) for c in rows.columns)
+    db.executemany(
+        f"INSERT OR REPLACE INTO units ({names}) VALUES ({', '.join('?' * rows.shape[1])})",
+        _plain_rows(rows),
+    )
 
 
 def _record_suggestions(
@@ -741,17 +749,9 @@ def _record_suggestions(
     run_id: str,
     units: pd.DataFrame,
     suggestions: pd.DataFrame,
-    versions: dict[str, str] | None,
+    versions: dict[str, str],
 ) -> None:
-    """List the version of each transcript the run coded; write the suggestions of versions
-    no earlier run stored (see migration 7)."""
-    transcript_of = units.set_index("unit_id")["transcript_id"]
-    if versions is None:
-        versions = {t: f"{run_id}:{t}" for t in pd.unique(units["transcript_id"])}
-    db.executemany(
-        "INSERT INTO run_transcripts (run_id, transcript_id, version) VALUES (?, ?, ?)",
-        [(run_id, t, v) for t, v in versions.items()],
-    )
+    """Write the suggestions of the versions no earlier run stored (see migration 7)."""
     listed = list(set(versions.values()))
     stored: set[str] = set()
     for start in range(0, len(listed), 500):
@@ -768,7 +768,7 @@ def _record_suggestions(
     transcripts = (
         suggestions["transcript_id"]
         if "transcript_id" in suggestions.columns
-        else suggestions["unit_id"].map(transcript_of)
+        else suggestions["unit_id"].map(units.set_index("unit_id")["transcript_id"])
     )
     mask = transcripts.isin(new.keys()).to_numpy()
     names = ["unit_id", "code_id", "score", "rank", "margin", "probability"]

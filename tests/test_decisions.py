@@ -264,7 +264,7 @@ def test_transcript_edit_keeps_unchanged_decisions_and_reports_orphans(
 def test_a_quoted_copy_inserted_before_does_not_take_the_decision():
     units = units_of(TEXT, SENTENCES)
     decisions = pd.DataFrame([decision(1, units.iloc[1], "a")])
-    earlier = units.assign(last_run_id="r1")
+    earlier = units.assign(version="r1")
     quote = "Two sentence there. "  # an inserted exchange quoting the decided sentence
     edited = "Q: " + quote + "Yes. " + TEXT
     shift = len("Q: " + quote + "Yes. ")

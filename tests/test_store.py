@@ -297,38 +297,55 @@ def test_migration_keeps_each_earlier_runs_suggestions(store_location):
         assert store.suggestions("r2")["score"].tolist() == [0.75]
 
 
-@pytest.mark.parametrize("remembered", [True, False], ids=["same process", "another process"])
-def test_a_run_moves_unchanged_units_and_writes_the_rest(
-    store_location, nlp, encoder, codebook, sample_transcripts, embedding_cache, remembered
+def test_a_run_writes_only_the_units_of_changed_versions(
+    store_location, nlp, encoder, codebook, sample_transcripts, embedding_cache
 ):
-    """record_run writes only new and changed unit rows; the table ends as if every row were
-    upserted: each unit with its latest values and the last run that had it. Either against
-    the rows this process recorded last, or (another process recorded them) the stored ones."""
-    from pipeline import store as store_module
+    """record_run writes the units of transcripts whose version changed since the latest run
+    and leaves the others' rows alone; reading a run gives each transcript's units of that
+    run's version. A unit the new version lacks keeps its old version: an earlier unit."""
     from tests.conftest import record_real_run
 
     transcripts, problems = sample_transcripts
     record_real_run(store_location, transcripts, problems, nlp, encoder, codebook, embedding_cache)
-    if not remembered:
-        store_module._RECORDED.clear()
     with Store(store_location) as store:
         first, units, manifest = store.latest_run_id(), store.units(), store.manifest()
+        versions = dict(
+            store.db.execute(
+                "SELECT transcript_id, version FROM run_transcripts WHERE run_id = ?", (first,)
+            )
+        )
+        edited = units.at[1, "transcript_id"]
+        kept = units.loc[units["transcript_id"] != edited, "unit_id"].tolist()
         gone = units.at[1, "unit_id"]
         second = units.drop(index=1).copy()
         second.loc[0, "top_score"] = 0.123  # a changed row
         second.loc[2, "text"] = second.loc[2, "text"] + " (edited)"
         added = second.iloc[[3]].assign(unit_id="added-unit", start=10**6, end=10**6 + 5)
         second = pd.concat([second, added], ignore_index=True)
+        assert set(second.loc[[0, 2, len(second) - 1], "transcript_id"]) == {edited}
         empty = store.suggestions().iloc[:0]
-        store.record_run({**manifest, "run_id": "run-2"}, [], second, empty, store.codebook())
+        store.record_run(
+            {**manifest, "run_id": "run-2"},
+            [],
+            second,
+            empty,
+            store.codebook(),
+            {**versions, edited: "edited version"},
+        )
         assert store.latest_run_id() == "run-2"
         key = ["transcript_id", "start"]
         expected = second.sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(
             store.units().sort_values(key).reset_index(drop=True), expected, check_dtype=False
         )
-        rows = store.db.execute("SELECT last_run_id FROM units WHERE unit_id = ?", (gone,))
-        assert rows.fetchall() == [(first,)]  # not in the new run: stays with the one before
+        rows = store.db.execute("SELECT last_run_id, version FROM units WHERE unit_id = ?", (gone,))
+        assert rows.fetchall() == [(first, versions[edited])]  # gone: an earlier unit
+        assert store.earlier_units("run-2")["unit_id"].tolist() == [gone]
+        written = dict(store.db.execute("SELECT unit_id, last_run_id FROM units"))
+        assert {written[u] for u in kept} == {first}  # unchanged transcripts: not rewritten
+        assert written["added-unit"] == "run-2"
+        # The first run still reads back the units its versions still have, the gone one too.
+        assert set(store.units(first)["unit_id"]) == {*kept, gone}
 
 
 def test_store_copy_sqlite_to_postgresql_and_back_is_row_for_row(
