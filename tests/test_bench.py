@@ -52,3 +52,27 @@ def test_edit_changes_one_transcript_a_little(tmp_path):
     assert after != before and after.split("\n---\n")[0] == before.split("\n---\n")[0]
     turns = lambda text: re.findall(r"^(Interviewer|Participant|P\d):", text, re.M)  # noqa: E731
     assert len(turns(after)) == len(turns(before)) + 2
+
+
+def test_store_edit_benchmark_runs_and_stores_only_the_edited_versions(tmp_path, monkeypatch):
+    """bench.store_edit end to end on a small corpus: it writes its JSON, and the edit runs
+    add only the edited transcript's suggestions (the full runs add every row)."""
+    import json
+    import sys
+
+    from bench import store_edit
+    from pipeline.codebook import load_codebook
+
+    out = tmp_path / "store-edit.json"
+    argv = ["store_edit", "--pages", "30", "--rounds", "2", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    store_edit.main()
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert len(result["edit_s"]) == len(result["full_s"]) == 2
+    codes = load_codebook(store_edit.ROOT / "codebooks" / "west_partnership.yaml").ids
+    units, suggestions = store_edit.synthetic_run(30, codes)
+    edited = sorted(set(units["transcript_id"]))[len(set(units["transcript_id"])) // 2]
+    per_edit = int((suggestions["transcript_id"] == edited).sum())
+    # first run + 2 full runs store everything; 2 edits (the "again" runs reuse them) add
+    # only the edited transcript's rows.
+    assert result["suggestion_rows_stored_at_end"] == 3 * result["suggestions"] + 2 * per_edit
