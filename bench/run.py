@@ -201,16 +201,21 @@ def step_init(args: argparse.Namespace) -> dict:
 
 
 def step_decide(args: argparse.Namespace) -> dict:
-    """A simulated reviewer decides ``DECISIONS`` coded units of the latest run (accepts the
-    top suggestion, rejects the others): timing input for retraining, not a quality figure."""
+    """A simulated reviewer decides ``DECISIONS`` coded units of the latest run."""
+    return decide_units(args.store, DECISIONS, args.seed)
+
+
+def decide_units(store_path: Path | str, n: int, seed: int) -> dict:
+    """A simulated reviewer decides ``n`` coded units of the latest run (accepts the top
+    suggestion, rejects the others): timing input, not a quality figure."""
     import random
 
     from pipeline.store import NewDecision, Store
 
-    with Store(args.store) as store:
+    with Store(store_path) as store:
         suggestions = store.suggestions()
         units = sorted(suggestions["unit_id"].unique())
-        chosen = set(random.Random(args.seed).sample(units, min(DECISIONS, len(units))))
+        chosen = set(random.Random(seed).sample(units, min(n, len(units))))
         picked = suggestions[suggestions["unit_id"].isin(chosen)]
         picked = picked.sort_values(["unit_id", "score"], ascending=[True, False])
         first = ~picked["unit_id"].duplicated()

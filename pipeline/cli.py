@@ -951,6 +951,14 @@ def check_privacy(
     redact_to: Annotated[
         Path | None, typer.Option(help="Write redacted copies of the transcripts here.")
     ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Cache folder, shared with 'qcode run' (default: .cache): what NER found in "
+            "each stretch of text, under a hash of it, so a second check of an edited "
+            "transcript analyses only what changed. It holds no names."
+        ),
+    ] = None,
 ) -> None:
     """Find personal data left in transcripts (names, emails, phones, postcodes, schools,
     places, addresses, handles, dates of birth, staff and NI numbers) in every part that can
@@ -960,6 +968,7 @@ def check_privacy(
         apply_policy,
         load_project_names,
         names_file,
+        ner_cache,
         raw_transcript,
         redacted_source,
         scan_transcripts,
@@ -985,7 +994,15 @@ def check_privacy(
                 unreadable[-1] += f" (its text could not be checked: {error})"
         project = Store(store) if store is not None else None
         marks = PrivacyMarks(project) if project is not None else None
-        findings = scan_transcripts(found + raw, shared_analyzer, project_names, marks)
+        folder = cache_dir or Path.cwd() / ".cache"  # where 'qcode run' keeps its caches
+        folder.mkdir(parents=True, exist_ok=True)
+        cache = ner_cache(folder / "ner.sqlite")
+        try:
+            findings = scan_transcripts(
+                found + raw, shared_analyzer, project_names, marks, cache=cache
+            )
+        finally:
+            cache.close()
     except QcodeError as error:
         fail(error)
     for finding in findings:

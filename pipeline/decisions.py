@@ -213,18 +213,21 @@ def resolve_anchors(
         return out
     if current_ids is None:
         current_ids = set(units["unit_id"])
-    by_transcript: dict[str, _Spans] = {}
-    unit_texts: dict[str, str] = {}
+    by_transcript: dict[str, _Spans | None] = {}
+    rows_of: dict[str, np.ndarray] = {}
 
     def units_of(tid: str) -> _Spans | None:
-        # Only for decisions whose unit is gone (most are kept): splitting all units by
-        # transcript on every call cost the review page a fixed ~tens of ms per request.
-        if not by_transcript:
-            by_transcript.update(
-                {t: _Spans.of(f.sort_values("start")) for t, f in units.groupby("transcript_id")}
+        # Only for decisions whose unit is gone (most are kept), and only the transcripts
+        # they are in: indexing every transcript's units cost an edit run a second at 7,000
+        # pages, and the review page a fixed ~tens of ms per request.
+        if not rows_of:
+            rows_of.update(units.groupby("transcript_id").indices)
+        if tid not in by_transcript:
+            rows = rows_of.get(tid)
+            by_transcript[tid] = (
+                None if rows is None else _Spans.of(units.iloc[rows].sort_values("start"))
             )
-            unit_texts.update(zip(units["unit_id"].tolist(), units["text"].tolist(), strict=True))
-        return by_transcript.get(tid)
+        return by_transcript[tid]
 
     confirmed = _confirmations(out)
     earlier: _Earlier | None = None  # indexed on first need: most calls find every unit current
@@ -283,7 +286,7 @@ def resolve_anchors(
             located[key] = (
                 None,
                 "orphaned",
-                f'{CONFIRM}: {why}; nearest: "{_short(unit_texts.get(holder, text))}"',
+                f'{CONFIRM}: {why}; nearest: "{_short(frame.texts[frame.ids.index(holder)])}"',
                 holder,
             )
     anchors = [located[k] for k in keys]
@@ -387,10 +390,37 @@ def current_codings(
         }
     )
     machine = suggestions[["unit_id", "code_id", "score", "rank", "margin"]]
-    merged = machine.merge(decided, on=["unit_id", "code_id"], how="outer")
+    # Only suggestions on decided units need the join; the rest (nearly all of a large
+    # project's) are "suggested" as they stand: joining every row was a second of every run
+    # at 7,000 pages.
+    if machine.empty:
+        merged = _filled(machine.merge(decided, on=["unit_id", "code_id"], how="outer"))
+        return merged[CODING_COLUMNS].sort_values(["unit_id", "code_id"]).reset_index(drop=True)
+    if decided.empty:
+        return _codings_of(machine, machine.iloc[:0])
+    on_decided = machine["unit_id"].isin(set(decided["unit_id"])).to_numpy()
+    merged = machine[on_decided].merge(decided, on=["unit_id", "code_id"], how="outer")
+    # The keys' types as joining every row would make them (two kinds of text join as
+    # object), read off a join of one suggestion.
+    probe = machine.iloc[:1].merge(decided, on=["unit_id", "code_id"], how="outer")
+    keys = {k: probe[k].dtype for k in ("unit_id", "code_id")}
+    return _codings_of(machine[~on_decided].astype(keys), _filled(merged).astype(keys))
+
+
+def _filled(merged: pd.DataFrame) -> pd.DataFrame:
+    """Joined codings with the blanks of suggestions nobody decided on filled in."""
     merged["status"] = merged["status"].astype(object).fillna("suggested")
     for column in ("reviewer", "decided_at", "memo"):
         merged[column] = merged[column].astype(object).fillna("")
+    return merged
+
+
+def _codings_of(undecided: pd.DataFrame, merged: pd.DataFrame) -> pd.DataFrame:
+    """``current_codings``' table: suggestions nobody decided on, beside the joined rest."""
+    if len(undecided):
+        rest = undecided.assign(status="suggested", reviewer="", decided_at="", memo="")
+        rest = rest.astype(dict.fromkeys(["status", "reviewer", "decided_at", "memo"], object))
+        merged = pd.concat([merged, rest], ignore_index=True) if len(merged) else rest
     return merged[CODING_COLUMNS].sort_values(["unit_id", "code_id"]).reset_index(drop=True)
 
 

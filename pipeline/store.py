@@ -559,11 +559,17 @@ class Store:
         """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""
         decisions, units = self.decisions(), self.units()
         earlier = None
-        lost = decisions.loc[~decisions["unit_id"].isin(units["unit_id"]), "transcript_id"]
+        current = set(units["unit_id"].tolist())
+        lost = decisions.loc[[u not in current for u in decisions["unit_id"].tolist()]]
         if len(lost):
-            earlier = self.earlier_units(self.latest_run_id(), lost)
+            earlier = self.earlier_units(self.latest_run_id(), lost["transcript_id"])
         return resolve_anchors(
-            decisions, units, self.transcript_texts(), codebook or self.codebook(), earlier
+            decisions,
+            units,
+            self.transcript_texts(),
+            codebook or self.codebook(),
+            earlier,
+            current_ids=current,
         )
 
     def earlier_units(

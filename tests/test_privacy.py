@@ -106,9 +106,35 @@ def test_ner_in_worker_processes_finds_what_one_process_finds(
 
 
 def _forget_ner_in_memory(monkeypatch) -> None:
-    """As in a new process: nothing NER found is kept in memory (``privacy._NER_KEPT``)."""
+    """As in a new process: nothing NER found is kept in memory (``privacy._NER_KEPT``), and
+    no transcript's findings either (``privacy._FOUND``)."""
     monkeypatch.setattr(privacy, "_NER_KEPT", {})
     monkeypatch.setattr(privacy, "_NER_KEPT_CHARS", [0])
+    monkeypatch.setattr(privacy, "_FOUND", {})
+
+
+@pytest.fixture(autouse=True)
+def _each_test_scans_afresh(monkeypatch):
+    """Findings a test's scans keep in memory (``privacy._FOUND``) stay with that test: tests
+    change name lists and recognisers between scans of the same text."""
+    monkeypatch.setattr(privacy, "_FOUND", {})
+
+
+def test_a_process_checks_an_unchanged_transcript_once(tmp_path, analyzer, monkeypatch):
+    """A watching process scans each transcript version once: scanning the same transcripts
+    again runs no recogniser and reads no cached scan, and gives the same findings; an edited
+    transcript is scanned again."""
+    transcript = read_transcript(write(tmp_path / "l.md", LEAKY))
+    first = scan_transcripts([transcript], lambda: analyzer, ProjectNames())
+    assert first
+    real = privacy._Scan.of
+    monkeypatch.setattr(privacy._Scan, "of", None)  # any regex pass would fail now
+    assert scan_transcripts([transcript], lambda: analyzer, ProjectNames()) == first
+    monkeypatch.setattr(privacy._Scan, "of", real)
+    more = "\nParticipant: Ask Sarah Thompson.\n"
+    edited = read_transcript(write(tmp_path / "l.md", LEAKY + more))
+    again = scan_transcripts([edited], lambda: analyzer, ProjectNames())
+    assert any(f.text == "Sarah Thompson" for f in again)
 
 
 def _count_ner_texts(monkeypatch) -> list[str]:
@@ -476,6 +502,26 @@ def test_check_privacy_finds_everything_in_a_one_turn_per_line_file(tmp_path, an
     if result.exit_code == 2:
         assert "interview_siobhan_oneill.txt" in result.output
         assert "could not be read" in result.output
+
+
+def test_check_privacy_keeps_what_ner_found_for_the_next_check(tmp_path, analyzer, monkeypatch):
+    """`qcode check-privacy` shares the NER cache with runs: a second check (a new process)
+    sends NER nothing it saw before and reports the same findings."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    folder = _leaky_folder(tmp_path / "in")
+    command = ["check-privacy", str(folder), "--cache-dir", str(tmp_path / "cache")]
+    _forget_ner_in_memory(monkeypatch)
+    sent = _count_ner_texts(monkeypatch)
+    first = CliRunner().invoke(app, command)
+    assert sent and (tmp_path / "cache" / "ner.sqlite").is_file()
+    _forget_ner_in_memory(monkeypatch)
+    sent.clear()
+    second = CliRunner().invoke(app, command)
+    assert sent == []
+    assert second.output == first.output and second.exit_code == first.exit_code
 
 
 def test_check_privacy_on_an_empty_folder_fails(tmp_path):
