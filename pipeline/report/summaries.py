@@ -164,6 +164,11 @@ def _by_name(rows: list[tuple[str, int, int]]) -> dict[str, tuple[int, int]]:
 def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]:
     """Reviewer-accepted quotes first, then the strongest by score; at most one per participant
     until every participant has had a turn."""
+    return quotes_of(quote_rows(hits, limit), max_chars)
+
+
+def quote_rows(hits: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """The rows of ``hits`` that ``choose_quotes`` quotes, in order (no text needed)."""
     if "accepted" not in hits.columns:
         hits = hits.assign(accepted=False)
     order = _quote_order(hits)
@@ -182,14 +187,20 @@ def choose_quotes(hits: pd.DataFrame, limit: int, max_chars: int) -> list[Quote]
         if len(chosen) >= limit:
             break
     chosen.extend(leftovers[: max(0, limit - len(chosen))])
-    rows = hits.iloc[chosen]
+    return hits.iloc[chosen]
+
+
+def quotes_of(
+    rows: pd.DataFrame, max_chars: int, texts: dict[str, str] | None = None
+) -> list[Quote]:
+    """``quote_rows``' rows as quotes; ``texts``: each unit's text, when the rows lack it."""
     return [
         Quote(
             r["unit_id"],
             r["transcript_id"],
             int(r["start"]),
             int(r["end"]),
-            trim_quote(r["text"], max_chars),
+            trim_quote(r["text"] if texts is None else texts[r["unit_id"]], max_chars),
             r["attribution"],
             float(r["score"]),
             bool(r["accepted"]),
@@ -211,6 +222,9 @@ def _quote_order(hits: pd.DataFrame) -> np.ndarray:
         ["accepted", "score", "unit_id"], ascending=[False, False, True]
     )
     return ordered.index.to_numpy()
+
+
+PEOPLE_KEYS = ("role", "local_authority", "workstream")  # what a quote's attribution says
 
 
 def build_summaries(
@@ -250,12 +264,16 @@ def build_summaries(
     keys = zip(people["transcript_id"].tolist(), people["speaker"].tolist(), strict=True)
     reviewed_people = people[np.array([key in reviewed_keys for key in keys], dtype=bool)]
     total_interviews = units["transcript_id"].nunique()
+    # Only the columns summaries read: the units' text (most of their bytes) is fetched for
+    # the chosen quotes alone, not carried through the join and the split by code (over a
+    # second of every run at 7,000 pages).
+    about = ["unit_id", "transcript_id", "speaker", "start", "end", *PEOPLE_KEYS]
     joined = codings[["unit_id", "code_id", "score", "status"]].merge(
-        units, on="unit_id", how="inner"
+        units[about], on="unit_id", how="inner"
     )
     # One attribution per distinct combination of attributes (a few dozen), not per unit:
     # at 7,000 pages a string per unit cost ~150 MB.
-    people_keys = ["role", "local_authority", "workstream"]
+    people_keys = list(PEOPLE_KEYS)
     combos = joined[people_keys].drop_duplicates()
     combos["attribution"] = [
         attribution({"role": r, "local_authority": la, "workstream": w})
@@ -275,6 +293,7 @@ def build_summaries(
     groups = {c: _groups(people, c) for c in ("role", "local_authority")}
     reviewed_groups = {c: _groups(reviewed_people, c) for c in ("role", "local_authority")}
     summaries = []
+    chosen: list[pd.DataFrame] = []  # each code's quoted rows
     for code in codebook.codes:
         hits = by_code.get(code.id, joined.iloc[:0])
         coded_people = _people(hits)
@@ -302,18 +321,24 @@ def build_summaries(
             for other in codes_by_unit.get(unit, [])
             if other != code.id
         )
+        chosen.append(quote_rows(hits, quotes_per_code))
         summaries.append(
             CodeSummary(
                 code=code,
                 group_label=codebook.group(code.group).label,
                 prevalence=prevalence,
-                quotes=choose_quotes(hits, quotes_per_code, quote_max_chars),
+                quotes=[],  # below, with the chosen units' texts
                 counterparts=[
                     (c, int(per_code_units.get(c.id, 0))) for c in codebook.counterparts(code.id)
                 ],
                 cooccurring=together.most_common(5),
             )
         )
+    quoted = {u for rows in chosen for u in rows["unit_id"].tolist()}
+    found = units.loc[units["unit_id"].isin(quoted), ["unit_id", "text"]]
+    texts = dict(zip(found["unit_id"].tolist(), found["text"].tolist(), strict=True))
+    for summary, rows in zip(summaries, chosen, strict=True):
+        summary.quotes = quotes_of(rows, quote_max_chars, texts)
     return summaries
 
 
