@@ -94,6 +94,10 @@ def main() -> None:
             (args.work / f"edit{k}.txt").write_text(text, encoding="utf-8")
         edits.append({"edited": target.name, "wall_s": round(wall, 3)})
         print(f"edit {k}: {target.name}: {wall:.2f} s", flush=True)
+    from pipeline.store import Store
+
+    with Store(settings.store) as store:
+        decisions_in_store = store.decision_count()
     result = {
         "command": "python -m bench.edit_profile --pages "
         f"{args.pages} --edits {args.edits} --decisions {args.decisions}"
@@ -102,6 +106,7 @@ def main() -> None:
         "transcripts": len(files),
         "first_run_s": round(first_s, 3),
         "decided": decided,
+        "decisions_in_store": decisions_in_store,
         "edits": edits,
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
