@@ -22,6 +22,7 @@ import os
 import re
 import weakref
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -266,6 +267,17 @@ GENERIC_FIRST_WORDS = {
     "high",
     "primary",
 }
+
+
+class PrivacyCheckStopped(QcodeError):
+    """The anonymity check could not finish (a helper process stopped), so nothing was coded."""
+
+    code = "E910"
+    fix = (
+        "Close other programs and run again. On a small computer, check and code the "
+        "transcripts in smaller folders: large scans run named-entity recognition in "
+        "several processes, each with its own copy of the language model."
+    )
 
 
 class PrivacyError(QcodeError):
@@ -1153,7 +1165,13 @@ def _worker_results(
     """A group's scans and their NER entities from a worker, kept as ``_ner_entities`` keeps
     its own."""
     scans, jobs, future = group
-    entities = future.result()
+    try:
+        entities = future.result()
+    except BrokenProcessPool:
+        raise PrivacyCheckStopped(
+            "the anonymity check's helper process stopped before it finished (most often the "
+            "computer ran short of memory); nothing was coded or stored"
+        ) from None
     found = {text: spans for (_, _, text), spans in zip(jobs, entities, strict=True)}
     _keep_ner(found, cache, found)
     return scans, _place_entities(scans, jobs, entities)

@@ -92,6 +92,7 @@ def test_ner_in_worker_processes_finds_what_one_process_finds(
     monkeypatch.setattr(privacy, "NER_GROUP", 2)  # several groups in flight
     one = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=1)
     cache = privacy.ner_cache(tmp_path / "ner.sqlite")
+    _forget_ner_in_memory(monkeypatch)  # the workers must do the work, not this process's memory
     two = scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=2, cache=cache)
     assert [(f.transcript_id, f.start, f.end, f.kind, f.text) for f in two] == [
         (f.transcript_id, f.start, f.end, f.kind, f.text) for f in one
@@ -636,3 +637,22 @@ def test_no_planted_identifier_is_stored_in_clear(tmp_path):
                     assert item.encode() not in data, (path, item)
                     assert item.encode("utf-16-le") not in data, (path, item)
     assert checked > 10 and any(home.rglob("*.db"))
+
+
+def _die(texts):  # a worker that stops as one killed for memory does (pickled by name)
+    import os
+
+    os._exit(9)
+
+
+def test_a_stopped_ner_worker_is_a_clear_error(tmp_path, analyzer, monkeypatch):
+    """If a NER worker process dies (killed for memory), the scan stops with a QcodeError that
+    says what happened and what to do, not a traceback of the process pool."""
+    from pipeline.errors import QcodeError
+
+    monkeypatch.setattr(privacy, "_worker_entities", _die)
+    monkeypatch.setattr(privacy, "NER_GROUP", 2)  # two groups: the pool is used
+    transcripts = [read_transcript(write(tmp_path / f"t{i}.md", LEAKY)) for i in range(3)]
+    with pytest.raises(QcodeError, match="helper process stopped") as stopped:
+        scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=2)
+    assert stopped.value.code == "E910"
