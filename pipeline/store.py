@@ -214,7 +214,7 @@ MIGRATIONS: list[str] = [
     # settings, codebook, model and coder), not per run. A run lists the version of each
     # transcript it coded; an edit writes the edited transcript's rows only, where every run
     # used to store every suggestion again and move every unit to itself (224,000 and
-    # 210,000 rows at 7,000 pages). Each earlier run becomes one version of its own
+    # 260,000 rows at 7,000 pages). Each earlier run becomes one version of its own
     # ('run:' + its id), so its units and suggestions read back as before.
     """
     CREATE TABLE run_transcripts (
