@@ -329,22 +329,15 @@ def write_task(
     try:
         decisions = store.decisions()
         # Where decisions on units this run lacks were (this run is not stored yet: every
-        # stored unit is earlier), read for those decisions' transcripts only.
-        # (A set, not ``isin``: ``isin`` against Arrow text took 2 s at 7,000 pages.)
+        # stored unit is earlier), read for those decisions' transcripts only. (A set, not
+        # ``isin``: ``isin`` against Arrow text took 2 s at 7,000 pages.)
         current = set(units["unit_id"].tolist())
-        lost = [
-            tid
-            for uid, tid in zip(
-                decisions["unit_id"].tolist(), decisions["transcript_id"].tolist(), strict=True
-            )
-            if uid not in current
-        ]
         resolved = resolve_anchors(
             decisions,
             units,
             {t.transcript_id: t.text for t in transcripts},
             codebook,
-            store.earlier_units(transcripts=lost),
+            store.earlier_units_of(decisions, current),
             current_ids=current,
         )
         codings = current_codings(suggestions, resolved)

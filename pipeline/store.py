@@ -558,11 +558,8 @@ class Store:
     def resolved_decisions(self, codebook: Codebook | None = None) -> pd.DataFrame:
         """All decisions anchored to the latest run's units (see ``pipeline.decisions``)."""
         decisions, units = self.decisions(), self.units()
-        earlier = None
         current = set(units["unit_id"].tolist())
-        lost = decisions.loc[[u not in current for u in decisions["unit_id"].tolist()]]
-        if len(lost):
-            earlier = self.earlier_units(self.latest_run_id(), lost["transcript_id"])
+        earlier = self.earlier_units_of(decisions, current, self.latest_run_id())
         return resolve_anchors(
             decisions,
             units,
@@ -571,6 +568,20 @@ class Store:
             earlier,
             current_ids=current,
         )
+
+    def earlier_units_of(
+        self, decisions: pd.DataFrame, current: set[str], but_run: str | None = None
+    ) -> pd.DataFrame:
+        """``earlier_units`` of the transcripts of decisions whose unit is not ``current``
+        (the ids of the units they are anchored to now): all anchoring needs to read."""
+        lost = [
+            tid
+            for uid, tid in zip(
+                decisions["unit_id"].tolist(), decisions["transcript_id"].tolist(), strict=True
+            )
+            if uid not in current
+        ]
+        return self.earlier_units(but_run, lost)
 
     def earlier_units(
         self, but_run: str | None = None, transcripts: Iterable[str] | None = None
