@@ -30,6 +30,8 @@ from pipeline.codebook import Codebook, load_codebook
 from pipeline.coder import SUGGESTION_COLUMNS, Coder
 from pipeline.decisions import (
     current_codings,
+    decided_rows,
+    in_reading_order,
     project_decisions,
     resolve_anchors,
     review_counts,
@@ -341,6 +343,9 @@ def write_task(
             current_ids=current,
         )
         codings = current_codings(suggestions, resolved)
+        # The run folder's table: by transcript, in reading order (each transcript's rows
+        # one block of the CSV).
+        table = in_reading_order(codings, units)
         orphaned = resolved[resolved["anchor"] == "orphaned"]
         state = unit_review_state(units, suggestions, project_decisions(resolved))
         manifest["review"] = review_counts(units, codings, resolved, state)
@@ -364,7 +369,7 @@ def write_task(
             suggestions,
             manifest,
             render,
-            tables={"codings": codings, "orphaned_decisions": orphaned, **(extra_tables or {})},
+            tables={"codings": table, "orphaned_decisions": orphaned, **(extra_tables or {})},
             before_commit=lambda: store.record_run(
                 manifest, transcripts, units, suggestions, codebook, versions
             ),
@@ -551,7 +556,7 @@ def code_transcripts(
         settings,
         store_path,
         quote({"privacy_findings": findings_table(findings)}),
-        quote(CsvParts(kept_results, keys)),
+        quote(CsvParts(kept_results, keys, {"codings": decided_rows})),
         keys,
     )
     return run_dir

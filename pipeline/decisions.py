@@ -407,6 +407,37 @@ def current_codings(
     return _codings_of(machine[~on_decided].astype(keys), _filled(merged).astype(keys))
 
 
+def in_reading_order(codings: pd.DataFrame, units: pd.DataFrame) -> pd.DataFrame:
+    """The run folder's codings: each row with its unit's transcript, in the order the units
+    are read (the run's transcripts in turn, each transcript's units by position), a unit's
+    codes by the machine's rank and codes people added after them (by code id).
+
+    Why: a codings sheet then reads like the transcripts, and each transcript's rows are one
+    block, so after an edit only the edited transcript's rows are formatted again
+    (``incremental.CsvParts``; the order by unit id scattered every transcript)."""
+    if codings.empty or units.empty:
+        table = codings.reset_index(drop=True)
+        table.insert(1, "transcript_id", pd.Series([None] * len(table), dtype=object))
+        return table
+    position = pd.Index(units["unit_id"]).get_indexer(codings["unit_id"])
+    found = position >= 0
+    rank = pd.to_numeric(codings["rank"], errors="coerce").to_numpy(dtype=float, na_value=np.inf)
+    # np.lexsort is stable: rows tied on unit and rank (codes people added) keep
+    # current_codings' order, by code id. A unit missing from ``units`` goes last.
+    order = np.lexsort((rank, np.where(found, position, len(units))))
+    table = codings.iloc[order].reset_index(drop=True)
+    transcripts = units["transcript_id"].iloc[np.where(found, position, 0)[order]]
+    transcripts = transcripts.reset_index(drop=True).where(found[order])
+    table.insert(1, "transcript_id", transcripts)
+    return table
+
+
+def decided_rows(codings: pd.DataFrame) -> np.ndarray:
+    """Which codings rows a person decided (the rest are the machine's suggestions as a run
+    made them): what a transcript's codings depend on besides its text and settings."""
+    return (codings["status"] != "suggested").to_numpy(dtype=bool)
+
+
 def _filled(merged: pd.DataFrame) -> pd.DataFrame:
     """Joined codings with the blanks of suggestions nobody decided on filled in."""
     merged["status"] = merged["status"].astype(object).fillna("suggested")

@@ -17,8 +17,10 @@ import hashlib
 import json
 import os
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.codebook import Codebook
@@ -239,8 +241,16 @@ class CsvParts:
     only for the same rows formatted the same way. A full run writes its CSVs the same way.
     """
 
-    def __init__(self, results: TranscriptResults, keys: dict[str, str]):
+    def __init__(
+        self,
+        results: TranscriptResults,
+        keys: dict[str, str],
+        varying: dict[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+    ):
         self.results, self.keys = results, keys
+        # Per table, which rows depend on more than their transcript's key (codings people
+        # decided): a transcript's part is kept under its key and those rows as written.
+        self.varying = varying or {}
 
     def write(self, name: str, frame: pd.DataFrame, path: Path) -> None:
         blocks = _transcript_blocks(frame)
@@ -252,10 +262,17 @@ class CsvParts:
         )
         signature = hashlib.sha256(layout.encode()).hexdigest()[:16]
         self.results.folder.mkdir(parents=True, exist_ok=True)
+        varying = self.varying[name](frame) if name in self.varying else None
         with open(path, "wb") as out:
             out.write(frame.iloc[:0].to_csv(index=False).encode("utf-8"))
             for tid, start, stop in blocks:
-                part = self.results.folder / f"{self.keys[tid]}.{signature}.{name}.csv"
+                key = self.keys[tid]
+                if varying is not None and varying[start:stop].any():
+                    rows = np.flatnonzero(varying[start:stop])
+                    these = frame.iloc[start + rows].to_csv(index=False, header=False)
+                    where = ",".join(map(str, rows.tolist()))
+                    key += "-" + hashlib.sha256(f"{where}\n{these}".encode()).hexdigest()[:16]
+                part = self.results.folder / f"{key}.{signature}.{name}.csv"
                 try:
                     data = part.read_bytes()
                 except OSError:

@@ -14,6 +14,7 @@ from pipeline.decisions import (
     MoveError,
     confirmation,
     current_codings,
+    in_reading_order,
     latest_decisions,
     resolve_anchors,
     text_sha,
@@ -159,6 +160,38 @@ def test_current_state_latest_decision_wins():
 
 
 @pytest.mark.slow
+def test_a_run_folders_codings_read_like_the_transcripts():
+    """By transcript in run order, units by position, a unit's codes by rank and codes people
+    added after them; each row names its transcript."""
+    units = pd.concat([units_of(TEXT, SENTENCES, "T2"), units_of(TEXT, SENTENCES, "T1")])
+    units = units.reset_index(drop=True)
+    first, last = units.iloc[0], units.iloc[5]
+    decisions = pd.DataFrame(
+        [decision(1, last, "b", "add"), decision(2, first, "b", "add"), decision(3, first, "a")]
+    )
+    suggestions = pd.DataFrame(
+        {
+            "unit_id": [last["unit_id"], first["unit_id"], first["unit_id"]],
+            "code_id": ["a", "a", "b"],
+            "score": [0.5, 0.4, 0.3],
+            "rank": [1, 2, 1],
+            "margin": [0.1, 0.1, 0.1],
+        }
+    )
+    resolved = resolve_anchors(decisions, units, {"T1": TEXT, "T2": TEXT}, BOOK)
+    table = in_reading_order(current_codings(suggestions, resolved), units)
+    assert table.columns[:3].tolist() == ["unit_id", "transcript_id", "code_id"]
+    rows = list(zip(table["unit_id"], table["code_id"], table["status"], strict=True))
+    assert rows == [
+        (first["unit_id"], "b", "accepted"),  # rank 1, then rank 2
+        (first["unit_id"], "a", "accepted"),
+        (last["unit_id"], "a", "suggested"),
+        (last["unit_id"], "b", "accepted"),  # added by a person: after the ranked code
+    ]
+    assert table["transcript_id"].tolist() == ["T2", "T2", "T1", "T1"]
+    assert in_reading_order(table.iloc[:0].drop(columns="transcript_id"), units).empty
+
+
 def test_hundred_decisions_survive_rerun_with_new_threshold_and_codebook(
     prefect_harness, tmp_path, cache_dir
 ):

@@ -42,6 +42,7 @@ def test_an_edit_gives_the_outputs_of_a_cold_run_byte_for_byte(
     file with a cold run (empty caches, new store) into another folder."""
     from flows.coding import code_transcripts
     from pipeline.settings import Settings
+    from pipeline.store import NewDecision, Store
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -53,6 +54,28 @@ def test_an_edit_gives_the_outputs_of_a_cold_run_byte_for_byte(
 
     monkeypatch.chdir(warm)  # caches in ./.cache: the same settings for both runs
     first = code_transcripts(folder, CODEBOOK, warm / "out", Settings())
+    # People's decisions, in every transcript: codings depend on them as well as on the text.
+    with Store(warm / "out" / "project.sqlite") as store:
+        suggested = store.suggestions().merge(store.units()[["unit_id", "transcript_id", "start"]])
+        suggested = suggested.sort_values(["transcript_id", "start", "rank"])
+        picks = suggested.groupby("transcript_id").head(2)
+        store.decide(
+            "ann",
+            [
+                NewDecision(r.unit_id, r.code_id, "accept" if i % 2 else "reject")
+                for i, r in enumerate(picks.itertuples())
+            ]
+            + [NewDecision(picks.iloc[0].unit_id, "ts.trust", "add", memo="said twice")],
+        )
+    # A run with those decisions, then one changed: the next run must not reuse the
+    # codings rows written for the decisions as they were.
+    code_transcripts(folder, CODEBOOK, warm / "out", Settings())
+    with Store(warm / "out" / "project.sqlite") as store:
+        first_pick = picks.iloc[0]
+        store.decide("bob", [NewDecision(first_pick.unit_id, first_pick.code_id, "accept")])
+    cold_out = cold / "out"
+    cold_out.mkdir()
+    shutil.copy(warm / "out" / "project.sqlite", cold_out)  # the same decisions, no caches
     path = folder / "wp03_qio.txt"
     text = path.read_text(encoding="utf-8")
     text = text.replace("Thanks. Cheers, bye now.", "Thanks. Cheers, bye for now.")
@@ -69,7 +92,9 @@ def test_an_edit_gives_the_outputs_of_a_cold_run_byte_for_byte(
     assert len(kept) == len(FILES) + 1
 
     monkeypatch.chdir(cold)
-    full = code_transcripts(folder, CODEBOOK, cold / "out", Settings())
+    full = code_transcripts(folder, CODEBOOK, cold_out, Settings())
+    codings = (full / "codings.csv").read_text(encoding="utf-8")
+    assert "said twice" in codings and ",rejected," in codings
 
     ours, theirs = _files(edited), _files(full)
     assert sorted(ours) == sorted(theirs)
@@ -187,3 +212,31 @@ def test_a_reused_run_has_its_results_read_ahead(prefect_harness, tmp_path, monk
     path.write_text(path.read_text(encoding="utf-8") + "\nParticipant: One more thing.\n")
     assert code_transcripts(folder, CODEBOOK, tmp_path / "out", Settings()) != first
     assert not [p for p in read if any(key in p for key in keys)]
+
+
+def test_csv_parts_of_decided_rows_follow_the_decisions(tmp_path):
+    """Codings people decided are not fixed by the transcript's key: a part holding them is
+    kept under their values too, so a changed decision is written as it now is."""
+    import pandas as pd
+
+    from pipeline.decisions import decided_rows
+    from pipeline.incremental import CsvParts, TranscriptResults
+
+    frame = pd.DataFrame(
+        {
+            "unit_id": ["a1", "a1", "a2", "b1", "b2"],
+            "transcript_id": ["a", "a", "a", "b", "b"],
+            "code_id": ["x", "y", "x", "x", "y"],
+            "status": ["suggested", "accepted", "suggested", "suggested", "suggested"],
+            "memo": ["", "why, \"so\"", "", "", ""],
+        }
+    )
+    results = TranscriptResults(tmp_path / "results")
+    parts = CsvParts(results, {"a": "ka", "b": "kb"}, {"codings": decided_rows})
+    for status in ("accepted", "rejected", "accepted"):
+        changed = frame.assign(status=frame["status"].where(frame.index != 1, status))
+        parts.write("codings", changed, tmp_path / "w.csv")
+        assert (tmp_path / "w.csv").read_bytes() == changed.to_csv(index=False).encode()
+    # b's rows are nobody's decision: one part, reused; a's: one part per state of decisions.
+    assert len(list((tmp_path / "results").glob("kb*.codings.csv"))) == 1
+    assert len(list((tmp_path / "results").glob("ka*.codings.csv"))) == 2
