@@ -228,7 +228,7 @@ def test_csv_parts_of_decided_rows_follow_the_decisions(tmp_path):
             "transcript_id": ["a", "a", "a", "b", "b"],
             "code_id": ["x", "y", "x", "x", "y"],
             "status": ["suggested", "accepted", "suggested", "suggested", "suggested"],
-            "memo": ["", "why, \"so\"", "", "", ""],
+            "memo": ["", 'why, "so"', "", "", ""],
         }
     )
     results = TranscriptResults(tmp_path / "results")
