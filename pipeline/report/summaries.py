@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,26 +137,6 @@ class CodeSummary:
     cooccurring: list[tuple[str, int]] = field(default_factory=list)
 
 
-Groups = list[tuple[str, set[tuple[str, str]]]]
-
-
-def _groups(people: pd.DataFrame, column: str) -> Groups:
-    """The people of each value of ``column`` (blank values left out), in value order: made
-    once per run, not once per code (0.3-0.4 s of an edit at 700 pages went to regrouping)."""
-    return [
-        (str(value), _people(group)) for value, group in people.groupby(column, sort=True) if value
-    ]
-
-
-def _breakdown(coded: set[tuple[str, str]], groups: Groups) -> list[tuple[str, int, int]]:
-    return [(value, len(keys & coded), len(keys)) for value, keys in groups]
-
-
-def _people(rows: pd.DataFrame) -> set[tuple[str, str]]:
-    """The (transcript, speaker) pairs of these rows."""
-    return set(zip(rows["transcript_id"].tolist(), rows["speaker"].tolist(), strict=True))
-
-
 def _by_name(rows: list[tuple[str, int, int]]) -> dict[str, tuple[int, int]]:
     return {name: (n, total) for name, n, total in rows}
 
@@ -171,36 +151,37 @@ def quote_rows(hits: pd.DataFrame, limit: int) -> pd.DataFrame:
     """The rows of ``hits`` that ``choose_quotes`` quotes, in order (no text needed)."""
     if "accepted" not in hits.columns:
         hits = hits.assign(accepted=False)
-    order = _quote_order(hits)
-    transcripts = hits["transcript_id"].to_numpy(dtype=object)
-    speakers = hits["speaker"].to_numpy(dtype=object)
+    people = list(zip(hits["transcript_id"].tolist(), hits["speaker"].tolist(), strict=True))
+    return hits.iloc[_pick(_quote_order(hits), people, limit)]
+
+
+def _pick(order: Iterable[int], people: Sequence[Hashable], limit: int) -> list[int]:
+    """Positions to quote, in ``order``: one per person (``people[i]``) until ``limit`` are
+    chosen or everyone has had a turn, then the next best of people already quoted."""
     chosen: list[int] = []
-    used_people: set[tuple[str, str]] = set()
+    used: set[Hashable] = set()
     leftovers: list[int] = []
     for i in order:
-        person = (transcripts[i], speakers[i])
-        if person in used_people:
+        if people[i] in used:
             leftovers.append(i)
             continue
-        used_people.add(person)
+        used.add(people[i])
         chosen.append(i)
         if len(chosen) >= limit:
             break
     chosen.extend(leftovers[: max(0, limit - len(chosen))])
-    return hits.iloc[chosen]
+    return chosen
 
 
-def quotes_of(
-    rows: pd.DataFrame, max_chars: int, texts: dict[str, str] | None = None
-) -> list[Quote]:
-    """``quote_rows``' rows as quotes; ``texts``: each unit's text, when the rows lack it."""
+def quotes_of(rows: pd.DataFrame, max_chars: int) -> list[Quote]:
+    """``quote_rows``' rows as quotes."""
     return [
         Quote(
             r["unit_id"],
             r["transcript_id"],
             int(r["start"]),
             int(r["end"]),
-            trim_quote(r["text"] if texts is None else texts[r["unit_id"]], max_chars),
+            trim_quote(r["text"], max_chars),
             r["attribution"],
             float(r["score"]),
             bool(r["accepted"]),
@@ -211,13 +192,7 @@ def quotes_of(
 
 def _quote_order(hits: pd.DataFrame) -> np.ndarray:
     """Row positions by accepted first, then score (highest first, missing last), then unit
-    id. Rows already in unit-id order (as ``build_summaries`` hands them over) are ordered by
-    a numeric sort alone, which keeps that order among ties: a text sort of every code's hits
-    was a second of every run at 7,000 pages."""
-    if hits["unit_id"].is_monotonic_increasing and hits["unit_id"].is_unique:
-        accepted = hits["accepted"].to_numpy(dtype=bool)
-        score = hits["score"].to_numpy(dtype=float)
-        return np.lexsort((-score, ~accepted))
+    id."""
     ordered = hits.reset_index(drop=True).sort_values(
         ["accepted", "score", "unit_id"], ascending=[False, False, True]
     )
@@ -225,6 +200,51 @@ def _quote_order(hits: pd.DataFrame) -> np.ndarray:
 
 
 PEOPLE_KEYS = ("role", "local_authority", "workstream")  # what a quote's attribution says
+
+
+class _People:
+    """Every unit's participant as a number, and the participants of codable units with the
+    role and authority of their first codable unit: the denominators of every summary.
+
+    Why numbers: a summary's counts are set sizes over a whole project's codings; done with
+    pandas joins and Python sets they were 2 s of every run (and of every edit) at 7,000
+    pages."""
+
+    def __init__(self, units: pd.DataFrame):
+        transcripts = pd.factorize(units["transcript_id"], use_na_sentinel=False)[0]
+        speakers = pd.factorize(units["speaker"], use_na_sentinel=False)[0]
+        pairs = transcripts.astype(np.int64) * (int(speakers.max(initial=0)) + 1) + speakers
+        self.of_unit = pd.factorize(pairs)[0]
+        self.transcript_of_unit = transcripts
+        self.count = int(self.of_unit.max(initial=-1)) + 1
+        codable = np.flatnonzero(units["codable"].to_numpy(dtype=bool))
+        people, first = np.unique(self.of_unit[codable], return_index=True)
+        self.codable = people  # participants with a codable unit
+        self.is_codable = np.zeros(self.count, dtype=bool)
+        self.is_codable[people] = True
+        # Per attribute: each participant's value (a number, -1 for none) and the values.
+        self.values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for column in ("role", "local_authority"):
+            codes, names = pd.factorize(units[column], sort=True)
+            value = np.full(self.count, -1, dtype=np.int64)
+            value[people] = codes[codable[first]]
+            self.values[column] = (value, np.asarray(names, dtype=object))
+
+    def breakdown(self, coded: np.ndarray, among: np.ndarray, column: str) -> list:
+        """(value, participants of ``coded`` with it, participants of ``among`` with it) per
+        value of ``column`` that someone in ``among`` has (blank values left out)."""
+        value, names = self.values[column]
+        totals = _counts(value[among], len(names))
+        hits = _counts(value[coded[np.isin(coded, among)]], len(names))
+        return [
+            (str(name), int(hits[i]), int(totals[i]))
+            for i, name in enumerate(names)
+            if totals[i] and str(name)
+        ]
+
+
+def _counts(values: np.ndarray, size: int) -> np.ndarray:
+    return np.bincount(values[values >= 0], minlength=size)
 
 
 def build_summaries(
@@ -247,99 +267,110 @@ def build_summaries(
     if "status" not in codings.columns:
         codings = codings.assign(status="suggested")
     codings = codings[codings["status"] != "rejected"]
-    codable = units[units["codable"]]
-    people = codable.drop_duplicates(["transcript_id", "speaker"])[
-        ["transcript_id", "speaker", "role", "local_authority"]
-    ]
-    accepted_units = set(codings.loc[codings["status"] == "accepted", "unit_id"])
-    reviewed_keys = set(
-        zip(
-            *(
-                codable.loc[codable["unit_id"].isin(set(reviewed_units) | accepted_units), c]
-                for c in ("transcript_id", "speaker")
-            ),
-            strict=True,
-        )
-    )
-    keys = zip(people["transcript_id"].tolist(), people["speaker"].tolist(), strict=True)
-    reviewed_people = people[np.array([key in reviewed_keys for key in keys], dtype=bool)]
-    total_interviews = units["transcript_id"].nunique()
-    # Only the columns summaries read: the units' text (most of their bytes) is fetched for
-    # the chosen quotes alone, not carried through the join and the split by code (over a
-    # second of every run at 7,000 pages).
-    about = ["unit_id", "transcript_id", "speaker", "start", "end", *PEOPLE_KEYS]
-    joined = codings[["unit_id", "code_id", "score", "status"]].merge(
-        units[about], on="unit_id", how="inner"
-    )
-    # One attribution per distinct combination of attributes (a few dozen), not per unit:
-    # at 7,000 pages a string per unit cost ~150 MB.
-    people_keys = list(PEOPLE_KEYS)
-    combos = joined[people_keys].drop_duplicates()
-    combos["attribution"] = [
-        attribution({"role": r, "local_authority": la, "workstream": w})
-        for r, la, w in combos.itertuples(index=False)
-    ]
-    joined = joined.merge(combos, on=people_keys, how="left")
+    if not codings["unit_id"].is_monotonic_increasing:  # ties between quotes go by unit id
+        codings = codings.sort_values(["unit_id", "code_id"], kind="stable")
+    people = _People(units)
+    statuses = codings["status"].to_numpy(dtype=object)
+    accepted_units = set(codings["unit_id"].to_numpy(dtype=object)[statuses == "accepted"])
+    reviewed = units["codable"].to_numpy(dtype=bool) & units["unit_id"].isin(
+        set(reviewed_units) | accepted_units
+    ).to_numpy(dtype=bool)
+    reviewed_people = np.unique(people.of_unit[reviewed])
+    # Each coding's unit row (codings of units the run lacks are left out).
+    row = pd.Index(units["unit_id"]).get_indexer(codings["unit_id"])
+    found = row >= 0
+    row = row[found]
+    code_ids = codings["code_id"].to_numpy(dtype=object)[found]
+    accepted = statuses[found] == "accepted"
     # A person's acceptance outranks any machine score when choosing quotes.
-    joined["score"] = joined["score"].fillna(0.0)
-    joined["accepted"] = joined["status"] == "accepted"
-    per_code_units = joined.groupby("code_id")["unit_id"].nunique().to_dict()
-    # Plain lists and dicts, not pandas' per-group apply and row iterators: over a second of
-    # an edit run at 700 pages went to visiting Arrow-backed text values one by one.
-    codes_by_unit: dict[str, list[str]] = defaultdict(list)
-    for unit, code_id in zip(joined["unit_id"].tolist(), joined["code_id"].tolist(), strict=True):
-        codes_by_unit[unit].append(code_id)
-    by_code = dict(tuple(joined.groupby("code_id", sort=False)))
-    groups = {c: _groups(people, c) for c in ("role", "local_authority")}
-    reviewed_groups = {c: _groups(reviewed_people, c) for c in ("role", "local_authority")}
+    score = np.nan_to_num(codings["score"].to_numpy(dtype=float, na_value=np.nan)[found], nan=0.0)
+    code_of, code_names = pd.factorize(code_ids)
+    by_code = _positions_by(code_of, len(code_names))
+    index = {str(name): by_code[i] for i, name in enumerate(code_names)}
+    units_of = {code: len(np.unique(row[hits])) for code, hits in index.items()}
+    together = _cooccurring(row, code_of, code_names)
+    person_of = people.of_unit[row]
+    codable_units = int(units["codable"].sum())
+    total_interviews = units["transcript_id"].nunique()
     summaries = []
-    chosen: list[pd.DataFrame] = []  # each code's quoted rows
+    chosen: list[np.ndarray] = []  # each code's quoted codings, positions
     for code in codebook.codes:
-        hits = by_code.get(code.id, joined.iloc[:0])
-        coded_people = _people(hits)
-        accepted_people = _people(hits[hits["accepted"]])
+        hits = index.get(code.id, np.zeros(0, dtype=np.int64))
+        mine = accepted[hits]
+        coded = np.unique(person_of[hits])
+        accepted_people = np.unique(person_of[hits[mine]])
         prevalence = Prevalence(
-            units=hits["unit_id"].nunique(),
-            codable_units=len(codable),
-            interviews=hits["transcript_id"].nunique(),
+            units=units_of.get(code.id, 0),
+            codable_units=codable_units,
+            interviews=len(np.unique(people.transcript_of_unit[row[hits]])),
             total_interviews=total_interviews,
-            participants=len(coded_people),
-            total_participants=len(people),
-            roles=_breakdown(coded_people, groups["role"]),
-            authorities=_breakdown(coded_people, groups["local_authority"]),
-            accepted_units=int(hits.loc[hits["accepted"], "unit_id"].nunique()),
+            participants=len(coded),
+            total_participants=len(people.codable),
+            roles=people.breakdown(coded, people.codable, "role"),
+            authorities=people.breakdown(coded, people.codable, "local_authority"),
+            accepted_units=len(np.unique(row[hits[mine]])),
             reviewed_participants=len(accepted_people),
             total_reviewed=len(reviewed_people),
-            reviewed_roles=_by_name(_breakdown(accepted_people, reviewed_groups["role"])),
+            reviewed_roles=_by_name(people.breakdown(accepted_people, reviewed_people, "role")),
             reviewed_authorities=_by_name(
-                _breakdown(accepted_people, reviewed_groups["local_authority"])
+                people.breakdown(accepted_people, reviewed_people, "local_authority")
             ),
         )
-        together = Counter(
-            other
-            for unit in hits["unit_id"].drop_duplicates().tolist()
-            for other in codes_by_unit.get(unit, [])
-            if other != code.id
-        )
-        chosen.append(quote_rows(hits, quotes_per_code))
+        order = np.lexsort((-score[hits], ~mine))  # stable: ties by unit id
+        chosen.append(hits[_pick(order, person_of[hits], quotes_per_code)])
         summaries.append(
             CodeSummary(
                 code=code,
                 group_label=codebook.group(code.group).label,
                 prevalence=prevalence,
                 quotes=[],  # below, with the chosen units' texts
-                counterparts=[
-                    (c, int(per_code_units.get(c.id, 0))) for c in codebook.counterparts(code.id)
-                ],
-                cooccurring=together.most_common(5),
+                counterparts=[(c, units_of.get(c.id, 0)) for c in codebook.counterparts(code.id)],
+                cooccurring=together.get(code.id, []),
             )
         )
-    quoted = {u for rows in chosen for u in rows["unit_id"].tolist()}
-    found = units.loc[units["unit_id"].isin(quoted), ["unit_id", "text"]]
-    texts = dict(zip(found["unit_id"].tolist(), found["text"].tolist(), strict=True))
-    for summary, rows in zip(summaries, chosen, strict=True):
-        summary.quotes = quotes_of(rows, quote_max_chars, texts)
+    unit_ids = codings["unit_id"].to_numpy(dtype=object)[found]
+    for summary, picked in zip(summaries, chosen, strict=True):
+        summary.quotes = [
+            Quote(
+                unit_ids[i],
+                units["transcript_id"].iat[row[i]],
+                int(units["start"].iat[row[i]]),
+                int(units["end"].iat[row[i]]),
+                trim_quote(units["text"].iat[row[i]], quote_max_chars),
+                attribution({k: units[k].iat[row[i]] for k in PEOPLE_KEYS}),
+                float(score[i]),
+                bool(accepted[i]),
+            )
+            for i in picked.tolist()
+        ]
     return summaries
+
+
+def _positions_by(groups: np.ndarray, count: int) -> list[np.ndarray]:
+    """The positions of each group's members (group numbers 0..count-1), in order."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(count + 1))
+    return [order[bounds[g] : bounds[g + 1]] for g in range(count)]
+
+
+def _cooccurring(row: np.ndarray, code_of: np.ndarray, names: np.ndarray) -> dict[str, list]:
+    """Per code, the (up to) five other codes found on most of its units, with how many: ties
+    go to the code met first, reading the code's units in order (each unit's codes in the
+    codings' order)."""
+    pairs = pd.DataFrame({"unit": row, "code": code_of, "at": np.arange(len(row))})
+    both = pairs.merge(pairs, on="unit")
+    both = both[both["code_x"] != both["code_y"]]
+    counts = both.groupby(["code_x", "code_y"], sort=False).agg(
+        n=("unit", "size"), first=("at_y", "min")
+    )
+    counts = counts.reset_index().sort_values(
+        ["code_x", "n", "first"], ascending=[True, False, True], kind="stable"
+    )
+    top = counts.groupby("code_x", sort=False).head(5)
+    found: dict[str, list] = {}
+    for code, other, n in zip(top["code_x"], top["code_y"], top["n"], strict=True):
+        found.setdefault(str(names[code]), []).append((str(names[other]), int(n)))
+    return found
 
 
 @functools.lru_cache(maxsize=8)
