@@ -245,3 +245,45 @@ def test_run_summaries_state_both_denominators(tmp_path, codebook):
     md = (tmp_path / "none" / "ts.trust.md").read_text()
     assert "No participant's units have been reviewed yet" in md
     assert "By accepted codings alone" not in md
+
+
+def test_summary_counts_quotes_and_cooccurrence_do_not_depend_on_row_order(codebook):
+    """Codes found together are ranked by how many units they share, ties to the code met
+    first reading the code's units in unit order; quotes tie by unit id. The same summaries
+    come from the codings in any order."""
+    units = pd.DataFrame(
+        {
+            "unit_id": ["u1", "u2", "u3", "u4"],
+            "transcript_id": ["T1", "T1", "T2", "T2"],
+            "speaker": ["P", "P", "P", "Q"],
+            "start": [0, 10, 0, 10],
+            "end": [9, 19, 9, 19],
+            "text": ["One.", "Two.", "Three.", "Four."],
+            "codable": [True, True, True, False],
+            "role": ["Head teacher", "Head teacher", "", "Class teacher"],
+            "local_authority": ["LA-A", "LA-A", "LA-B", None],
+            "workstream": ["LEI", "LEI", "CLN", "CLN"],
+        }
+    )
+    rows = [
+        ("u1", "ts.trust", 0.5, "suggested"),
+        ("u1", "ts.time", 0.4, "suggested"),
+        ("u2", "ts.trust", 0.5, "accepted"),
+        ("u2", "ts.tenacity", 0.4, "suggested"),
+        ("u3", "ts.trust", 0.5, "suggested"),
+        ("u3", "ts.time", 0.4, "rejected"),
+        ("u4", "ts.trust", 0.9, "suggested"),
+    ]
+    codings = pd.DataFrame(rows, columns=["unit_id", "code_id", "score", "status"])
+    summaries = build_summaries(codebook, units, codings, quotes_per_code=3)
+    trust = next(s for s in summaries if s.code.id == "ts.trust")
+    assert trust.cooccurring == [("ts.time", 1), ("ts.tenacity", 1)]  # the rejected one is out
+    assert [q.unit_id for q in trust.quotes] == ["u2", "u4", "u3"]  # accepted first, one each
+    p = trust.prevalence
+    assert (p.units, p.accepted_units, p.interviews, p.participants) == (4, 1, 2, 3)
+    assert (p.total_participants, p.total_reviewed, p.reviewed_participants) == (2, 1, 1)
+    assert p.roles == [("Head teacher", 1, 1)] and p.reviewed_roles == {"Head teacher": (1, 1)}
+    assert p.authorities == [("LA-A", 1, 1), ("LA-B", 1, 1)]
+    for seed in range(3):
+        shuffled = codings.sample(frac=1, random_state=seed)
+        assert build_summaries(codebook, units, shuffled, quotes_per_code=3) == summaries
