@@ -342,10 +342,12 @@ def write_task(
             store.earlier_units_of(decisions, current),
             current_ids=current,
         )
-        codings = current_codings(suggestions, resolved)
         # The run folder's table: by transcript, in reading order (each transcript's rows
         # one block of the CSV).
-        table = in_reading_order(codings, units)
+        unit_index = pd.Index(units["unit_id"])
+        codings = in_reading_order(
+            current_codings(suggestions, resolved, by_unit_id=False), units, unit_index
+        )
         orphaned = resolved[resolved["anchor"] == "orphaned"]
         state = unit_review_state(units, suggestions, project_decisions(resolved))
         manifest["review"] = review_counts(units, codings, resolved, state)
@@ -358,6 +360,7 @@ def write_task(
                 settings.quotes_per_code,
                 settings.quote_max_chars,
                 set(state.loc[state["reviewed"], "unit_id"]),
+                unit_index,
             )
             render_summaries(summaries, codebook, manifest, folder, settings.template_dir)
 
@@ -369,7 +372,7 @@ def write_task(
             suggestions,
             manifest,
             render,
-            tables={"codings": table, "orphaned_decisions": orphaned, **(extra_tables or {})},
+            tables={"codings": codings, "orphaned_decisions": orphaned, **(extra_tables or {})},
             before_commit=lambda: store.record_run(
                 manifest, transcripts, units, suggestions, codebook, versions
             ),

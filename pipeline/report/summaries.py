@@ -254,21 +254,22 @@ def build_summaries(
     quotes_per_code: int = 5,
     quote_max_chars: int = 400,
     reviewed_units: set[str] | frozenset[str] = frozenset(),
+    unit_index: pd.Index | None = None,
 ) -> list[CodeSummary]:
-    """One summary per code from the current codings.
+    """One summary per code from the current codings (in any order).
 
     ``codings`` has unit_id, code_id, score and (optionally) status: ``accepted`` by a
     reviewer, ``suggested`` by the machine and unreviewed, or ``rejected`` (left out).
     The figures include unreviewed suggestions, so their denominators are every participant;
     beside them each summary states the figure by accepted codings alone, of the participants
     whose units were reviewed (``reviewed_units``, ``decisions.reviewed_units``; a participant
-    with an accepted coding counts too), as theme reports do.
+    with an accepted coding counts too), as theme reports do. Quotes of equal standing, and
+    co-occurring codes found on as many units, go in reading order (the order of ``units``).
+    ``unit_index``: ``pd.Index(units["unit_id"])``, when the caller has it already.
     """
     if "status" not in codings.columns:
         codings = codings.assign(status="suggested")
     codings = codings[codings["status"] != "rejected"]
-    if not codings["unit_id"].is_monotonic_increasing:  # ties between quotes go by unit id
-        codings = codings.sort_values(["unit_id", "code_id"], kind="stable")
     people = _People(units)
     statuses = codings["status"].to_numpy(dtype=object)
     accepted_units = set(codings["unit_id"].to_numpy(dtype=object)[statuses == "accepted"])
@@ -277,14 +278,16 @@ def build_summaries(
     ).to_numpy(dtype=bool)
     reviewed_people = np.unique(people.of_unit[reviewed])
     # Each coding's unit row (codings of units the run lacks are left out).
-    row = pd.Index(units["unit_id"]).get_indexer(codings["unit_id"])
+    if unit_index is None:
+        unit_index = pd.Index(units["unit_id"])
+    row = unit_index.get_indexer(codings["unit_id"])
     found = row >= 0
     row = row[found]
     code_ids = codings["code_id"].to_numpy(dtype=object)[found]
     accepted = statuses[found] == "accepted"
     # A person's acceptance outranks any machine score when choosing quotes.
     score = np.nan_to_num(codings["score"].to_numpy(dtype=float, na_value=np.nan)[found], nan=0.0)
-    code_of, code_names = pd.factorize(code_ids)
+    code_of, code_names = pd.factorize(code_ids, sort=True)
     by_code = _positions_by(code_of, len(code_names))
     index = {str(name): by_code[i] for i, name in enumerate(code_names)}
     units_of = {code: len(np.unique(row[hits])) for code, hits in index.items()}
@@ -316,7 +319,7 @@ def build_summaries(
                 people.breakdown(accepted_people, reviewed_people, "local_authority")
             ),
         )
-        order = np.lexsort((-score[hits], ~mine))  # stable: ties by unit id
+        order = np.lexsort((row[hits], -score[hits], ~mine))
         chosen.append(hits[_pick(order, person_of[hits], quotes_per_code)])
         summaries.append(
             CodeSummary(
@@ -355,9 +358,10 @@ def _positions_by(groups: np.ndarray, count: int) -> list[np.ndarray]:
 
 def _cooccurring(row: np.ndarray, code_of: np.ndarray, names: np.ndarray) -> dict[str, list]:
     """Per code, the (up to) five other codes found on most of its units, with how many: ties
-    go to the code met first, reading the code's units in order (each unit's codes in the
-    codings' order)."""
-    pairs = pd.DataFrame({"unit": row, "code": code_of, "at": np.arange(len(row))})
+    go to the code met first, reading the code's units in order (each unit's codes by id;
+    ``code_of`` numbers codes in id order)."""
+    at = row.astype(np.int64) * (len(names) + 1) + code_of
+    pairs = pd.DataFrame({"unit": row, "code": code_of, "at": at})
     both = pairs.merge(pairs, on="unit")
     both = both[both["code_x"] != both["code_y"]]
     counts = both.groupby(["code_x", "code_y"], sort=False).agg(
