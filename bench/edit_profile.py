@@ -52,6 +52,7 @@ def main() -> None:
     from pipeline.preload import finish_preloads, preload
     from pipeline.settings import Settings
     from pipeline.tune import run_settings
+    from pipeline.watch import collector_paused
 
     args.work.mkdir(parents=True, exist_ok=True)
     corpus, cache = args.work / "corpus", args.work / "cache"
@@ -66,6 +67,7 @@ def main() -> None:
     clock = time.perf_counter()
     _code_and_report(corpus, codebook, out, settings)
     first_s = time.perf_counter() - clock
+    first_peak_mb = _peak_rss_mb()
     decided = decide_units(settings.store, args.decisions, args.seed) if args.decisions else {}
     # What `qcode run --watch` does before it waits for the first change.
     preload(run_settings(settings), sentencizer=True)
@@ -86,13 +88,17 @@ def main() -> None:
             profiler = Profiler(interval=0.005)
             profiler.start()
         clock = time.perf_counter()
-        _code_and_report(corpus, codebook, out, settings)
+        with collector_paused():  # as `qcode run --watch` codes an edit
+            _code_and_report(corpus, codebook, out, settings)
         wall = time.perf_counter() - clock
         if profiler is not None:
             profiler.stop()
             text = profiler.output_text(unicode=False, color=False)
             (args.work / f"edit{k}.txt").write_text(text, encoding="utf-8")
-        edits.append({"edited": target.name, "wall_s": round(wall, 3)})
+        gc.collect()
+        edits.append(
+            {"edited": target.name, "wall_s": round(wall, 3), "peak_rss_mb": _peak_rss_mb()}
+        )
         print(f"edit {k}: {target.name}: {wall:.2f} s", flush=True)
     from pipeline.store import Store
 
@@ -105,6 +111,7 @@ def main() -> None:
         "pages": args.pages,
         "transcripts": len(files),
         "first_run_s": round(first_s, 3),
+        "first_run_peak_rss_mb": first_peak_mb,
         "decided": decided,
         "decisions_in_store": decisions_in_store,
         "edits": edits,
@@ -114,6 +121,13 @@ def main() -> None:
     target_file = args.out or ROOT / "bench" / "results" / f"edit-profile-{args.pages}.json"
     target_file.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(json.dumps(result, indent=1))
+
+
+def _peak_rss_mb() -> int:
+    """This process's peak resident memory so far, in MB (Linux reports KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 if __name__ == "__main__":

@@ -214,18 +214,24 @@ def resolve_anchors(
     if current_ids is None:
         current_ids = set(units["unit_id"])
     by_transcript: dict[str, _Spans | None] = {}
+    spans = units[["unit_id", "start", "end", "text"]]
     rows_of: dict[str, np.ndarray] = {}
 
     def units_of(tid: str) -> _Spans | None:
         # Only for decisions whose unit is gone (most are kept), and only the transcripts
-        # they are in: indexing every transcript's units cost an edit run a second at 7,000
-        # pages, and the review page a fixed ~tens of ms per request.
-        if not rows_of:
-            rows_of.update(units.groupby("transcript_id").indices)
+        # they are in, found by one comparison each (grouping every transcript's units cost
+        # an edit run a second at 7,000 pages, the review page ~tens of ms per request);
+        # beyond a few transcripts, grouping once is cheaper.
         if tid not in by_transcript:
-            rows = rows_of.get(tid)
+            if len(by_transcript) == 16:
+                rows_of.update(units.groupby("transcript_id").indices)
+            if rows_of:
+                rows = rows_of.get(tid, np.zeros(0, dtype=np.int64))
+            else:
+                same = units["transcript_id"] == tid
+                rows = np.flatnonzero(same.to_numpy(dtype=bool, na_value=False))
             by_transcript[tid] = (
-                None if rows is None else _Spans.of(units.iloc[rows].sort_values("start"))
+                _Spans.of(spans.iloc[rows].sort_values("start")) if len(rows) else None
             )
         return by_transcript[tid]
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import QcodeError
@@ -115,10 +116,29 @@ def watch(
                 say(f"Changed: {', '.join(changed_names(before, after))}. Coding again ...")
                 before = after
                 clock = time.perf_counter()
-                if _code_once(code, warn):
+                with collector_paused():
+                    coded = _code_once(code, warn)
+                if coded:
                     say(f"Coded again in {time.perf_counter() - clock:.1f} s.")
+                gc.collect()  # while the person reads the result, not while they wait
         except KeyboardInterrupt:
             say("Stopped watching.")
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during an edit's run; the watch loop collects after it.
+
+    Why: a run at 7,000 pages makes millions of short-lived objects, and each full sweep they
+    set off walks everything the process holds (about 0.1 s of an edit in one list of
+    per-unit values alone). Memory is still freed as usual by reference counting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _code_once(code: Callable[[], None], warn: Callable[[str], None]) -> bool:
