@@ -271,8 +271,8 @@ def build_summaries(
         codings = codings.assign(status="suggested")
     codings = codings[codings["status"] != "rejected"]
     people = _People(units)
-    statuses = codings["status"].to_numpy(dtype=object)
-    accepted_units = set(codings["unit_id"].to_numpy(dtype=object)[statuses == "accepted"])
+    is_accepted = (codings["status"] == "accepted").to_numpy(dtype=bool)
+    accepted_units = set(codings["unit_id"][is_accepted].tolist())
     reviewed = units["codable"].to_numpy(dtype=bool) & units["unit_id"].isin(
         set(reviewed_units) | accepted_units
     ).to_numpy(dtype=bool)
@@ -281,13 +281,14 @@ def build_summaries(
     if unit_index is None:
         unit_index = pd.Index(units["unit_id"])
     row = unit_index.get_indexer(codings["unit_id"])
-    found = row >= 0
+    found = np.flatnonzero(row >= 0)
     row = row[found]
-    code_ids = codings["code_id"].to_numpy(dtype=object)[found]
-    accepted = statuses[found] == "accepted"
+    accepted = is_accepted[found]
     # A person's acceptance outranks any machine score when choosing quotes.
     score = np.nan_to_num(codings["score"].to_numpy(dtype=float, na_value=np.nan)[found], nan=0.0)
-    code_of, code_names = pd.factorize(code_ids, sort=True)
+    # Codes numbered in id order, without making a Python string of every coding's code.
+    code_of, code_names = pd.factorize(codings["code_id"], sort=True)
+    code_of, code_names = code_of[found], np.asarray(code_names, dtype=object)
     by_code = _positions_by(code_of, len(code_names))
     index = {str(name): by_code[i] for i, name in enumerate(code_names)}
     units_of = {code: len(np.unique(row[hits])) for code, hits in index.items()}
@@ -331,11 +332,11 @@ def build_summaries(
                 cooccurring=together.get(code.id, []),
             )
         )
-    unit_ids = codings["unit_id"].to_numpy(dtype=object)[found]
+    unit_ids = codings["unit_id"]
     for summary, picked in zip(summaries, chosen, strict=True):
         summary.quotes = [
             Quote(
-                unit_ids[i],
+                unit_ids.iat[found[i]],
                 units["transcript_id"].iat[row[i]],
                 int(units["start"].iat[row[i]]),
                 int(units["end"].iat[row[i]]),
@@ -360,6 +361,8 @@ def _cooccurring(row: np.ndarray, code_of: np.ndarray, names: np.ndarray) -> dic
     """Per code, the (up to) five other codes found on most of its units, with how many: ties
     go to the code met first, reading the code's units in order (each unit's codes by id;
     ``code_of`` numbers codes in id order)."""
+    shared = np.bincount(row)[row] > 1 if len(row) else np.zeros(0, dtype=bool)
+    row, code_of = row[shared], code_of[shared]  # units with one code share it with none
     at = row.astype(np.int64) * (len(names) + 1) + code_of
     pairs = pd.DataFrame({"unit": row, "code": code_of, "at": at})
     both = pairs.merge(pairs, on="unit")
