@@ -182,7 +182,9 @@ def run(
     except QcodeError as error:
         fail(error)
     from pipeline.incremental import keep_saved_in_memory
-    from pipeline.preload import finish_preloads, preload
+    from pipeline.preload import default_cache_dir, finish_preloads, preload
+    from pipeline.privacy import remember_findings
+    from pipeline.store import location
     from pipeline.tune import run_settings
     from pipeline.watch import snapshot, watched_files
     from pipeline.watch import watch as watch_folder
@@ -200,6 +202,13 @@ def run(
             preload(run_settings(settings), sentencizer=True),
             finish_preloads(),
             keep_saved_in_memory(),
+            remember_findings(
+                transcripts,
+                settings.privacy,
+                settings.privacy_names,
+                location(settings.store or out / "project.sqlite"),
+                Path(settings.cache_dir or default_cache_dir()),
+            ),
         ),
     )
 

@@ -656,3 +656,21 @@ def test_a_stopped_ner_worker_is_a_clear_error(tmp_path, analyzer, monkeypatch):
     with pytest.raises(QcodeError, match="helper process stopped") as stopped:
         scan_transcripts(transcripts, lambda: analyzer, ProjectNames(), workers=2)
     assert stopped.value.code == "E910"
+
+
+def test_a_watching_process_remembers_each_transcripts_findings_before_the_first_edit(
+    tmp_path,
+):
+    """``remember_findings`` checks a folder as a run would, so the first edit of a watching
+    process whose first run was reused does not read every cached scan from the store."""
+    from tests.conftest import SAMPLE
+
+    transcripts, _ = read_transcripts(SAMPLE)
+    assert not privacy._FOUND
+    privacy.remember_findings(SAMPLE, "warn", None, tmp_path / "project.sqlite", tmp_path)
+    config = privacy.scan_config(privacy.load_project_names(privacy.names_file(None, SAMPLE)))
+    for t in transcripts:
+        assert (privacy.content_key(t), config, t.source_path) in privacy._FOUND, t.transcript_id
+    privacy._FOUND.clear()
+    privacy.remember_findings(SAMPLE, "off", None, tmp_path / "project.sqlite", tmp_path)
+    assert not privacy._FOUND  # the check is off: nothing is read
