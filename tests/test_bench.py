@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from bench.corpus import WORDS_PER_PAGE, edit_transcript, write_corpus
 
 
@@ -76,3 +78,26 @@ def test_store_edit_benchmark_runs_and_stores_only_the_edited_versions(tmp_path,
     # first run + 2 full runs store everything; 2 edits (the "again" runs reuse them) add
     # only the edited transcript's rows.
     assert result["suggestion_rows_stored_at_end"] == 3 * result["suggestions"] + 2 * per_edit
+
+
+@pytest.mark.slow
+def test_edit_benchmarks_run_end_to_end_on_a_small_corpus(prefect_harness, tmp_path, monkeypatch):
+    """bench.edit_profile (edits in one process, after simulated decisions), then
+    bench.watch_edits on its folder (edits under a real ``qcode run --watch``): both write
+    their JSON with one timing per edit."""
+    import json
+    import sys
+
+    from bench import edit_profile, watch_edits
+
+    work, profile, watched = tmp_path / "work", tmp_path / "profile.json", tmp_path / "w.json"
+    argv = ["edit_profile", "--pages", "15", "--work", str(work), "--edits", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--decisions", "5", "--out", str(profile)])
+    edit_profile.main()
+    result = json.loads(profile.read_text(encoding="utf-8"))
+    assert len(result["edits"]) == 1 and result["edits"][0]["wall_s"] > 0
+    assert result["decisions_in_store"] >= 5 and result["first_run_peak_rss_mb"] > 0
+    monkeypatch.setattr(sys, "argv", ["watch_edits", "--work", str(work), "--out", str(watched)])
+    watch_edits.main()
+    edits = json.loads(watched.read_text(encoding="utf-8"))["watch"]["edits"]
+    assert len(edits) == 2 and all(e["wall_s"] > 0 for e in edits)
