@@ -220,8 +220,6 @@ class _People:
         codable = np.flatnonzero(units["codable"].to_numpy(dtype=bool))
         people, first = np.unique(self.of_unit[codable], return_index=True)
         self.codable = people  # participants with a codable unit
-        self.is_codable = np.zeros(self.count, dtype=bool)
-        self.is_codable[people] = True
         # Per attribute: each participant's value (a number, -1 for none) and the values.
         self.values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for column in ("role", "local_authority"):
