@@ -19,6 +19,7 @@ tokenizer files; no pickles) inside the coder's folder, and a run with that code
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,14 @@ def fine_tune(
     import torch
 
     torch.manual_seed(seed)
-    model = copy.deepcopy(encoder.model)
+    if encoder.precision == "fp32":
+        model = copy.deepcopy(encoder.model)
+    else:
+        # Trained in fp32 whatever precision the encoder computes in: with bfloat16 weights
+        # (the default on CPUs with bf16 hardware) most of AdamW's small updates round away,
+        # and tuning lowered the learned coder (0.547 against 0.569 frozen on the quality
+        # test's set). The tuned copy is saved in fp32 and loaded in the run's precision.
+        model = dataclasses.replace(encoder, precision="fp32", _model=None).model
     model.max_seq_length = min(int(model.max_seq_length or 128), 128)  # units are short
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     pairs = [(i, c) for i, row in enumerate(np.asarray(labels, bool)) for c in np.flatnonzero(row)]

@@ -47,6 +47,23 @@ def test_tuning_moves_units_towards_their_codes_and_leaves_the_base_model(encode
     assert np.allclose(_cosines(encoder.model, book, TEXTS, CODES), before)
 
 
+def test_a_bf16_encoder_is_tuned_in_fp32():
+    """On CPUs with bf16 hardware the encoder computes in bfloat16 by default; tuning its
+    bfloat16 weights lost most of each update. The tuned copy trains in fp32."""
+    import torch
+
+    from pipeline.embed import load_encoder
+
+    encoder = load_encoder(precision="bf16")
+    book = load_codebook(CODEBOOK)
+    labels = np.array([[c.id in codes for c in book.codes] for codes in CODES])
+    tuned = fine_tune(
+        encoder, TEXTS, labels, [c.label for c in book.codes], max_steps=1, batch_size=4
+    )
+    assert {p.dtype for p in tuned.parameters()} == {torch.float32}
+    assert any(p.dtype == torch.bfloat16 for p in encoder.model.parameters())  # left as it was
+
+
 def test_saved_tuned_encoder_is_found_and_replaced(encoder, tmp_path):
     book = load_codebook(CODEBOOK)
     recipe = training_recipe(Settings())
