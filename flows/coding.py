@@ -61,6 +61,7 @@ from pipeline.outputs import (
 )
 from pipeline.preload import (
     SPACY_PRELOAD,
+    cache_dir_of,
     default_cache_dir,
     finish_preloads,
     get_encoder,
@@ -78,7 +79,7 @@ from pipeline.privacy import (
 from pipeline.report import build_summaries, render_summaries
 from pipeline.segment import SentenceCache, segment_frame
 from pipeline.settings import Settings
-from pipeline.store import Store, location
+from pipeline.store import Store, run_store
 from pipeline.tune import run_settings
 
 __all__ = ["code_transcripts", "default_cache_dir", "get_encoder"]
@@ -401,7 +402,7 @@ def code_transcripts(
     settings = run_settings(settings or Settings())  # a tuned coder brings its encoder
     started = datetime.now(UTC)
     timings: dict[str, float] = {}
-    cache_dir = Path(settings.cache_dir or default_cache_dir())
+    cache_dir = cache_dir_of(settings)
 
     clean_partial_runs(Path(out_dir))  # hidden folders of killed runs
     clock = time.perf_counter()
@@ -417,7 +418,7 @@ def code_transcripts(
         )
 
     encoder = get_encoder(settings.model, settings.precision)  # the model loads only if needed
-    store_path = location(settings.store or Path(out_dir) / "project.sqlite")
+    store_path = run_store(settings.store, Path(out_dir))
     key, reused = reuse_task(
         quote(transcripts),
         quote(problems),

@@ -24,7 +24,7 @@ from pipeline.classify import (
 from pipeline.decisions import project_decisions
 from pipeline.embed import EmbeddingCache, embed_texts
 from pipeline.evaluate import reviewer_codes
-from pipeline.preload import default_cache_dir, get_encoder
+from pipeline.preload import cache_dir_of, get_encoder
 from pipeline.settings import Settings
 from pipeline.store import Store, location
 from pipeline.store_pg import is_url, shown
@@ -74,7 +74,7 @@ def train_task(
     target_precision: float | None,
 ) -> TrainedCoder:
     logger = get_run_logger()
-    cache = EmbeddingCache((settings.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+    cache = EmbeddingCache(cache_dir_of(settings) / "embeddings.sqlite")
     recipe = training_recipe(settings)
     try:
         with Store(store_path) as store:

@@ -182,9 +182,9 @@ def run(
     except QcodeError as error:
         fail(error)
     from pipeline.incremental import keep_saved_in_memory
-    from pipeline.preload import default_cache_dir, finish_preloads, preload
+    from pipeline.preload import cache_dir_of, finish_preloads, preload
     from pipeline.privacy import remember_findings
-    from pipeline.store import location
+    from pipeline.store import run_store
     from pipeline.tune import run_settings
     from pipeline.watch import snapshot, watched_files
     from pipeline.watch import watch as watch_folder
@@ -206,8 +206,8 @@ def run(
                 transcripts,
                 settings.privacy,
                 settings.privacy_names,
-                location(settings.store or out / "project.sqlite"),
-                Path(settings.cache_dir or default_cache_dir()),
+                run_store(settings.store, out),
+                cache_dir_of(settings),
             ),
         ),
     )

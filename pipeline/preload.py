@@ -59,6 +59,11 @@ def default_cache_dir() -> Path:
     return Path.cwd() / ".cache"
 
 
+def cache_dir_of(settings: Settings) -> Path:
+    """The cache folder a run with these settings uses (``cache_dir``, else ``./.cache``)."""
+    return Path(settings.cache_dir or default_cache_dir())
+
+
 def preload(settings: Settings, sentencizer: bool = False) -> None:
     """Load the model (and spaCy, if asked) in background threads, so that loading overlaps
     other work: the temporary Prefect server's start, or spaCy on new paragraphs. Errors

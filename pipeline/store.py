@@ -287,6 +287,11 @@ def location(value: str | Path) -> str | Path:
     return str(value) if is_url(value) else Path(value)
 
 
+def run_store(store: str | Path | None, out_dir: Path) -> str | Path:
+    """The project store of a run into ``out_dir``: ``--store``, else ``project.sqlite`` there."""
+    return location(store or Path(out_dir) / "project.sqlite")
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
