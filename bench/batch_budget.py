@@ -8,7 +8,8 @@ products efficient. For each budget this encodes the same sentences of a generat
 cache), and 12 of them alone (an edit), in interleaved rounds (2,048, 512, 256, 2,048, ...: a
 shared machine's load falls on all alike).
 
-    python -m bench.batch_budget                   # 1,500 sentences, 3 rounds
+    python -m bench.batch_budget                   # 1,500 sentences, 3 rounds, fp32
+    python -m bench.batch_budget --precision bf16 --limit 8000 --rounds 2 --budgets 512 1024 2048
 """
 
 from __future__ import annotations
@@ -44,18 +45,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2048, 512, 256])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "batch-budget.json")
+    parser.add_argument("--precision", default="fp32", choices=embed.PRECISIONS)
+    parser.add_argument("--out", type=Path, default=None, help="default: by precision")
     args = parser.parse_args()
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+    args.out = args.out or RESULTS / f"batch-budget{suffix}.json"
     texts = sentences(args.limit, args.seed)
     edit = random.Random(args.seed).sample(texts, 12)
-    encoder = load_encoder(precision="fp32")
+    encoder = load_encoder(precision=args.precision)
     encoder.encode(texts[:50])  # load and warm up once, outside the timings
     timings: dict[int, dict[str, list[float]]] = {b: {"all": [], "edit": []} for b in args.budgets}
     original = embed.batch_rows
     try:
         for _ in range(args.rounds):
             for budget in args.budgets:
-                embed.batch_rows = lambda width, size, b=budget: max(1, min(size, b // width))
+                embed.batch_rows = lambda width, size, b=budget: max(1, b // max(width, 8))
                 clock = time.perf_counter()
                 encoder.encode(texts)
                 timings[budget]["all"].append(round(time.perf_counter() - clock, 3))
@@ -66,7 +70,11 @@ def main() -> None:
     finally:
         embed.batch_rows = original
     result = {
-        "command": f"python -m bench.batch_budget --limit {args.limit} --rounds {args.rounds}",
+        "command": (
+            f"python -m bench.batch_budget --precision {args.precision} --limit {args.limit} "
+            f"--rounds {args.rounds} --budgets {' '.join(map(str, args.budgets))}"
+        ),
+        "precision": args.precision,
         "texts": len(texts),
         "edit_texts": len(edit),
         "cpus": os.cpu_count(),

@@ -9,6 +9,12 @@ two find, kind by kind: the shortcut must not lose people or places that NER on 
 finds.
 
     python -m bench.privacy_scan --pages 700
+    python -m bench.privacy_scan --nhs
+
+``--nhs`` scans people's own words instead of the generated corpus: the NHS Friends and Family
+Test answers (benchmarks/nhs_fft_v6), which name staff, wards, hospitals and towns nobody
+planted. They are written as interviews of 60 answers each, every answer a "Participant:" turn
+after the question it answered as an "Interviewer:" turn.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=700)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--nhs", action="store_true", help="scan the NHS answers instead")
     args = parser.parse_args()
 
     from pipeline.environment import configure_environment
@@ -36,12 +43,19 @@ def main() -> None:
     from pipeline.ingest import read_transcripts
 
     with tempfile.TemporaryDirectory() as folder:
-        write_corpus(Path(folder), args.pages, args.seed)
+        if args.nhs:
+            write_nhs_interviews(Path(folder))
+        else:
+            write_corpus(Path(folder), args.pages, args.seed)
         transcripts, _ = read_transcripts(Path(folder))
     analyzer = privacy.build_analyzer()
     names = privacy.ProjectNames()
 
     def scan(workers: int | None = 1) -> tuple[float, set[tuple[str, int, int, str, str]]]:
+        # Each scan starts from nothing: no findings or NER results this process kept.
+        privacy._FOUND.clear()
+        privacy._NER_KEPT.clear()
+        privacy._NER_KEPT_CHARS[0] = 0
         clock = time.perf_counter()
         found = privacy.scan_transcripts(transcripts, lambda: analyzer, names, workers=workers)
         spans = {(f.transcript_id, f.start, f.end, f.kind, f.text) for f in found}
@@ -58,7 +72,8 @@ def main() -> None:
         privacy._may_name = chosen
     lost = sorted(everything - shortcut)
     report = {
-        "pages": args.pages,
+        "corpus": "nhs_fft_v6" if args.nhs else "generated",
+        "pages": None if args.nhs else args.pages,
         "transcripts": len(transcripts),
         "words": sum(len(t.text.split()) for t in transcripts),
         "ner_workers": workers,
@@ -75,10 +90,11 @@ def main() -> None:
         ],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"privacy-scan-{args.pages}.json"
+    path = RESULTS / f"privacy-scan-{'nhs' if args.nhs else args.pages}.json"
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    corpus = "NHS answers" if args.nhs else f"{args.pages} pages"
     print(
-        f"{args.pages} pages: {workers} NER workers {parallel_s:.1f} s (same findings: "
+        f"{corpus}: {workers} NER workers {parallel_s:.1f} s (same findings: "
         f"{parallel == shortcut}); shortcut {shortcut_s:.1f} s, "
         f"NER on all text {everything_s:.1f} s "
         f"(ratio {report['ratio']}); findings {len(shortcut)} vs {len(everything)}"
@@ -87,6 +103,23 @@ def main() -> None:
         texts = sorted({t for _, _, _, k2, t in lost if k2 == kind})
         print(f"  only with NER on all text, {kind}: {', '.join(texts[:20])}")
     print(f"Results: {path}")
+
+
+def write_nhs_interviews(folder: Path, per_file: int = 60) -> None:
+    """The NHS answers as interview transcripts (see the module notes)."""
+    from bench.nhs import load_nhs
+
+    nhs = load_nhs()
+    answers = list(zip(nhs.questions, nhs.texts, strict=True))
+    for number, first in enumerate(range(0, len(answers), per_file)):
+        turns = [
+            f"Interviewer: {' '.join(question.split())}\n\nParticipant: {' '.join(text.split())}"
+            for question, text in answers[first : first + per_file]
+        ]
+        body = "\n\n".join(turns)
+        (folder / f"nhs_{number:03d}.md").write_text(
+            f"---\ninterview_id: NHS-{number:03d}\n---\n\n{body}\n", encoding="utf-8"
+        )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ class Encoder(Protocol):
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
 
 
+# bf16 batches hold twice the tokens (1,024): its matrix products are cheap enough (AMX) that
+# the rest of a small batch dominates. ``python -m bench.batch_budget --precision bf16 --limit
+# 8000 --rounds 2 --budgets 512 1024 2048`` (``bench/results/batch-budget-bf16.json``, session
+# 12): 8,000 sentences in 24.8-25.4 s with 512 tokens, 16.3-18.5 s with 1,024, 17.4-18.6 s
+# with 2,048; 12 sentences alone (an edit) in 0.33, 0.34-0.45 and 0.88-0.90 s.
+BATCH_SCALE = {"bf16": 2}
+
+
 def batch_rows(width: int, batch_size: int) -> int:
     """Rows of every batch of texts ``width`` tokens long: about ``batch_size`` x 8 tokens a
     batch (``batch_size`` rows of the shortest texts, fewer of longer ones). Depends on the width
@@ -69,7 +77,9 @@ def default_precision() -> str:
 def cache_namespace(encoder: Encoder) -> str:
     """What the cache keys vectors by besides the text: the model's files and the precision."""
     precision = getattr(encoder, "precision", "fp32")
-    return f"{encoder.fingerprint}\x00{precision}\x00{getattr(encoder, 'scheme', '')}"
+    namespace = f"{encoder.fingerprint}\x00{precision}\x00{getattr(encoder, 'scheme', '')}"
+    scale = BATCH_SCALE.get(precision, 1)  # another batch shape: other low bits
+    return namespace if scale == 1 else f"{namespace}\x00x{scale}"
 
 
 def bundled_model_path() -> Path:
@@ -143,7 +153,7 @@ class SentenceTransformerEncoder:
         with torch.inference_mode():
             while start < len(order):
                 width = shape_of[order[start]]
-                size = batch_rows(width, batch_size)
+                size = batch_rows(width, batch_size * BATCH_SCALE.get(self.precision, 1))
                 stop = start
                 while stop < len(order) and stop - start < size:
                     if shape_of[order[stop]] != width:

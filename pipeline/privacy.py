@@ -499,7 +499,7 @@ SPOKEN_WORDS |= {"okay", "ok", "right", "sorry", "thanks", "thank"}
 WORD = re.compile(r"[\w'’-]+")
 TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 NER_BATCH = 256
-NER_CONTEXT = 1
+NER_CONTEXT = 1  # pieces before a chosen one that NER also reads
 NER_KINDS = {"PERSON": "PERSON", "GPE": "PLACE", "LOC": "PLACE", "FAC": "PLACE"}
 NER_SCORE = 0.85  # what Presidio's spaCy recogniser gave every entity
 NER_GROUP = 32  # transcripts whose NER inputs are gathered at once: memory stays flat
@@ -528,29 +528,33 @@ def _may_name(piece: str, ordinary: set[str]) -> bool:
     known = name_words()
     if any(w.lower() in known for w in WORD.findall(piece)):
         return True  # "it was jenny mcgregor": NER may find the surname the list cannot
+    label = LABEL_START.match(piece)
+    starts = {0, label.end()} if label else {0}  # "Interviewer: And so..." starts twice
     for match in CAPITALISED.finditer(piece):
         word = match.group().rstrip(".")
         if word in NEVER_A_NAME or word in ordinary or word.isupper():
             continue
         if any(ch.isdigit() for ch in word):
             continue
-        if match.start() == 0 and word.lower() in ordinary:
+        if match.start() in starts and word.lower() in ordinary:
             continue
         return True
     return False
 
 
-def _windows(chosen: list[int], count: int, context: int) -> list[tuple[int, int]]:
-    """Runs of pieces to send to NER: each chosen piece with ``context`` neighbours each side
+def _windows(chosen: list[int], before: int) -> list[tuple[int, int]]:
+    """Runs of pieces to send to NER: each chosen piece with the ``before`` pieces before it
     (the small model needs them: "Staffing. Kasia is on a 0.8 contract" finds Kasia only with
-    "Staffing." before it), overlapping runs merged."""
+    "Staffing." before it), overlapping or touching runs merged. The piece after adds nothing
+    the recall sets, the benchmark corpus or the NHS answers show (docs/privacy.md) and was a
+    third of NER's input."""
     runs: list[tuple[int, int]] = []
     for i in chosen:
-        first, last = max(0, i - context), min(count - 1, i + context)
+        first = max(0, i - before)
         if runs and first <= runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], last)
+            runs[-1] = (runs[-1][0], i)
         else:
-            runs.append((first, last))
+            runs.append((first, i))
     return runs
 
 
@@ -614,7 +618,7 @@ def _ner_jobs(scan: _Scan) -> list[tuple[int, str]]:
             for i, (s, e) in enumerate(block)
             if not capitalised or s >= body_end or _may_name(scan.text[s:e], scan.ordinary)
         ]
-        for first, last in _windows(chosen, len(block), NER_CONTEXT):
+        for first, last in _windows(chosen, NER_CONTEXT):
             s, e = block[first][0], block[last][1]
             jobs.append((s, scan.text[s:e]))
     return jobs

@@ -674,3 +674,17 @@ def test_a_watching_process_remembers_each_transcripts_findings_before_the_first
     privacy._FOUND.clear()
     privacy.remember_findings(SAMPLE, "off", None, tmp_path / "project.sqlite", tmp_path)
     assert not privacy._FOUND  # the check is off: nothing is read
+
+
+def test_ner_reads_chosen_sentences_with_the_one_before_and_judges_labelled_starts_as_starts():
+    """The first word after a speaker label starts a sentence ("Interviewer: And so ..." does
+    not call for NER, "Interviewer: And so Kasia ..." does, and so does a label that may be a
+    name); each chosen sentence is read with the one before it."""
+    ordinary = privacy._allowed_words(None) | {"and", "so", "we", "met", "then"}
+    assert not privacy._may_name("Interviewer: And so we met.", ordinary)
+    assert not privacy._may_name("And so we met.", ordinary)
+    assert privacy._may_name("Interviewer: And so Kasia met us.", ordinary)
+    assert privacy._may_name("Zebedeth: and so we met.", ordinary)
+    assert privacy._may_name("We met And so.", ordinary)  # a capital mid-sentence still counts
+    assert privacy._windows([2, 3, 7], 1) == [(1, 3), (6, 7)]
+    assert privacy._windows([0, 2], 1) == [(0, 2)]
