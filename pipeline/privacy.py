@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import weakref
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -722,6 +723,12 @@ def ner_workers(texts_chars: int) -> int:
 
 
 def _worker_start() -> None:
+    """Load the NER model in a new worker. spaCy's small model computes with numpy alone, but
+    importing spaCy imports torch and, through an entry point, transformers whenever they are
+    installed: 6 of a worker's 8 s start here. Barred in the worker (never in the run's own
+    process), they stay unloaded and NER finds the same (the worker tests compare)."""
+    for unused in ("torch", "transformers"):
+        sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
     _WORKER_NLP.append(_ner_model())
 
 
@@ -1129,20 +1136,21 @@ def iter_raw_scans(
     names = names or ProjectNames()
     groups = [transcripts[i : i + NER_GROUP] for i in range(0, len(transcripts), NER_GROUP)]
 
-    def findings(scans: list[_Scan], entities: list[list[Raw]]) -> Iterator:
-        for scan, found in zip(scans, entities, strict=True):
-            candidates = (
-                found
-                + _pattern_matches(scan, analyzer)
-                + _context_matches(scan)
-                + _name_matches(scan, names)
-            )
-            yield scan, _to_findings(scan, candidates, names, min_score)
+    def others(scan: _Scan) -> list[Raw]:
+        """What the recognisers other than NER find (no NER needed: run while it works)."""
+        return (
+            _pattern_matches(scan, analyzer) + _context_matches(scan) + _name_matches(scan, names)
+        )
+
+    def findings(scans: list[_Scan], entities: list[list[Raw]], rest: list[list[Raw]]) -> Iterator:
+        for scan, found, other in zip(scans, entities, rest, strict=True):
+            yield scan, _to_findings(scan, found + other, names, min_score)
 
     if workers <= 1 or len(groups) < 2:
         for group in groups:
             scans = [_Scan.of(t, allowed) for t in group]
-            yield from findings(scans, _ner_entities(scans, nlp, cache))
+            entities = _ner_entities(scans, nlp, cache)
+            yield from findings(scans, entities, [others(s) for s in scans])
         return
 
     import multiprocessing
@@ -1155,8 +1163,9 @@ def iter_raw_scans(
         for group in groups:
             scans = [_Scan.of(t, allowed) for t in group]
             jobs = _group_jobs(scans)
-            texts = [text for _, _, text in jobs]
-            pending.append((scans, jobs, pool.submit(_worker_entities, texts)))
+            future = pool.submit(_worker_entities, [text for _, _, text in jobs])
+            rest = [others(s) for s in scans]  # this process's share while the workers run NER
+            pending.append((scans, jobs, future, rest))
             while len(pending) > 2 * workers:  # a few groups in flight: memory stays flat
                 yield from findings(*_worker_results(pending.popleft(), cache))
         while pending:
@@ -1164,11 +1173,12 @@ def iter_raw_scans(
 
 
 def _worker_results(
-    group: tuple[list[_Scan], list[tuple[int, int, str]], Any], cache: SpanCache | None
-) -> tuple[list[_Scan], list[list[Raw]]]:
-    """A group's scans and their NER entities from a worker, kept as ``_ner_entities`` keeps
-    its own."""
-    scans, jobs, future = group
+    group: tuple[list[_Scan], list[tuple[int, int, str]], Any, list[list[Raw]]],
+    cache: SpanCache | None,
+) -> tuple[list[_Scan], list[list[Raw]], list[list[Raw]]]:
+    """A group's scans, their NER entities from a worker (kept as ``_ner_entities`` keeps its
+    own) and what the other recognisers found."""
+    scans, jobs, future, rest = group
     try:
         entities = future.result()
     except BrokenProcessPool:
@@ -1178,7 +1188,7 @@ def _worker_results(
         ) from None
     found = {text: spans for (_, _, text), spans in zip(jobs, entities, strict=True)}
     _keep_ner(found, cache, found)
-    return scans, _place_entities(scans, jobs, entities)
+    return scans, _place_entities(scans, jobs, entities), rest
 
 
 def iter_scans(
