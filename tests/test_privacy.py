@@ -688,3 +688,6 @@ def test_ner_reads_chosen_sentences_with_the_one_before_and_judges_labelled_star
     assert privacy._may_name("We met And so.", ordinary)  # a capital mid-sentence still counts
     assert privacy._windows([2, 3, 7], 1) == [(1, 3), (6, 7)]
     assert privacy._windows([0, 2], 1) == [(0, 2)]
+    # Of a sentence read for context only, its last words: "four five" of "one ... five".
+    assert privacy._last_words("xx one two three four five", 3, 26, 2) == 17
+    assert privacy._last_words("xx one two", 3, 10, 5) == 3
