@@ -370,6 +370,7 @@ def quality_table(name: str) -> str:
 def privacy_scan_table(name: str) -> str:
     """The anonymity-check timing of ``bench/results/NAME`` (``bench.privacy_scan``)."""
     r = json.loads((RESULTS / name).read_text(encoding="utf-8"))
+    corpus = "NHS answers" if r.get("corpus") == "nhs_fft_v6" else f"{r['pages']} pages"
     return "\n".join(
         [
             f"`bench/results/{name}`",
@@ -377,7 +378,7 @@ def privacy_scan_table(name: str) -> str:
             "| corpus | transcripts | words | NER where a name could be (s) | NER on all text (s) "
             "| ratio | findings (shortcut / all text) |",
             "|---|---:|---:|---:|---:|---:|---:|",
-            f"| {r['pages']} pages | {r['transcripts']} | {r['words']:,} | {r['shortcut_s']:.1f} "
+            f"| {corpus} | {r['transcripts']} | {r['words']:,} | {r['shortcut_s']:.1f} "
             f"| {r['all_text_s']:.1f} | {r['ratio']:.2f} | {r['findings_shortcut']} / "
             f"{r['findings_all_text']} |",
         ]
