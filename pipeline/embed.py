@@ -77,7 +77,12 @@ def default_precision() -> str:
 def cache_namespace(encoder: Encoder) -> str:
     """What the cache keys vectors by besides the text: the model's files and the precision."""
     precision = getattr(encoder, "precision", "fp32")
-    namespace = f"{encoder.fingerprint}\x00{precision}\x00{getattr(encoder, 'scheme', '')}"
+    return namespace_of(encoder.fingerprint, precision, getattr(encoder, "scheme", ""))
+
+
+def namespace_of(fingerprint: str, precision: str, scheme: str = ENCODER_SCHEME) -> str:
+    """``cache_namespace`` from its parts (readers of a run's vectors have no encoder)."""
+    namespace = f"{fingerprint}\x00{precision}\x00{scheme}"
     scale = BATCH_SCALE.get(precision, 1)  # another batch shape: other low bits
     return namespace if scale == 1 else f"{namespace}\x00x{scale}"
 
