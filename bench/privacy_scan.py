@@ -52,10 +52,7 @@ def main() -> None:
     names = privacy.ProjectNames()
 
     def scan(workers: int | None = 1) -> tuple[float, set[tuple[str, int, int, str, str]]]:
-        # Each scan starts from nothing: no findings or NER results this process kept.
-        privacy._FOUND.clear()
-        privacy._NER_KEPT.clear()
-        privacy._NER_KEPT_CHARS[0] = 0
+        privacy.forget_kept()  # each scan starts from nothing this process kept
         clock = time.perf_counter()
         found = privacy.scan_transcripts(transcripts, lambda: analyzer, names, workers=workers)
         spans = {(f.transcript_id, f.start, f.end, f.kind, f.text) for f in found}

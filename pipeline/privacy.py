@@ -692,6 +692,14 @@ _NER_KEPT_CHARS = [0]
 NER_KEPT_LIMIT = 20_000_000  # characters of text kept (about 7,000 pages)
 
 
+def forget_kept() -> None:
+    """Forget what this process kept (NER results, each transcript's findings), as in a new
+    process: for benchmarks that time a first scan more than once."""
+    _NER_KEPT.clear()
+    _NER_KEPT_CHARS[0] = 0
+    _FOUND.clear()
+
+
 def _group_jobs(scans: list[_Scan]) -> list[tuple[int, int, str]]:
     """(scan number, offset, text) of every stretch of these transcripts to send to NER."""
     return [
