@@ -691,3 +691,24 @@ def test_ner_reads_chosen_sentences_with_the_one_before_and_judges_labelled_star
     # Of a sentence read for context only, its last words: "four five" of "one ... five".
     assert privacy._last_words("xx one two three four five", 3, 26, 2) == 17
     assert privacy._last_words("xx one two", 3, 10, 5) == 3
+
+
+def test_sentence_starts_after_notes_and_quotes_and_everyday_first_words_skip_ner():
+    """A capital after a transcriber's note or an opening quote starts a sentence, and so does
+    an everyday word first in a sentence that no census list has as a name; names, places
+    that are surnames and capitals mid-sentence still go to NER, and month names (census
+    first names) no longer do."""
+    ordinary = privacy._allowed_words(None) | {"met", "the", "teacher"}
+    assert not privacy._may_name("[laughs] So we met.", ordinary)
+    assert not privacy._may_name("Participant: (sighs) But we met.", ordinary)
+    assert not privacy._may_name('They said, "We met the teacher."', ordinary)
+    assert not privacy._may_name("Honestly, we met.", ordinary)
+    assert not privacy._may_name("Pooling it, we met.", ordinary)
+    assert not privacy._may_name("She'd met the teacher.", ordinary)
+    assert not privacy._may_name("We met on Sunday in January.", ordinary)
+    assert not privacy._may_name("we met in june.", ordinary)
+    assert privacy._may_name("[laughs] So we met Kasia.", ordinary)
+    assert privacy._may_name("Grace met the teacher.", ordinary)  # a first name that is a word
+    assert privacy._may_name("Bath was where we met.", ordinary)  # a surname: maybe a place
+    assert privacy._may_name("we met sarah.", ordinary)  # a first name in lower case
+    assert privacy._may_name('They said, "we met Kasia."', ordinary)
