@@ -54,9 +54,6 @@ class Encoder(Protocol):
 # 12): 8,000 sentences in 24.8-25.4 s with 512 tokens, 16.3-18.5 s with 1,024, 17.4-18.6 s
 # with 2,048; 12 sentences alone (an edit) in 0.33, 0.34-0.45 and 0.88-0.90 s.
 BATCH_SCALE = {"bf16": 2}
-# What else makes a precision's vectors differ from an earlier version's (its cache namespace):
-# bf16's batch shape (session 12) and its layer norms' kernel (session 13).
-VARIANTS = {"bf16": "x2-mixed-ln"}
 
 
 def batch_rows(width: int, batch_size: int) -> int:
@@ -86,16 +83,8 @@ def cache_namespace(encoder: Encoder) -> str:
 def namespace_of(fingerprint: str, precision: str, scheme: str = ENCODER_SCHEME) -> str:
     """``cache_namespace`` from its parts (readers of a run's vectors have no encoder)."""
     namespace = f"{fingerprint}\x00{precision}\x00{scheme}"
-    variant = VARIANTS.get(precision)
-    return f"{namespace}\x00{variant}" if variant else namespace
-
-
-def older_namespaces(fingerprint: str, precision: str) -> list[str]:
-    """Namespaces earlier versions cached this precision's vectors under, newest first: a
-    report quoting an old run still finds its vectors."""
-    namespace = f"{fingerprint}\x00{precision}\x00{ENCODER_SCHEME}"
-    older = [f"{namespace}\x00x2"] if precision == "bf16" else []  # session 12
-    return [*older, namespace, f"{fingerprint}\x00{precision}"]  # session 11, before
+    scale = BATCH_SCALE.get(precision, 1)  # another batch shape: other low bits
+    return namespace if scale == 1 else f"{namespace}\x00x{scale}"
 
 
 def bundled_model_path() -> Path:
@@ -230,30 +219,22 @@ def _load_sentence_transformer(setting: str, path: Path | str, device: str, prec
 
 def _to_bf16(transformer: Any, torch: Any) -> None:
     """The usual mixed-precision split: the transformer's matrix products in bfloat16 (what the
-    CPU's AMX units speed up), its layer norms computed in fp32 with fp32 weights; pooling stays
-    in fp32 (see ``encode``).
-
-    The layer norms call torch's mixed-dtype kernel (bfloat16 in and out, fp32 weights and
-    arithmetic inside) rather than copying each input to fp32 and back: the copies had cost a
-    quarter of the encode (session 13, ``docs/performance.md``).
+    CPU's AMX units speed up), its layer norms in fp32; pooling stays in fp32 (see ``encode``).
     """
 
-    class MixedLayerNorm(torch.nn.Module):
+    class FP32LayerNorm(torch.nn.Module):
         def __init__(self, norm: Any):
             super().__init__()
             self.norm = norm.float()
 
         def forward(self, x: Any) -> Any:
-            norm = self.norm
-            return torch.nn.functional.layer_norm(
-                x, norm.normalized_shape, norm.weight, norm.bias, norm.eps
-            )
+            return self.norm(x.float()).to(x.dtype)
 
     transformer.to(torch.bfloat16)
     for module in list(transformer.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.LayerNorm):
-                setattr(module, name, MixedLayerNorm(child))
+                setattr(module, name, FP32LayerNorm(child))
 
 
 def _to_int8(transformer: Any, torch: Any) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.embed import EmbeddingCache, namespace_of, older_namespaces
+from pipeline.embed import ENCODER_SCHEME, EmbeddingCache, namespace_of
 from pipeline.report.attribution import DEFAULT_FORMAT, AttributionFormat, parse_format
 from pipeline.report.errors import ReportError
 from pipeline.report.expr import Expr, any_of, both, check_code, parse_expression
@@ -199,7 +199,8 @@ class UnitVectors:
         precision = self.model.get("precision") or settings.get("precision")
         precisions = [p for p in dict.fromkeys([precision, "fp32"]) if p]
         current = [namespace_of(fingerprint, p) for p in precisions]
-        older = [n for p in precisions for n in older_namespaces(fingerprint, p)]
+        older = [f"{fingerprint}\x00{p}\x00{ENCODER_SCHEME}" for p in precisions]  # session 11
+        older += [f"{fingerprint}\x00{p}" for p in precisions]
         return [*current, *older, fingerprint]
 
     def _load(self) -> dict[str, np.ndarray]:
