@@ -54,11 +54,18 @@ def transcript_key(transcript: Transcript, base: str) -> str:
 
 
 def _transcript_digest(transcript: Transcript) -> str:
-    fields = dataclasses.asdict(transcript)
+    """A hash of every field, as JSON: the payload ``dataclasses.asdict`` would give (so keys
+    made before stay valid), built without its deep copy, which took two thirds of the time
+    (1.5 s for 816 transcripts at 7,000 pages, paid in a cold run and a watching process's
+    first edit)."""
+    fields = {name: getattr(transcript, name) for name in _TRANSCRIPT_FIELDS}
+    fields["turns"] = [vars(turn) for turn in transcript.turns]
     fields["problems"] = [str(p) for p in transcript.problems]
     payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
+
+_TRANSCRIPT_FIELDS = [f.name for f in dataclasses.fields(Transcript)]
 
 # Each transcript's digest, by object: ``ingest`` hands a watching process the same object for
 # an unchanged file, and turning its turns into JSON again was a third of a second of every edit

@@ -240,3 +240,20 @@ def test_csv_parts_of_decided_rows_follow_the_decisions(tmp_path):
     # b's rows are nobody's decision: one part, reused; a's: one part per state of decisions.
     assert len(list((tmp_path / "results").glob("kb*.codings.csv"))) == 1
     assert len(list((tmp_path / "results").glob("ka*.codings.csv"))) == 2
+
+
+def test_transcript_digests_are_the_json_of_every_field(sample_transcripts):
+    """A transcript's key hashes the JSON ``dataclasses.asdict`` gives, so results kept under
+    keys made before the faster digest are still found."""
+    import dataclasses
+    import hashlib
+
+    from pipeline.incremental import _transcript_digest
+
+    transcripts, _ = sample_transcripts
+    assert transcripts
+    for transcript in transcripts:
+        fields = dataclasses.asdict(transcript)
+        fields["problems"] = [str(p) for p in transcript.problems]
+        payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+        assert _transcript_digest(transcript) == hashlib.sha256(payload.encode()).hexdigest()
