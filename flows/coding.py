@@ -555,13 +555,13 @@ def code_transcripts(
         quote(transcripts),
         quote(units),
         quote(located),
-        manifest,
+        quote(manifest),  # Prefect walks a task's arguments twice: 0.25 s at 7,000 pages
         codebook,
         settings,
         store_path,
         quote({"privacy_findings": findings_table(findings)}),
         quote(CsvParts(kept_results, keys, {"codings": decided_rows})),
-        keys,
+        quote(keys),
     )
     return run_dir
 
