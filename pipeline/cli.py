@@ -181,7 +181,7 @@ def run(
             return
     except QcodeError as error:
         fail(error)
-    from pipeline.incremental import keep_saved_in_memory
+    from pipeline.incremental import keep_saved_in_memory, remember_digests
     from pipeline.preload import cache_dir_of, finish_preloads, preload
     from pipeline.privacy import remember_findings
     from pipeline.store import run_store
@@ -202,12 +202,14 @@ def run(
             preload(run_settings(settings), sentencizer=True),
             finish_preloads(),
             keep_saved_in_memory(),
-            remember_findings(
-                transcripts,
-                settings.privacy,
-                settings.privacy_names,
-                run_store(settings.store, out),
-                cache_dir_of(settings),
+            remember_digests(
+                remember_findings(
+                    transcripts,
+                    settings.privacy,
+                    settings.privacy_names,
+                    run_store(settings.store, out),
+                    cache_dir_of(settings),
+                )
             ),
         ),
     )

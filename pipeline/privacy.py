@@ -1680,8 +1680,9 @@ def remember_findings(
     names_path: Path | None,
     store_path: Path | str,
     cache_dir: Path | None = None,
-) -> None:
-    """Check a folder as a run would, for this process to remember each transcript's findings.
+) -> list[Transcript]:
+    """Check a folder as a run would, for this process to remember each transcript's findings;
+    returns the transcripts as the next run will code them (redacted where something was found).
 
     Why: a watching process whose first run reused an earlier run's outputs had checked
     nothing, so its first edit read every transcript's cached scan from the store (1.3 s at
@@ -1690,13 +1691,16 @@ def remember_findings(
     from pipeline.errors import QcodeError
     from pipeline.ingest import read_transcripts
 
-    if policy == "off":
-        return
     try:
         transcripts, _ = read_transcripts(transcripts_dir)
-        check_before_coding(transcripts, policy, names_path, store_path, transcripts_dir, cache_dir)
+        if policy == "off":
+            return transcripts
+        to_code, _, _ = check_before_coding(
+            transcripts, policy, names_path, store_path, transcripts_dir, cache_dir
+        )
     except QcodeError:
-        return
+        return []
+    return to_code
 
 
 def findings_table(findings: list[Finding]) -> Any:

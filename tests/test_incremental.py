@@ -257,3 +257,19 @@ def test_transcript_digests_are_the_json_of_every_field(sample_transcripts):
         fields["problems"] = [str(p) for p in transcript.problems]
         payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
         assert _transcript_digest(transcript) == hashlib.sha256(payload.encode()).hexdigest()
+
+
+def test_remembered_digests_are_not_computed_again(sample_transcripts, monkeypatch):
+    """A watching process hashes the transcripts while it waits; its first edit reuses them."""
+    import hashlib
+
+    from pipeline import incremental
+
+    transcripts, _ = sample_transcripts
+    incremental.remember_digests(transcripts)
+    expected = [
+        hashlib.sha256(f"base\x00{incremental._transcript_digest(t)}".encode()).hexdigest()
+        for t in transcripts
+    ]
+    monkeypatch.setattr(incremental, "_transcript_digest", lambda t: pytest.fail("hashed again"))
+    assert [incremental.transcript_key(t, "base") for t in transcripts] == expected

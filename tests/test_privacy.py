@@ -667,13 +667,18 @@ def test_a_watching_process_remembers_each_transcripts_findings_before_the_first
 
     transcripts, _ = read_transcripts(SAMPLE)
     assert not privacy._FOUND
-    privacy.remember_findings(SAMPLE, "warn", None, tmp_path / "project.sqlite", tmp_path)
+    to_code = privacy.remember_findings(SAMPLE, "warn", None, tmp_path / "project.sqlite", tmp_path)
     config = privacy.scan_config(privacy.load_project_names(privacy.names_file(None, SAMPLE)))
     for t in transcripts:
         assert (privacy.content_key(t), config, t.source_path) in privacy._FOUND, t.transcript_id
+    # What the next run will code: every transcript, the redacted copy where something was found.
+    assert len(to_code) == len(transcripts)
+    assert any(a.text != b.text for a, b in zip(to_code, transcripts, strict=True))
     privacy._FOUND.clear()
-    privacy.remember_findings(SAMPLE, "off", None, tmp_path / "project.sqlite", tmp_path)
+    off = privacy.remember_findings(SAMPLE, "off", None, tmp_path / "project.sqlite", tmp_path)
     assert not privacy._FOUND  # the check is off: nothing is read
+    assert [t.text for t in off] == [t.text for t in transcripts]
+    assert privacy.remember_findings(tmp_path / "missing", "warn", None, tmp_path / "p", None) == []
 
 
 def test_ner_reads_chosen_sentences_with_the_one_before_and_judges_labelled_starts_as_starts():
