@@ -8,10 +8,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 
-from pipeline.watch import changed_names, snapshot, wait_for_change, watched_files
+from pipeline.watch import (
+    changed_names,
+    snapshot,
+    wait_for_change,
+    wait_for_notified_change,
+    watched_files,
+)
 from tests.conftest import CODEBOOK, ROOT, SAMPLE
 
 
@@ -55,6 +63,57 @@ def test_wait_for_change_waits_until_writing_stops(tmp_path):
     after = wait_for_change(lambda: snapshot([path]), before, sleep=sleep)
     assert after == snapshot([path]) and path.read_text(encoding="utf-8") == "v1 and more"
     assert len(sleeps) == 3  # the change, the second write, then one quiet settle
+
+
+def _save_later(*writes: tuple[float, Path, str]) -> threading.Thread:
+    """Write each file after its delay (seconds from now), in a thread, as a person saves."""
+
+    def run() -> None:
+        clock = time.monotonic()
+        for delay, path, text in writes:
+            time.sleep(max(0.0, clock + delay - time.monotonic()))
+            path.write_text(text, encoding="utf-8")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_notified_wait_wakes_for_a_watched_file_and_not_for_others(tmp_path):
+    """The system's notifications wake the wait; a file nobody watches, in the same folder,
+    does not end it (the snapshot decides), and the save it returns is complete."""
+    path, other = tmp_path / "a.txt", tmp_path / "notes.log"
+    path.write_text("v0", encoding="utf-8")
+    before = snapshot([path])
+    writer = _save_later((0.3, other, "not watched"), (0.8, path, "v1"), (0.8, path, "v1 more"))
+    after = wait_for_notified_change(lambda: snapshot([path]), before)
+    writer.join()
+    assert after == snapshot([path]) and path.read_text(encoding="utf-8") == "v1 more"
+
+
+def test_notified_wait_returns_a_change_made_while_the_last_run_coded(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("v0", encoding="utf-8")
+    before = snapshot([path])
+    path.write_text("saved during the run", encoding="utf-8")  # before the wait starts
+    assert wait_for_notified_change(lambda: snapshot([path]), before) == snapshot([path])
+
+
+def test_notified_wait_sees_a_new_transcript_and_a_removed_folder(tmp_path):
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "a.txt").write_text("v0", encoding="utf-8")
+
+    def take() -> dict:
+        return snapshot(sorted(folder.glob("*.txt")) if folder.is_dir() else [])
+
+    before = take()
+    writer = _save_later((0.3, folder / "b.txt", "new"))
+    after = wait_for_notified_change(take, before)
+    writer.join()
+    assert changed_names(before, after) == ["b.txt"]
+    threading.Timer(0.3, shutil.rmtree, [folder]).start()
+    assert wait_for_notified_change(take, after) == {}  # the folder went: so did its files
 
 
 def _read_until(process: subprocess.Popen, marker: str, lines: list[str], limit: float) -> None:
