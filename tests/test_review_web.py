@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from pipeline.review.queue import (
     review_table,
 )
 from pipeline.store import NewDecision, Store
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, free_port, write
 
 BASE = "http://127.0.0.1"
 TOKEN = "a-long-enough-test-token-1234"
@@ -949,18 +948,12 @@ def test_queue_neighbours():
 # -- a real browser --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(app, trusted_proxy: str | None = None) -> Iterator[str]:
     """``app`` served by uvicorn as ``qcode review`` serves it, on a free local port."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(server_config(app, "127.0.0.1", port, trusted_proxy))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -16,13 +15,7 @@ from pipeline.server import (
     start_server,
     stop_server,
 )
-from tests.conftest import CODEBOOK, ROOT, run_qcode
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import CODEBOOK, ROOT, free_port, run_qcode
 
 
 def test_server_listens_on_loopback_only_with_telemetry_off(tmp_path):
@@ -40,7 +33,7 @@ def test_server_listens_on_loopback_only_with_telemetry_off(tmp_path):
 def test_a_run_uses_the_long_running_server(tmp_path):
     """The run reports to the server (its flow run is in the server's database) and starts
     no temporary server of its own; its outputs are those of an ordinary run."""
-    port = _free_port()
+    port = free_port()
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
     server = start_server(tmp_path, port, log=tmp_path / "server.log", base_env=base)
     try:
@@ -78,7 +71,7 @@ def test_qcode_server_runs_starts_the_server_and_the_runner(tmp_path):
 
     from tests.test_team_runs import _wait_for_deployments
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
     env["PYTHONPATH"] = str(ROOT)
     process = subprocess.Popen(

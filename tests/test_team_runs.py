@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 
 import pytest
@@ -28,7 +27,7 @@ from pipeline.team_runs import (
     TeamRunError,
     run_choices,
 )
-from tests.conftest import CODEBOOK, ROOT, SAMPLE, new_database
+from tests.conftest import CODEBOOK, ROOT, SAMPLE, free_port, new_database
 from tests.test_review_team import PASSWORDS, add_team, browser_login
 from tests.test_review_web import (
     BASE,
@@ -38,12 +37,6 @@ from tests.test_review_web import (
 )
 
 FOLDER, BOOK = SAMPLE.name, CODEBOOK.stem
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def choices_for(store, port: int, out, cache_dir=None):
@@ -86,7 +79,7 @@ def test_runs_are_for_leads_and_take_only_listed_names(project_store, tmp_path):
     lead: a name not on the lists is refused (400) before Prefect is asked; with no Prefect
     server answering, a start is a 503 that names the fix, and nothing is recorded."""
     add_team(project_store)
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     app = create_app(project_store, runs=choices_for(project_store, port, tmp_path / "out"))
     for name in ("Rae", "Reid"):
         client, csrf = client_as(app, name)
@@ -161,7 +154,7 @@ def test_lead_starts_runs_that_finish_in_the_store(
     add_team(url)
     with Store(url) as store:
         first_run = store.latest_run_id()
-    port = _free_port()
+    port = free_port()
     base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
     base["PYTHONPATH"] = str(ROOT)
     server = start_server(tmp_path, port, log=tmp_path / "server.log", base_env=base)
