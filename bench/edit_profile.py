@@ -47,11 +47,8 @@ def main() -> None:
 
     from bench.corpus import edit_transcript, write_corpus
     from bench.run import decide_units
-    from pipeline.cli import _code_and_report
-    from pipeline.incremental import keep_saved_in_memory
-    from pipeline.preload import finish_preloads, preload
+    from pipeline.cli import _code_and_report, _ready_for_edits
     from pipeline.settings import Settings
-    from pipeline.tune import run_settings
     from pipeline.watch import collector_paused
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -70,9 +67,7 @@ def main() -> None:
     first_peak_mb = _peak_rss_mb()
     decided = decide_units(settings.store, args.decisions, args.seed) if args.decisions else {}
     # What `qcode run --watch` does before it waits for the first change.
-    preload(run_settings(settings), sentencizer=True)
-    finish_preloads()
-    keep_saved_in_memory()
+    _ready_for_edits(corpus, out, settings)
     gc.collect()
     gc.freeze()
 

@@ -181,11 +181,6 @@ def run(
             return
     except QcodeError as error:
         fail(error)
-    from pipeline.incremental import keep_saved_in_memory, remember_digests
-    from pipeline.preload import cache_dir_of, finish_preloads, preload
-    from pipeline.privacy import remember_findings
-    from pipeline.store import run_store
-    from pipeline.tune import run_settings
     from pipeline.watch import snapshot, watched_files
     from pipeline.watch import watch as watch_folder
 
@@ -196,22 +191,31 @@ def run(
         ),
         typer.echo,
         lambda line: typer.secho(line, err=True, fg=typer.colors.RED),
-        # Load spaCy, the analyzer, the encoder and the first run's results now, so the first
-        # edit does not wait for them.
-        ready=lambda: (
-            preload(run_settings(settings), sentencizer=True),
-            finish_preloads(),
-            keep_saved_in_memory(),
-            remember_digests(
-                remember_findings(
-                    transcripts,
-                    settings.privacy,
-                    settings.privacy_names,
-                    run_store(settings.store, out),
-                    cache_dir_of(settings),
-                )
-            ),
-        ),
+        ready=lambda: _ready_for_edits(transcripts, out, settings),
+    )
+
+
+def _ready_for_edits(transcripts: Path, out: Path, settings: Settings) -> None:
+    """What a watching process does after its first run, so the first edit does not wait for
+    it: load spaCy, the analyzer and the encoder, read the first run's results, the stored
+    scans and every transcript's digest (``bench.edit_profile`` does the same)."""
+    from pipeline.incremental import keep_saved_in_memory, remember_digests
+    from pipeline.preload import cache_dir_of, finish_preloads, preload
+    from pipeline.privacy import remember_findings
+    from pipeline.store import run_store
+    from pipeline.tune import run_settings
+
+    preload(run_settings(settings), sentencizer=True)
+    finish_preloads()
+    keep_saved_in_memory()
+    remember_digests(
+        remember_findings(
+            transcripts,
+            settings.privacy,
+            settings.privacy_names,
+            run_store(settings.store, out),
+            cache_dir_of(settings),
+        )
     )
 
 
