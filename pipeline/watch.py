@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,43 +92,71 @@ def wait_for_change(
         now = again
 
 
-def wait_for_notified_change(
-    take: Callable[[], Snapshot],
-    before: Snapshot,
-    quiet_ms: int = 100,
-    check_s: float = 2.0,
-) -> Snapshot:
-    """Like ``wait_for_change``, woken by the system's file notifications (inotify, FSEvents,
-    ReadDirectoryChangesW, through ``watchfiles``) on the watched files' folders instead of
-    polling: a save is coded about 0.1 s after it, not 0.25-0.5 s, and an idle watch costs
-    nothing. A burst of writes counts as one change once the folders are quiet for
-    ``quiet_ms``; the snapshot is still what decides that something changed (an event for a
-    file nobody watches, or a save that changed nothing, wakes it and it waits again), and it
-    is checked every ``check_s`` too, so a missed notification costs seconds, not an edit.
-    Falls back to polling where notifications cannot be set up (no watched folder left, a
-    network file system, the system's limit on watches reached)."""
-    now = take()
-    if now != before:  # changed while the last run was coding: settle, then code it
-        return wait_for_change(take, before, poll_s=0, sleep=time.sleep)
-    folders = sorted({str(Path(p).parent) for p in before if Path(p).parent.is_dir()})
-    if not folders:
-        return wait_for_change(take, before)
-    try:
-        import watchfiles
+class Notifications:
+    """The system's file notifications (inotify, FSEvents, ReadDirectoryChangesW, through
+    ``watchfiles``) on the watched files' folders, kept from one wait to the next.
 
-        for _ in watchfiles.watch(
-            *folders,
-            recursive=False,
-            step=quiet_ms,
-            rust_timeout=int(check_s * 1000),
-            yield_on_timeout=True,
-        ):
-            now = take()
-            if now != before:
-                return now
-    except (ImportError, OSError, RuntimeError, ValueError):
-        pass  # notifications unavailable here, or a watched folder went: poll instead
-    return wait_for_change(take, before)
+    Why kept: a save made while a run codes, or in the moment between a wait's first look
+    and its watch starting, is still delivered to the next wait (the notifications gather
+    while nobody waits), not noticed only at the next check ``check_s`` later."""
+
+    def __init__(self, quiet_ms: int = 100, check_s: float = 2.0):
+        self.quiet_ms, self.check_s = quiet_ms, check_s
+        self._folders: list[str] = []
+        self._events: Generator[set, None, None] | None = None
+
+    def wait(self, take: Callable[[], Snapshot], before: Snapshot) -> Snapshot:
+        """Like ``wait_for_change``, woken by notifications instead of polling: a save is
+        coded about 0.1 s after it, not 0.25-0.5 s, and an idle watch costs nothing. A burst
+        of writes counts as one change once the folders are quiet for ``quiet_ms``; the
+        snapshot still decides that something changed (an event for a file nobody watches,
+        or a save that changed nothing, wakes it and it waits again), and it is looked at
+        every ``check_s`` too, so a missed notification costs seconds, not an edit. Polls
+        instead where notifications cannot be set up (no watched folder left, a network file
+        system, the system's limit on watches reached)."""
+        now = take()
+        if now != before:  # changed while the last run was coding: settle, then code it
+            return wait_for_change(take, before, poll_s=0)
+        folders = sorted({str(Path(p).parent) for p in before if Path(p).parent.is_dir()})
+        if not folders:
+            return wait_for_change(take, before)
+        try:
+            if self._events is None or folders != self._folders:
+                self.close()
+                import watchfiles
+
+                self._events = watchfiles.watch(
+                    *folders,
+                    recursive=False,
+                    step=self.quiet_ms,
+                    rust_timeout=int(self.check_s * 1000),
+                    yield_on_timeout=True,
+                )
+                self._folders = folders
+            for _ in self._events:
+                now = take()
+                if now != before:
+                    return now
+        except (ImportError, OSError, RuntimeError, ValueError):
+            self.close()  # notifications unavailable here, or a watched folder went: poll
+        return wait_for_change(take, before)
+
+    def close(self) -> None:
+        """Stop the notifications (they are started again by the next wait)."""
+        if self._events is not None:
+            events, self._events = self._events, None
+            events.close()
+
+
+def wait_for_notified_change(
+    take: Callable[[], Snapshot], before: Snapshot, quiet_ms: int = 100, check_s: float = 2.0
+) -> Snapshot:
+    """One wait with notifications (``Notifications.wait``), closed after it."""
+    notifications = Notifications(quiet_ms, check_s)
+    try:
+        return notifications.wait(take, before)
+    finally:
+        notifications.close()
 
 
 def watch(
@@ -143,6 +171,7 @@ def watch(
     once, after the first run (the CLI loads the models there, so the first edit does not wait
     for them)."""
     before = take()
+    notifications = Notifications()
     with stop_on_signals():
         try:
             _code_once(code, warn)
@@ -155,7 +184,7 @@ def watch(
             gc.freeze()
             while True:
                 say("Watching for changes to the transcripts and codebook (Ctrl-C stops) ...")
-                after = wait_for_notified_change(take, before)
+                after = notifications.wait(take, before)
                 say(f"Changed: {', '.join(changed_names(before, after))}. Coding again ...")
                 before = after
                 clock = time.perf_counter()
@@ -166,6 +195,8 @@ def watch(
                 gc.collect()  # while the person reads the result, not while they wait
         except KeyboardInterrupt:
             say("Stopped watching.")
+        finally:
+            notifications.close()
 
 
 @contextmanager
