@@ -8,7 +8,7 @@ change then costs only the changed transcript's own work (the caches and the kep
 results do the rest) and writing the run folder.
 
 Plain functions over plain data: what to watch (``watched_files``), a snapshot of it
-(``snapshot``), waiting for it to change and settle (``wait_for_notified_change``, woken by the
+(``snapshot``), waiting for it to change and settle (``Notifications.wait``, woken by the
 system's file notifications, or ``wait_for_change``, polling), and the loop
 (``watch``), which calls back into whatever runs the coding; the CLI wires them.
 """
@@ -79,7 +79,7 @@ def wait_for_change(
     ``settle_s`` (an editor or a copy may write a file in several steps); return it.
 
     The fallback where the system's file notifications are not available
-    (``wait_for_notified_change``): a change is seen 0.1-0.5 s after the save."""
+    (``Notifications.wait``): a change is seen 0.1-0.5 s after the save."""
     now = before
     while now == before:
         sleep(poll_s)
@@ -146,17 +146,6 @@ class Notifications:
         if self._events is not None:
             events, self._events = self._events, None
             events.close()
-
-
-def wait_for_notified_change(
-    take: Callable[[], Snapshot], before: Snapshot, quiet_ms: int = 100, check_s: float = 2.0
-) -> Snapshot:
-    """One wait with notifications (``Notifications.wait``), closed after it."""
-    notifications = Notifications(quiet_ms, check_s)
-    try:
-        return notifications.wait(take, before)
-    finally:
-        notifications.close()
 
 
 def watch(

@@ -9,16 +9,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipeline.watch import (
     Notifications,
     changed_names,
     snapshot,
     wait_for_change,
-    wait_for_notified_change,
     watched_files,
 )
 from tests.conftest import CODEBOOK, ROOT, SAMPLE
@@ -80,24 +81,31 @@ def _save_later(*writes: tuple[float, Path, str]) -> threading.Thread:
     return thread
 
 
-def test_notified_wait_wakes_for_a_watched_file_and_not_for_others(tmp_path):
+@pytest.fixture
+def notifications() -> Iterator[Notifications]:
+    kept = Notifications()
+    yield kept
+    kept.close()
+
+
+def test_notified_wait_wakes_for_a_watched_file_and_not_for_others(tmp_path, notifications):
     """The system's notifications wake the wait; a file nobody watches, in the same folder,
     does not end it (the snapshot decides), and the save it returns is complete."""
     path, other = tmp_path / "a.txt", tmp_path / "notes.log"
     path.write_text("v0", encoding="utf-8")
     before = snapshot([path])
     writer = _save_later((0.3, other, "not watched"), (0.8, path, "v1"), (0.8, path, "v1 more"))
-    after = wait_for_notified_change(lambda: snapshot([path]), before)
+    after = notifications.wait(lambda: snapshot([path]), before)
     writer.join()
     assert after == snapshot([path]) and path.read_text(encoding="utf-8") == "v1 more"
 
 
-def test_notified_wait_returns_a_change_made_while_the_last_run_coded(tmp_path):
+def test_notified_wait_returns_a_change_made_while_the_last_run_coded(tmp_path, notifications):
     path = tmp_path / "a.txt"
     path.write_text("v0", encoding="utf-8")
     before = snapshot([path])
     path.write_text("saved during the run", encoding="utf-8")  # before the wait starts
-    assert wait_for_notified_change(lambda: snapshot([path]), before) == snapshot([path])
+    assert notifications.wait(lambda: snapshot([path]), before) == snapshot([path])
 
 
 def test_notifications_kept_between_waits_see_each_save_in_turn(tmp_path):
@@ -125,7 +133,7 @@ def test_notifications_kept_between_waits_see_each_save_in_turn(tmp_path):
     notifications.close()  # closing twice is harmless
 
 
-def test_notified_wait_sees_a_new_transcript_and_a_removed_folder(tmp_path):
+def test_notified_wait_sees_a_new_transcript_and_a_removed_folder(tmp_path, notifications):
     folder = tmp_path / "t"
     folder.mkdir()
     (folder / "a.txt").write_text("v0", encoding="utf-8")
@@ -135,11 +143,11 @@ def test_notified_wait_sees_a_new_transcript_and_a_removed_folder(tmp_path):
 
     before = take()
     writer = _save_later((0.3, folder / "b.txt", "new"))
-    after = wait_for_notified_change(take, before)
+    after = notifications.wait(take, before)
     writer.join()
     assert changed_names(before, after) == ["b.txt"]
     threading.Timer(0.3, shutil.rmtree, [folder]).start()
-    assert wait_for_notified_change(take, after) == {}  # the folder went: so did its files
+    assert notifications.wait(take, after) == {}  # the folder went: so did its files
 
 
 def _read_until(process: subprocess.Popen, marker: str, lines: list[str], limit: float) -> None:
