@@ -288,14 +288,6 @@ def _step_main(args: argparse.Namespace) -> None:
 # -- one corpus size --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure_run(name: str, folder: Path, env: dict, **options: object) -> dict:
     out = Path(str(options["out"]))
     before = {p.name for p in out.iterdir()} if out.is_dir() else set()
@@ -353,9 +345,9 @@ def bench_server(folder: Path, env: dict, common: dict, out: Path, target: Path,
     """With a long-running Prefect server (what ``qcode server`` starts) instead of a
     temporary one per run: one more transcript edited, then nothing changed."""
     from bench.corpus import edit_transcript
-    from pipeline.server import api_url, start_server, stop_server
+    from pipeline.server import api_url, free_port, start_server, stop_server
 
-    port = _free_port()
+    port = free_port()
     clock = time.perf_counter()
     server = start_server(folder, port, log=folder / "server.log", base_env=env)
     result: dict = {"start_s": round(time.perf_counter() - clock, 3)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +38,14 @@ class ServerError(QcodeError):
         "PREFECT_API_URL points at the server 'qcode server' printed; unset it to use a "
         "temporary server per run."
     )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on loopback: for servers that scripts, the
+    benchmark and the tests start beside a person's own (``qcode server`` uses 4200)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def api_url(port: int = DEFAULT_PORT) -> str:

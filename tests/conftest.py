@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,13 +83,6 @@ def sample_run(prefect_harness, tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("outputs")
     run_dir = code_transcripts(SAMPLE, CODEBOOK, out, Settings(cache_dir=cache_dir))
     return Path(run_dir)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now, on loopback (for servers the tests start)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write(path: Path, text: str) -> Path:

@@ -35,8 +35,9 @@ from pipeline.review.queue import (
     progress,
     review_table,
 )
+from pipeline.server import free_port
 from pipeline.store import NewDecision, Store
-from tests.conftest import ROOT, free_port, write
+from tests.conftest import ROOT, write
 
 BASE = "http://127.0.0.1"
 TOKEN = "a-long-enough-test-token-1234"

@@ -9,13 +9,14 @@ import pytest
 from pipeline.errors import QcodeError
 from pipeline.server import (
     api_url,
+    free_port,
     is_up,
     server_command,
     server_environment,
     start_server,
     stop_server,
 )
-from tests.conftest import CODEBOOK, ROOT, free_port, run_qcode
+from tests.conftest import CODEBOOK, ROOT, run_qcode
 
 
 def test_server_listens_on_loopback_only_with_telemetry_off(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.review import create_app
-from pipeline.server import api_url, start_runner, start_server, stop_server
+from pipeline.server import api_url, free_port, start_runner, start_server, stop_server
 from pipeline.store import Store
 from pipeline.team_runs import (
     CODING_DEPLOYMENT,
@@ -27,7 +27,7 @@ from pipeline.team_runs import (
     TeamRunError,
     run_choices,
 )
-from tests.conftest import CODEBOOK, ROOT, SAMPLE, free_port, new_database
+from tests.conftest import CODEBOOK, ROOT, SAMPLE, new_database
 from tests.test_review_team import PASSWORDS, add_team, browser_login
 from tests.test_review_web import (
     BASE,

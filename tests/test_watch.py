@@ -108,29 +108,25 @@ def test_notified_wait_returns_a_change_made_while_the_last_run_coded(tmp_path, 
     assert notifications.wait(lambda: snapshot([path]), before) == snapshot([path])
 
 
-def test_notifications_kept_between_waits_see_each_save_in_turn(tmp_path):
+def test_notifications_kept_between_waits_see_each_save_in_turn(tmp_path, notifications):
     """The watch loop keeps one set of notifications: each wait returns the next save, also
     one made while nobody waited (as while a run codes)."""
     path = tmp_path / "a.txt"
     path.write_text("v0", encoding="utf-8")
-    notifications = Notifications()
-    try:
-        take = lambda: snapshot([path])  # noqa: E731
-        before = take()
-        writer = _save_later((0.3, path, "v1"))
-        first = notifications.wait(take, before)
-        writer.join()
-        assert first == take() and first != before
-        path.write_text("v2, saved while a run codes", encoding="utf-8")
-        second = notifications.wait(take, first)
-        assert second == take() and second != first
-        writer = _save_later((0.3, path, "v3, the next save"))
-        third = notifications.wait(take, second)
-        writer.join()
-        assert third == take() and path.read_text(encoding="utf-8") == "v3, the next save"
-    finally:
-        notifications.close()
-    notifications.close()  # closing twice is harmless
+    take = lambda: snapshot([path])  # noqa: E731
+    before = take()
+    writer = _save_later((0.3, path, "v1"))
+    first = notifications.wait(take, before)
+    writer.join()
+    assert first == take() and first != before
+    path.write_text("v2, saved while a run codes", encoding="utf-8")
+    second = notifications.wait(take, first)
+    assert second == take() and second != first
+    writer = _save_later((0.3, path, "v3, the next save"))
+    third = notifications.wait(take, second)
+    writer.join()
+    assert third == take() and path.read_text(encoding="utf-8") == "v3, the next save"
+    notifications.close()  # closing twice (the fixture closes it again) is harmless
 
 
 def test_notified_wait_sees_a_new_transcript_and_a_removed_folder(tmp_path, notifications):
