@@ -117,6 +117,16 @@ def _stringify(value: object, depth: int = 0) -> object:
 
 
 MAX_FRONT_MATTER = 64 * 1024  # attributes are a few lines; more is a pasted document
+# libyaml's safe loader where PyYAML has it (its wheels do): the same values as the
+# pure-Python loader, 10x faster (0.85 s against 0.09 s for 816 transcripts' attributes).
+_FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_yaml(block: str, loader: type) -> tuple[bool, object]:
+    """(whether the block uses aliases, its value); aliases are not expanded."""
+    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(block, Loader=loader)):
+        return True, None
+    return False, yaml.load(block, Loader=loader) if block.strip() else {}
 
 
 def _parse_yaml_block(block: str, path: Path, first_line: int, what: str) -> dict[str, object]:
@@ -128,12 +138,16 @@ def _parse_yaml_block(block: str, path: Path, first_line: int, what: str) -> dic
             first_line,
         )
     try:
-        # Aliases let a few lines expand into millions of values ("billion laughs").
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(block)):
+        try:
+            aliases, data = _read_yaml(block, _FAST_LOADER)
+        except yaml.YAMLError:
+            # Read again by the pure-Python loader: its messages and line numbers (libyaml's
+            # put an unclosed bracket at the end of the block, not where it opened).
+            aliases, data = _read_yaml(block, yaml.SafeLoader)
+        if aliases:  # a few lines can expand into millions of values ("billion laughs")
             raise TranscriptError(
                 f"the {what} uses YAML aliases (*name); write the values out", path, first_line
             )
-        data = yaml.safe_load(block) if block.strip() else {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = first_line + mark.line if mark else first_line

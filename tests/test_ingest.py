@@ -206,6 +206,26 @@ def test_bad_transcripts_give_clear_errors(tmp_path, name, content, message, lin
         assert error.value.line == line
 
 
+def test_fast_yaml_loader_reads_attributes_as_the_pure_python_one():
+    # The libyaml loader is used for speed; it must give the same values (dates, numbers,
+    # booleans, quoted text, lists, accents) and leave aliases to be refused as before.
+    import yaml
+
+    from pipeline.ingest import _FAST_LOADER, _read_yaml
+
+    assert _FAST_LOADER is not yaml.SafeLoader, "PyYAML without libyaml: ingest is 10x slower"
+    blocks = [
+        (SAMPLE / "wp05_lead_officer.yaml").read_text(encoding="utf-8"),
+        "role: Head teacher\ndate: 2023-05-17\nyears: 12\nlead: yes\nnote: 'a: b'\n",
+        "sites: [North, 'South-West']\nname: Zo\u00eb\nempty:\nratio: 1e3\ntime: 10:30\n",
+        "a: &x [1, 2]\nb: *x\n",
+        "",
+    ]
+    for block in blocks:
+        assert _read_yaml(block, _FAST_LOADER) == _read_yaml(block, yaml.SafeLoader)
+    assert _read_yaml(blocks[3], _FAST_LOADER)[0] is True
+
+
 def test_folder_skips_bad_files_and_reports_them(tmp_path):
     write(tmp_path / "good.md", GOOD)
     write(tmp_path / "bad.txt", "no labels here at all")
