@@ -252,8 +252,28 @@ STEPS = {
 }
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (Linux's /proc/stat "cpu" line), or None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            return [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the CPUs' time the hypervisor gave to other machines between two
+    ``cpu_times`` readings (the 8th counter, "steal"). Why: on a shared virtual machine a step
+    can run 20-40% slower when neighbours are busy; this says when a figure is such a one."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after[:8]) - sum(before[:8])
+    return round((after[7] - before[7]) / total, 3) if total > 0 else None
+
+
 def run_step(name: str, work: Path, env: dict[str, str], **options: object) -> dict:
-    """Run one step in a fresh process; wall time from spawn to exit, peak RSS."""
+    """Run one step in a fresh process; wall time from spawn to exit, peak RSS, the CPUs'
+    steal share meanwhile."""
     result = work / f".step-{name}.json"
     command = [sys.executable, "-m", "bench.run", "--step", name, "--result", str(result)]
     for key, value in options.items():
@@ -261,9 +281,11 @@ def run_step(name: str, work: Path, env: dict[str, str], **options: object) -> d
             command += [f"--{key.replace('_', '-')}", str(value)]
     started = time.time()
     load = os.getloadavg()[0]
+    cpu = cpu_times()
     clock = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - clock
+    steal = steal_share(cpu, cpu_times())
     log = work / f"{name}.log"
     with log.open("a", encoding="utf-8") as handle:
         handle.write(done.stdout + done.stderr)
@@ -273,6 +295,7 @@ def run_step(name: str, work: Path, env: dict[str, str], **options: object) -> d
     data["wall_s"] = round(wall, 3)
     data["started_at"] = started
     data["load_average_before"] = round(load, 2)
+    data["cpu_steal_share"] = steal
     return data
 
 
@@ -304,6 +327,7 @@ def measure_run(name: str, folder: Path, env: dict, **options: object) -> dict:
         "run_dir": run["run_dir"],
         "reused_previous_run": Path(run["run_dir"]).name in before,
         "load_average_before": run["load_average_before"],
+        "cpu_steal_share": run["cpu_steal_share"],
         "startup_s": startup,
         "flow_s": info.get("flow_s"),
         "tasks_s": info.get("tasks_s", {}),
@@ -398,13 +422,20 @@ def bench_watch(
         result["ready_s"] = round(time.perf_counter() - clock, 3)
         for i, target in enumerate(targets):
             edit_transcript(target, seed=seed + i)
+            cpu = cpu_times()
             clock = time.perf_counter()
             said = until("Coded again in")
             wall = time.perf_counter() - clock
+            steal = steal_share(cpu, cpu_times())
             until("Watching for changes")
             reported = float(said.split("Coded again in", 1)[1].split()[0])
             result["edits"].append(
-                {"edited": target.name, "wall_s": round(wall, 3), "run_s": reported}
+                {
+                    "edited": target.name,
+                    "wall_s": round(wall, 3),
+                    "run_s": reported,
+                    "cpu_steal_share": steal,
+                }
             )
             print(f"  watch: edited {target.name}: {wall:.1f} s", flush=True)
     finally:
@@ -709,14 +740,15 @@ def main() -> None:
     name = args.name or ("quick" if args.quick else "pages-" + "-".join(map(str, sizes)))
     path = RESULTS / f"{name}.json"
     results: list[dict] = []
+    cpu = cpu_times()
     for pages in sizes:
         # After each step and each size: a long run keeps what it has.
         def keep(part: dict) -> None:
-            write_report(path, [*results, part], args)
+            write_report(path, [*results, part], args, cpu)
 
         results.append(bench_size(pages, args, work, keep=keep))
-        write_report(path, results, args)
-    report = write_report(path, results, args)
+        write_report(path, results, args, cpu)
+    report = write_report(path, results, args, cpu)
     print()
     print(table(results))
     if "scaling_7000_vs_700" in report:
@@ -725,7 +757,9 @@ def main() -> None:
     print(f"\nResults: {path.relative_to(ROOT)}")
 
 
-def write_report(path: Path, results: list[dict], args: argparse.Namespace) -> dict:
+def write_report(
+    path: Path, results: list[dict], args: argparse.Namespace, cpu_at_start: list[int] | None
+) -> dict:
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -733,6 +767,7 @@ def write_report(path: Path, results: list[dict], args: argparse.Namespace) -> d
             "platform": platform.platform(),
             "python": platform.python_version(),
             "load_average_at_end": os.getloadavg(),
+            "cpu_steal_share": steal_share(cpu_at_start, cpu_times()),
         },
         "settings": {
             "precision": args.precision,

@@ -56,6 +56,21 @@ def test_edit_changes_one_transcript_a_little(tmp_path):
     assert len(turns(after)) == len(turns(before)) + 2
 
 
+def test_steal_share_is_the_steal_counters_share_of_all_cpu_time():
+    from bench.run import cpu_times, steal_share
+
+    before = [100, 0, 10, 500, 0, 0, 0, 40, 0, 0]
+    after = [160, 0, 20, 520, 0, 0, 0, 50, 0, 0]  # 100 ticks in all, 10 stolen
+    assert steal_share(before, after) == 0.1
+    assert steal_share(None, after) is None
+    assert steal_share(before, before) is None  # no time passed
+    now = cpu_times()
+    if now is not None:  # Linux
+        assert len(now) >= 8
+        share = steal_share(now, [x + 1 for x in now])
+        assert share is not None and 0 < share < 1
+
+
 def test_store_edit_benchmark_runs_and_stores_only_the_edited_versions(tmp_path, monkeypatch):
     """bench.store_edit end to end on a small corpus: it writes its JSON, and the edit runs
     add only the edited transcript's suggestions (the full runs add every row)."""
