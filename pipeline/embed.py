@@ -13,7 +13,7 @@ grouped by token length rounded up to a multiple of 8 (little padding) and every
 length has the same number of rows (``batch_rows``). A text's vector then never depends on which
 other texts share its batch,
 so a cold run, an incremental run and a run spread over a Dask cluster give the same vectors,
-bit for bit.
+bit for bit. Batches run side by side, one per torch thread (``_in_streams``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,26 +154,30 @@ class SentenceTransformerEncoder:
         pad_id = tokenizer.pad_token_id or 0
         shape_of = [min(-(-len(x) // PAD_MULTIPLE) * PAD_MULTIPLE, limit) for x in ids]
         order = sorted(range(len(texts)), key=lambda i: (shape_of[i], i))
-        out: np.ndarray | None = None
+        plan: list[tuple[list[int], int, int]] = []  # (rows, width, batch size) per batch
         start = 0
-        with torch.inference_mode():
-            while start < len(order):
-                width = shape_of[order[start]]
-                size = batch_rows(width, batch_size * BATCH_SCALE.get(self.precision, 1))
-                stop = start
-                while stop < len(order) and stop - start < size:
-                    if shape_of[order[stop]] != width:
-                        break
-                    stop += 1
-                rows = order[start:stop]
-                batch = {n: np.zeros((size, width), dtype=np.int64) for n in names}
-                batch["input_ids"].fill(pad_id)
-                # Fill every row (missing ones repeat the last text): the batch shape is fixed.
-                for r in range(size):
-                    i = rows[min(r, len(rows) - 1)]
-                    n = len(ids[i])
-                    for name in names:
-                        batch[name][r, :n] = encoded[name][i]
+        while start < len(order):
+            width = shape_of[order[start]]
+            size = batch_rows(width, batch_size * BATCH_SCALE.get(self.precision, 1))
+            stop = start
+            while stop < len(order) and stop - start < size and shape_of[order[stop]] == width:
+                stop += 1
+            plan.append((order[start:stop], width, size))
+            start = stop
+        dimension = getattr(model, "get_embedding_dimension", None)  # sentence-transformers 5.x
+        dimension = dimension or model.get_sentence_embedding_dimension
+        out = np.empty((len(texts), dimension()), dtype=np.float32)
+
+        def run(rows: list[int], width: int, size: int) -> None:
+            batch = {n: np.zeros((size, width), dtype=np.int64) for n in names}
+            batch["input_ids"].fill(pad_id)
+            # Fill every row (missing ones repeat the last text): the batch shape is fixed.
+            for r in range(size):
+                i = rows[min(r, len(rows) - 1)]
+                n = len(ids[i])
+                for name in names:
+                    batch[name][r, :n] = encoded[name][i]
+            with torch.inference_mode():  # per thread: the streams below run in their own
                 features: dict = {n: torch.from_numpy(v) for n, v in batch.items()}
                 for position, module in enumerate(model):
                     features = module(features)
@@ -182,13 +187,41 @@ class SentenceTransformerEncoder:
                             for k, v in features.items()
                         }
                 vectors = features["sentence_embedding"][: len(rows)].float()
-                vectors = torch.nn.functional.normalize(vectors, dim=1).numpy()
-                if out is None:
-                    out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-                out[rows] = vectors
-                start = stop
-        assert out is not None
+                out[rows] = torch.nn.functional.normalize(vectors, dim=1).numpy()
+
+        _in_streams(run, plan, torch)
         return out
+
+
+def _in_streams(run: Callable[..., None], plan: list[tuple], torch: Any) -> None:
+    """Run every batch of ``plan``, as many at a time as torch has threads (one per core unless
+    set otherwise), each batch on one thread.
+
+    Why: one batch on all cores leaves cores idle (the model's many small steps each wait
+    for the cores to meet; top showed torch's second thread busy 63% of a cold run's encode),
+    while independent batches, one per core, keep them busy: 1.0-1.3x faster in bf16 and
+    1.1-1.3x in fp32 on 2 cores (docs/performance.md, session 15). An edit's single batch runs
+    on one thread too, so a vector never depends on how many batches ran beside it; its bits
+    are the same as on all threads one batch at a time (how vectors were made before, so
+    cached vectors stay valid; ``tests/test_embed_batches.py`` checks it)."""
+    with _THREADS_LOCK:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)  # new threads start with the process's setting
+        try:
+            streams = min(previous, MAX_STREAMS, len(plan))
+            if streams <= 1:
+                for batch in plan:
+                    run(*batch)
+            else:
+                with ThreadPoolExecutor(streams, thread_name_prefix="qcode-encode") as pool:
+                    for done in [pool.submit(run, *batch) for batch in plan]:
+                        done.result()
+        finally:
+            torch.set_num_threads(previous)
+
+
+MAX_STREAMS = 16
+_THREADS_LOCK = threading.Lock()  # torch's thread count is one setting for the process
 
 
 def _load_sentence_transformer(setting: str, path: Path | str, device: str, precision: str) -> Any:

@@ -44,6 +44,42 @@ def test_default_precision_is_the_settings_default(encoder, tmp_path):
     assert preferred_precision(tmp_path / "missing") == "fp32"
 
 
+def test_batches_run_side_by_side_and_torch_keeps_its_threads(bf16_encoder, sentences, monkeypatch):
+    # Batches run one per thread (pipeline.embed._in_streams); the process's torch setting is
+    # put back afterwards, and a lone batch gives the same bits as among others (below).
+    import threading
+
+    import torch
+
+    from pipeline import embed
+
+    before = torch.get_num_threads()
+    seen: set[str] = set()
+    run_in_streams = embed._in_streams
+
+    def watching(run, plan, torch_module):
+        def recorded(*batch):
+            seen.add(threading.current_thread().name)
+            run(*batch)
+
+        run_in_streams(recorded, plan, torch_module)
+
+    monkeypatch.setattr(embed, "_in_streams", watching)
+    side_by_side = bf16_encoder.encode(sentences)
+    assert torch.get_num_threads() == before
+    if before > 1:
+        assert len(seen) > 1 and all(n.startswith("qcode-encode") for n in seen)
+
+    # The same bits as one batch after another on all of torch's threads (how vectors were
+    # made before session 15): vectors cached then stay valid, so the cache scheme is the same.
+    def one_after_another(run, plan, torch_module):
+        for batch in plan:
+            run(*batch)
+
+    monkeypatch.setattr(embed, "_in_streams", one_after_another)
+    assert np.array_equal(bf16_encoder.encode(sentences), side_by_side)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "int8"])
 def test_a_vector_does_not_depend_on_its_batch_companions(precision, sentences, request):
     model = request.getfixturevalue(f"{precision}_encoder")
