@@ -199,8 +199,9 @@ def _in_streams(run: Callable[..., None], plan: list[tuple], torch: Any) -> None
 
     Why: one batch on all cores leaves cores idle (the model's many small steps each wait
     for the cores to meet; top showed torch's second thread busy 63% of a cold run's encode),
-    while independent batches, one per core, keep them busy: 1.0-1.3x faster in bf16 and
-    1.1-1.3x in fp32 on 2 cores (docs/performance.md, session 15). An edit's single batch runs
+    while independent batches, one per core, keep them busy: on 2 cores, interleaved in one
+    process, bf16 was 0.78-1.56x as fast (four of eight rounds 1.26x or more) and fp32
+    1.11-1.26x (docs/performance.md, session 15). An edit's single batch runs
     on one thread too, so a vector never depends on how many batches ran beside it; its bits
     are the same as on all threads one batch at a time (how vectors were made before, so
     cached vectors stay valid; ``tests/test_embed_batches.py`` checks it)."""
